@@ -1,0 +1,1 @@
+//! Helpers to start real `paxsql` processes on loopback for the integration tests.

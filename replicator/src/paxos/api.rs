@@ -1,0 +1,163 @@
+//! The contract between the Paxos core and its driver (runtime or simulator).
+//!
+//! # Ordering obligations of the driver
+//! 1. Carry out actions in the order the core emits them.
+//! 2. [`Action::Persist`]: append `records`, make them durable (one fsync may serve several
+//!    `Persist` actions), and only **then** send `then_send`; finally feed
+//!    [`Input::Persisted`] with the same token. A promise or accept that leaves before its
+//!    record is durable breaks Paxos.
+//! 3. [`Action::Deliver`]: apply the chosen value to the state machine in instance order, then
+//!    feed [`Input::Applied`].
+//! 4. Ticks carry a monotonic clock that keeps counting while the machine is suspended
+//!    (`CLOCK_BOOTTIME`); `now_ms` never goes backwards.
+
+use paxsql_binlog::Record;
+use paxsql_schema::{paxos_value, Envelope, PaxosValue};
+
+pub type NodeId = u32;
+pub type InstanceId = u64;
+
+/// How one core is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    /// The group (database) name; goes into every envelope.
+    pub group: String,
+    /// The cluster id if known (from the data dir); 0 until instance 0 is chosen or learned.
+    pub cluster_gid: u64,
+    pub cluster_name: String,
+    /// Members used to choose instance 0 when the log is empty.
+    pub initial_members: Vec<NodeId>,
+    /// How long a master lease lasts (`--lease-ms`, default 3,000).
+    pub lease_ms: u64,
+    /// Largest clock drift rate assumed between nodes, in parts per million.
+    pub max_drift_ppm: u64,
+    /// The master stops acting as master this long before its lease ends.
+    pub lease_margin_ms: u64,
+    /// Seed of the core's PRNG (backoff jitter, value ids).
+    pub seed: u64,
+    /// Whether this node may vote. False for a node whose log is empty while its peers report an
+    /// existing cluster id: it forgot its promises and may only learn (DESIGN "Rules").
+    pub may_vote: bool,
+    /// Bounds on the proposal queue and on one batched value.
+    pub proposal_queue_max: usize,
+    pub batch_count_max: usize,
+    pub batch_bytes_max: usize,
+}
+
+impl Config {
+    pub fn new(node_id: NodeId, group: &str, initial_members: Vec<NodeId>, seed: u64) -> Self {
+        Config {
+            node_id,
+            group: group.to_string(),
+            cluster_gid: 0,
+            cluster_name: "paxsql".to_string(),
+            initial_members,
+            lease_ms: 3_000,
+            max_drift_ppm: 1_000,
+            lease_margin_ms: 300,
+            seed,
+            may_vote: true,
+            proposal_queue_max: crate::limits::PROPOSAL_QUEUE_MAX,
+            batch_count_max: crate::limits::BATCH_STATEMENTS_MAX,
+            batch_bytes_max: crate::limits::VALUE_BYTES_MAX,
+        }
+    }
+}
+
+/// What the driver feeds the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A local proposal. `expected_instance`, when set, binds the proposal to that instance:
+    /// a SQL batch executed on top of instance i−1 may only be chosen at instance i. If the
+    /// core's next instance is another one, or another value is chosen there, the outcome is
+    /// [`ProposalOutcome::Lost`]; such a proposal is never carried over to a later instance.
+    Propose {
+        proposal_id: u64,
+        payload: paxos_value::Payload,
+        expected_instance: Option<InstanceId>,
+    },
+    /// A message from a peer.
+    Message(Envelope),
+    /// The passage of time (monotonic milliseconds).
+    Tick { now_ms: u64 },
+    /// The records of the `Persist` action with this token are durable.
+    Persisted { token: u64 },
+    /// The state machine has applied every instance up to and including this one.
+    Applied { instance_id: InstanceId },
+    /// A linearizable read asks the core to confirm, through a majority, that this node's
+    /// ballot is still the highest (a read-index round; nothing is written to the log).
+    ReadIndex { read_id: u64 },
+    /// Ask this node to try to become master now (e.g. `admin transfer-master`).
+    Campaign,
+}
+
+/// How a local proposal ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposalOutcome {
+    /// Chosen at this instance, with this value id.
+    Chosen { instance_id: InstanceId, value_id: u64 },
+    /// The instance is known to hold another value (SQLSTATE 40001 for SQL batches).
+    Lost { instance_id: InstanceId },
+    /// The proposal queue is full (SQLSTATE 53000).
+    Busy,
+    /// Refused before proposing, with a reason for the user.
+    Refused(String),
+}
+
+/// What the core asks the driver to do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Append `records`, sync, then send `then_send`, then feed `Input::Persisted { token }`.
+    Persist { token: u64, records: Vec<Record>, then_send: Vec<Envelope> },
+    /// Send at once (nothing in it depends on an unsynced record).
+    Send(Envelope),
+    /// Instance `instance_id` chose `value`. Delivered exactly once, in instance order.
+    Deliver { instance_id: InstanceId, value: PaxosValue },
+    /// A local proposal ended.
+    ProposalDone { proposal_id: u64, outcome: ProposalOutcome },
+    /// A peer asked for chosen values from `from_instance` on: read them from the log and send
+    /// a `LearnedValues` reply (or `needs_checkpoint` when the log no longer holds them).
+    ServeLearn { to: NodeId, from_instance: InstanceId, max_values: u32 },
+    /// This node needs instances no peer's log holds any more: fetch `peer`'s checkpoint.
+    NeedCheckpoint { peer: NodeId, first_instance: InstanceId },
+    /// A read-index round ended: `ok` means this node was master with the highest ballot.
+    ReadIndexDone { read_id: u64, ok: bool },
+}
+
+/// A node's role in its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Follower,
+    Candidate,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+        }
+    }
+}
+
+/// A snapshot of the core for `/status` and the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub role: Role,
+    pub master_id: Option<NodeId>,
+    /// Highest instance known chosen (None: nothing chosen yet).
+    pub chosen_instance: Option<InstanceId>,
+    /// Highest instance the state machine reported applied.
+    pub applied_instance: Option<InstanceId>,
+    pub members: Vec<NodeId>,
+    pub cluster_gid: u64,
+    /// True when this node is master, its lease holds with margin, and it has applied every
+    /// instance chosen before its own lease: it may accept writes and serve lease reads.
+    pub serving_as_master: bool,
+    /// Messages dropped because they carried another cluster id.
+    pub foreign_gid_dropped: u64,
+}

@@ -1,0 +1,1 @@
+//! The SQLite state machine: master batches, follower replay, deterministic functions.
