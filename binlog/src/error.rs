@@ -15,7 +15,9 @@ pub enum LogError {
     /// fsync failed. The node must stop: after a failed fsync the kernel may have dropped the
     /// dirty pages, so retrying could report success for data that is gone (PostgreSQL's
     /// "fsyncgate"). Never retry.
-    #[error("fsync failed on {path}: {source}; stopping: the log can no longer promise durability")]
+    #[error(
+        "fsync failed on {path}: {source}; stopping: the log can no longer promise durability"
+    )]
     SyncFailed {
         path: PathBuf,
         #[source]

@@ -38,7 +38,11 @@ pub struct Record {
 
 impl Record {
     pub fn new(instance_id: u64, kind: RecordKind, payload: impl Into<Bytes>) -> Self {
-        Record { instance_id, kind, payload: payload.into() }
+        Record {
+            instance_id,
+            kind,
+            payload: payload.into(),
+        }
     }
 }
 

@@ -1,2 +1,11 @@
-//! The `paxsql` command and its server side: the PostgreSQL-wire front end, SQL classification
-//! and routing, HTTP `/status` and `/metrics`.
+//! The `paxsql` command and its server side.
+//!
+//! - [`cli`]: the subcommands (`node`, `dev-cluster`, `status`, …).
+//! - [`config`]: a node's validated configuration (flags or TOML).
+//! - [`http`]: `/status`, `/metrics`, `/ready`.
+//! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod node;

@@ -16,7 +16,10 @@ pub use prost::Message;
 
 impl Ballot {
     /// The zero ballot: "nothing promised or accepted".
-    pub const ZERO: Ballot = Ballot { number: 0, node_id: 0 };
+    pub const ZERO: Ballot = Ballot {
+        number: 0,
+        node_id: 0,
+    };
 
     pub fn new(number: u64, node_id: u32) -> Self {
         Ballot { number, node_id }
@@ -68,6 +71,9 @@ mod tests {
             })),
         };
         let bytes = envelope.encode_to_vec();
-        assert_eq!(Envelope::decode(bytes.as_slice()).expect("decodes"), envelope);
+        assert_eq!(
+            Envelope::decode(bytes.as_slice()).expect("decodes"),
+            envelope
+        );
     }
 }

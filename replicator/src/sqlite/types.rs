@@ -23,11 +23,17 @@ pub struct StatementRequest {
 
 impl StatementRequest {
     pub fn new(sql: impl Into<String>) -> Self {
-        StatementRequest { sql: sql.into(), params: Vec::new() }
+        StatementRequest {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
     }
 
     pub fn with_params(sql: impl Into<String>, params: Vec<Value>) -> Self {
-        StatementRequest { sql: sql.into(), params }
+        StatementRequest {
+            sql: sql.into(),
+            params,
+        }
     }
 }
 
@@ -90,7 +96,10 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(kind: SqlErrorKind, message: impl Into<String>) -> Self {
-        SqlError { kind, message: message.into() }
+        SqlError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 

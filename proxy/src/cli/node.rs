@@ -1,0 +1,87 @@
+//! `paxsql node`: run one node of a cluster.
+
+use std::path::PathBuf;
+
+use crate::config::RawNodeConfig;
+
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NodeArgs {
+    /// A TOML file with the same keys as these flags (`id = 1`, `data-dir = "…"`); flags win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id: a unique small integer (1, 2, 3…).
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// Where this node keeps its logs, databases and checkpoints. Nothing outside it is written.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL-protocol address for clients [default: 127.0.0.1:5433].
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// Address other nodes connect to for Paxos traffic [default: 127.0.0.1:5533].
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// HTTP address for /status, /metrics and /ready [default: 127.0.0.1:5633].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Every member's peer address, this node included: 1=HOST:PORT,2=HOST:PORT,…
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Databases (Paxos groups) to serve, comma separated [default: main].
+    #[arg(long)]
+    pub groups: Option<String>,
+    /// Cluster name; peers with another name are refused [default: paxsql].
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// Master lease in milliseconds; failover takes about this plus one second [default: 3000].
+    #[arg(long)]
+    pub lease_ms: Option<u64>,
+    /// Take a checkpoint every N chosen instances [default: 10000].
+    #[arg(long)]
+    pub checkpoint_interval_instances: Option<u64>,
+    /// Keep this many instances of log below the newest checkpoint [default: 1000].
+    #[arg(long)]
+    pub log_hold_instances: Option<u64>,
+    /// File holding the shared secret peers authenticate each other with.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Join an existing cluster as a new, empty member (bootstraps from a checkpoint).
+    #[arg(long)]
+    pub join: bool,
+}
+
+impl NodeArgs {
+    /// The flags as raw config keys (unset flags stay unset so the file's values survive).
+    pub fn to_raw(&self) -> RawNodeConfig {
+        RawNodeConfig {
+            id: self.id,
+            data_dir: self.data_dir.clone(),
+            sql: self.sql.clone(),
+            peer: self.peer.clone(),
+            http: self.http.clone(),
+            peers: self.peers.clone(),
+            groups: self.groups.clone(),
+            cluster_name: self.cluster_name.clone(),
+            lease_ms: self.lease_ms,
+            checkpoint_interval_instances: self.checkpoint_interval_instances,
+            log_hold_instances: self.log_hold_instances,
+            cluster_secret_file: self.cluster_secret_file.clone(),
+            join: self.join.then_some(true),
+        }
+    }
+
+    /// File (if any) overlaid with flags, validated.
+    pub fn resolve(&self) -> anyhow::Result<crate::config::NodeConfig> {
+        let base = match &self.config {
+            Some(path) => RawNodeConfig::from_file(path)?,
+            None => RawNodeConfig::default(),
+        };
+        base.overlay(self.to_raw()).validate()
+    }
+}
+
+/// Runs the node until SIGINT/SIGTERM.
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    crate::node::run(config).await
+}

@@ -1,0 +1,246 @@
+//! The HTTP admin endpoint: `GET /status` (JSON), `GET /metrics` (Prometheus text) and
+//! `GET /ready` (200 or 503).
+//!
+//! A deliberately tiny HTTP/1.1 server: one request per connection, GET only, bounded request
+//! size and connection count. It serves operators and scripts, not browsers at scale.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Largest request head accepted.
+pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Concurrent admin connections.
+pub const HTTP_CONNECTIONS_MAX: usize = 64;
+/// A client must send its request within this time.
+pub const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin endpoint reports. Implemented by the running node.
+pub trait AdminSource: Send + Sync + 'static {
+    /// The `/status` document.
+    fn status_json(&self) -> serde_json::Value;
+    /// The `/metrics` text in Prometheus exposition format.
+    fn metrics_text(&self) -> String;
+    /// `/ready`: the node knows a master and has applied what was chosen before it started.
+    fn ready(&self) -> bool;
+    /// Extra routes (e.g. admin actions); `None` means 404.
+    fn route(&self, _method: &str, _path: &str) -> Option<HttpResponse> {
+        None
+    }
+}
+
+/// A response to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        let mut body = serde_json::to_vec_pretty(value).expect("a JSON value always serializes");
+        body.push(b'\n');
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    pub fn text(status: u16, text: impl Into<String>) -> Self {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: text.into().into_bytes(),
+        }
+    }
+}
+
+/// Serves the admin endpoint until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn AdminSource>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Over the bound: drop the connection rather than queue without limit.
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = handle_connection(stream, source).await {
+                tracing::debug!(%error, "admin HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle_connection(
+    mut stream: TcpStream,
+    source: Arc<dyn AdminSource>,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(HTTP_READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => return Ok(()),
+    };
+    let response = match parse_request_line(&head) {
+        Some((method, path)) => respond(source.as_ref(), &method, &path),
+        None => HttpResponse::text(400, "bad request: send `GET /status HTTP/1.1`\n"),
+    };
+    write_response(&mut stream, &response).await
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        if head.len() > HTTP_REQUEST_BYTES_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    Ok(head)
+}
+
+fn parse_request_line(head: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let line = text.lines().next()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?;
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    Some((method, path))
+}
+
+fn respond(source: &dyn AdminSource, method: &str, path: &str) -> HttpResponse {
+    if let Some(response) = source.route(method, path) {
+        return response;
+    }
+    if method != "GET" {
+        return HttpResponse::text(405, "only GET is supported here\n");
+    }
+    match path {
+        "/status" => HttpResponse::json(200, &source.status_json()),
+        "/metrics" => HttpResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: source.metrics_text().into_bytes(),
+        },
+        "/ready" if source.ready() => HttpResponse::text(200, "ready\n"),
+        "/ready" => HttpResponse::text(
+            503,
+            "not ready: no master known yet, or still catching up\n",
+        ),
+        _ => HttpResponse::text(404, "not found: try /status, /metrics or /ready\n"),
+    }
+}
+
+async fn write_response(stream: &mut TcpStream, response: &HttpResponse) -> std::io::Result<()> {
+    let reason = match response.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        response.status,
+        reason,
+        response.content_type,
+        response.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&response.body).await?;
+    stream.shutdown().await
+}
+
+/// A minimal HTTP GET client for `paxsql status` and tests: returns (status code, body).
+pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context;
+    let mut stream = tokio::time::timeout(HTTP_READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("timed out connecting to {addr}"))?
+        .with_context(|| {
+            format!(
+                "cannot connect to {addr}: is the node running, and is this its --http address?"
+            )
+        })?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(HTTP_READ_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .with_context(|| format!("timed out reading from {addr}"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl AdminSource for Fixed {
+        fn status_json(&self) -> serde_json::Value {
+            serde_json::json!({"node_id": 1, "role": "master"})
+        }
+        fn metrics_text(&self) -> String {
+            "paxsql_up 1\n".into()
+        }
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_status_metrics_ready_and_404() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(Fixed), async {
+            let _ = stopped.await;
+        }));
+        let (code, body) = get(&addr, "/status").await.expect("status");
+        assert_eq!(code, 200);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(json["role"], "master");
+        assert_eq!(
+            get(&addr, "/metrics").await.expect("metrics"),
+            (200, "paxsql_up 1\n".into())
+        );
+        assert_eq!(get(&addr, "/ready").await.expect("ready").0, 503);
+        assert_eq!(get(&addr, "/nope").await.expect("404").0, 404);
+        stop.send(()).expect("server still running");
+        server.await.expect("joins").expect("serves cleanly");
+    }
+}
