@@ -1,0 +1,323 @@
+//! A cluster of real `paxsql node` processes on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The `paxsql` binary: `$PAXSQL_BIN`, or the one cargo built beside this test executable.
+pub fn paxsql_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PAXSQL_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test> → target/<profile>/paxsql
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("paxsql");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p paxsql-proxy` (cargo test --workspace does) or set PAXSQL_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound and released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One node process.
+pub struct NodeProcess {
+    pub id: u32,
+    pub sql_port: u16,
+    pub peer_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn sql_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.sql_port)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts (or restarts) the process on the same data dir and ports.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        let child = Command::new(paxsql_bin())
+            .args(&self.args)
+            .env(
+                "PAXSQL_LOG",
+                std::env::var("PAXSQL_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn paxsql node")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`: a crash, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (SIGSTOP/SIGCONT for pauses).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
+    /// The node's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Has the process exited on its own? Returns its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// N node processes in a temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<NodeProcess>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `count` nodes with `extra` flags each, and waits until a master serves.
+    pub async fn start(count: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let cluster = Self::spawn(count, extra)?;
+        cluster.wait_for_master(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// Starts `count` nodes without waiting for anything.
+    pub fn spawn(count: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("paxsql-it-").tempdir()?;
+        let ports: Vec<(u16, u16, u16)> = (0..count)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(index, (_, peer, _))| format!("{}=127.0.0.1:{peer}", index + 1))
+            .collect();
+        let mut nodes = Vec::new();
+        for (index, (sql, peer, http)) in ports.iter().copied().enumerate() {
+            let id = index as u32 + 1;
+            let data_dir = dir.path().join(format!("node{id}"));
+            let mut args: Vec<String> = vec![
+                "node".into(),
+                "--id".into(),
+                id.to_string(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--sql".into(),
+                format!("127.0.0.1:{sql}"),
+                "--peer".into(),
+                format!("127.0.0.1:{peer}"),
+                "--http".into(),
+                format!("127.0.0.1:{http}"),
+                "--peers".into(),
+                peers.join(","),
+            ];
+            args.extend(extra.iter().map(|flag| flag.to_string()));
+            let mut node = NodeProcess {
+                id,
+                sql_port: sql,
+                peer_port: peer,
+                http_port: http,
+                log_path: dir.path().join(format!("node{id}.log")),
+                data_dir,
+                args,
+                child: None,
+            };
+            node.start()?;
+            nodes.push(node);
+        }
+        Ok(Cluster { nodes, dir })
+    }
+
+    pub fn node(&mut self, id: u32) -> &mut NodeProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// `/status` of node `id`, if it answers.
+    pub async fn status(&self, id: u32) -> Option<serde_json::Value> {
+        let node = &self.nodes[(id - 1) as usize];
+        if !node.is_running() {
+            return None;
+        }
+        http_get_json(&node.http_addr(), "/status").await.ok()
+    }
+
+    /// Waits until some running node reports itself master and every running node agrees.
+    pub async fn wait_for_master(&self, timeout: Duration) -> anyhow::Result<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(master) = self.agreed_master().await {
+                return Ok(master);
+            }
+            if Instant::now() > deadline {
+                bail!("no master within {timeout:?}; logs:\n{}", self.logs_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn agreed_master(&self) -> Option<u32> {
+        let mut master = None;
+        for node in self.nodes.iter().filter(|node| node.is_running()) {
+            let status = http_get_json(&node.http_addr(), "/status").await.ok()?;
+            let id = status["master_id"].as_u64()? as u32;
+            if master.is_some_and(|known| known != id) {
+                return None;
+            }
+            master = Some(id);
+        }
+        let id = master?;
+        let status = self.status(id).await?;
+        (status["role"] == "master").then_some(id)
+    }
+
+    /// Waits until every running node has applied at least `instance`.
+    pub async fn wait_applied(&self, instance: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for node in self.nodes.iter().filter(|node| node.is_running()) {
+                let applied = http_get_json(&node.http_addr(), "/status")
+                    .await
+                    .ok()
+                    .and_then(|status| status["applied_instance"].as_u64());
+                if applied.is_none_or(|applied| applied < instance) {
+                    all = false;
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("not every node applied instance {instance} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The highest committed instance any running node reports.
+    pub async fn committed_instance(&self) -> u64 {
+        let mut highest = 0;
+        for node in self.nodes.iter().filter(|node| node.is_running()) {
+            if let Ok(status) = http_get_json(&node.http_addr(), "/status").await {
+                highest = highest.max(status["committed_instance"].as_u64().unwrap_or(0));
+            }
+        }
+        highest
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let log = node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            out.push_str(&format!(
+                "---- node {} ----\n{}\n",
+                node.id,
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+/// GET a JSON document over HTTP/1.1.
+pub async fn http_get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let body = http_get(addr, path).await?.1;
+    serde_json::from_str(&body).with_context(|| format!("invalid JSON from {addr}{path}: {body}"))
+}
+
+/// GET over HTTP/1.1: (status code, body).
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("malformed status line")?;
+    Ok((code, body.to_string()))
+}
