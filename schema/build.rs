@@ -2,7 +2,7 @@
 //! the build machines have no `protoc`.
 
 fn main() {
-    let protos = ["proto/paxsql.proto"];
+    let protos = ["proto/paxsql.proto", "proto/forward.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -12,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::backend::Backend;
+use crate::forward::server::is_forward_magic;
+
 /// Largest request head accepted.
 pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// Concurrent admin connections.
@@ -61,31 +64,65 @@ impl HttpResponse {
     }
 }
 
-/// Serves the admin endpoint until `shutdown` completes.
+/// Concurrent forwarding connections from other nodes' proxies (they are long-lived).
+pub const FORWARD_CONNECTIONS_MAX: usize = 1024;
+
+/// Serves the admin endpoint until `shutdown` completes. When `forward` is set, connections
+/// that open with the forwarding magic are served by [`crate::forward::server`] over it.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn AdminSource>,
+    forward: Option<Arc<dyn Backend>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let forward_slots = Arc::new(Semaphore::new(FORWARD_CONNECTIONS_MAX));
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = &mut shutdown => return Ok(()),
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the bound: drop the connection rather than queue without limit.
-            continue;
-        };
         let source = source.clone();
+        let forward = forward.clone();
+        let slots = slots.clone();
+        let forward_slots = forward_slots.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(error) = handle_connection(stream, source).await {
-                tracing::debug!(%error, "admin HTTP connection ended with an error");
+            if let Err(error) = dispatch(stream, source, forward, slots, forward_slots).await {
+                tracing::debug!(%error, "admin connection ended with an error");
             }
         });
     }
+}
+
+/// Tells a forwarding connection from an HTTP request by its first bytes, within the bounds
+/// of each kind.
+async fn dispatch(
+    mut stream: TcpStream,
+    source: Arc<dyn AdminSource>,
+    forward: Option<Arc<dyn Backend>>,
+    slots: Arc<Semaphore>,
+    forward_slots: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let mut first = [0u8; 4];
+    let peeked = match tokio::time::timeout(HTTP_READ_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(peeked) => peeked?,
+        Err(_) => return Ok(()),
+    };
+    if let Some(backend) = forward.filter(|_| is_forward_magic(&first[..peeked])) {
+        // Over the bound: drop the connection; the follower answers its client with a retry.
+        let Ok(_permit) = forward_slots.try_acquire_owned() else {
+            return Ok(());
+        };
+        stream.read_exact(&mut first).await?;
+        let _ = stream.set_nodelay(true);
+        return crate::forward::server::serve_connection(stream, backend).await;
+    }
+    // Over the bound: drop the connection rather than queue without limit.
+    let Ok(_permit) = slots.try_acquire_owned() else {
+        return Ok(());
+    };
+    handle_connection(stream, source).await
 }
 
 async fn handle_connection(
@@ -227,7 +264,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(Fixed), async {
+        let server = tokio::spawn(serve(listener, Arc::new(Fixed), None, async {
             let _ = stopped.await;
         }));
         let (code, body) = get(&addr, "/status").await.expect("status");

@@ -5,7 +5,9 @@
 //! - [`http`]: `/status`, `/metrics`, `/ready`.
 //! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod node;

@@ -1,0 +1,137 @@
+//! The follower side of forwarding: a small pool of connections to one master.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use paxsql_replicator::sqlite::types::{SqlError, SqlErrorKind};
+use paxsql_schema::{ForwardRequest, ForwardResponse};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::convert::error_from_proto;
+use super::frame::{read_frame, write_frame};
+use super::{FORWARD_POOL_IDLE_MAX, MAGIC, PROTOCOL_VERSION};
+
+/// How long connecting to the master may take.
+pub const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one forwarded request may take before its outcome is declared unknown.
+pub const FORWARD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a forwarded call failed before an answer came back.
+#[derive(Debug)]
+pub enum ForwardFailure {
+    /// Nothing was sent: safe to retry anywhere.
+    NotSent(String),
+    /// The request left but no answer came back: the outcome is unknown (40003 for writes).
+    Unanswered(String),
+}
+
+/// A pooled client to one master's forwarding endpoint (its HTTP address).
+pub struct ForwardClient {
+    pub addr: String,
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+impl ForwardClient {
+    pub fn new(addr: String) -> Self {
+        ForwardClient {
+            addr,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Opens a new forwarding connection (used directly to pin a transaction).
+    pub async fn connect(&self) -> Result<TcpStream, ForwardFailure> {
+        let connect = tokio::time::timeout(FORWARD_CONNECT_TIMEOUT, TcpStream::connect(&self.addr));
+        let mut stream = match connect.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                return Err(ForwardFailure::NotSent(format!(
+                    "connect to master at {}: {error}",
+                    self.addr
+                )))
+            }
+            Err(_) => {
+                return Err(ForwardFailure::NotSent(format!(
+                    "connect to master at {} timed out",
+                    self.addr
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut hello = Vec::with_capacity(8);
+        hello.extend_from_slice(MAGIC);
+        hello.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        stream.write_all(&hello).await.map_err(|error| {
+            ForwardFailure::NotSent(format!("greet master at {}: {error}", self.addr))
+        })?;
+        Ok(stream)
+    }
+
+    /// Sends one request on a pooled connection and returns the answer.
+    pub async fn call(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardFailure> {
+        let pooled = self.idle.lock().expect("pool lock is never poisoned").pop();
+        let mut stream = match pooled {
+            Some(stream) => stream,
+            None => self.connect().await?,
+        };
+        let response = call_on(&mut stream, &request).await?;
+        let mut idle = self.idle.lock().expect("pool lock is never poisoned");
+        if idle.len() < FORWARD_POOL_IDLE_MAX {
+            idle.push(stream);
+        }
+        Ok(response)
+    }
+}
+
+/// One request/response on a given connection.
+pub async fn call_on(
+    stream: &mut TcpStream,
+    request: &ForwardRequest,
+) -> Result<ForwardResponse, ForwardFailure> {
+    // A pooled connection may have been closed by the master since; a failed *write* means the
+    // request did not get through whole, and the master executes only complete frames.
+    write_frame(stream, request)
+        .await
+        .map_err(|error| ForwardFailure::NotSent(format!("send to master: {error}")))?;
+    match tokio::time::timeout(
+        FORWARD_REQUEST_TIMEOUT,
+        read_frame::<ForwardResponse>(stream),
+    )
+    .await
+    {
+        Ok(Ok(Some(response))) => Ok(response),
+        Ok(Ok(None)) => Err(ForwardFailure::Unanswered(
+            "the master closed the connection".into(),
+        )),
+        Ok(Err(error)) => Err(ForwardFailure::Unanswered(format!(
+            "read from master: {error}"
+        ))),
+        Err(_) => Err(ForwardFailure::Unanswered(format!(
+            "no answer from the master within {FORWARD_REQUEST_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// The response's error, if it carries one.
+pub fn response_error(response: &mut ForwardResponse) -> Option<SqlError> {
+    response.error.take().map(error_from_proto)
+}
+
+impl ForwardFailure {
+    /// The error a client sees when a forwarded *write* failed this way.
+    pub fn into_write_error(self) -> SqlError {
+        match self {
+            ForwardFailure::NotSent(message) => SqlError::new(
+                SqlErrorKind::NoMaster,
+                format!("{message}; the write was not sent, retry it"),
+            ),
+            ForwardFailure::Unanswered(message) => SqlError::new(
+                SqlErrorKind::Unknown,
+                format!(
+                    "{message}; the write may or may not have been applied: check before retrying"
+                ),
+            ),
+        }
+    }
+}

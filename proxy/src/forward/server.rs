@@ -1,0 +1,156 @@
+//! The master side of forwarding: serves one forwarding connection over the node's local
+//! backend (which refuses writes with `NotMaster`, unexecuted, when this node is not master).
+
+use std::sync::Arc;
+
+use paxsql_replicator::sqlite::types::{SqlError, SqlErrorKind};
+use paxsql_schema::{forward_request::Kind, ForwardRequest, ForwardResponse};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::convert::{
+    columns_to_proto, consistency_from_proto, error_to_proto, result_to_proto, statement_from_proto,
+};
+use super::frame::{read_frame, write_frame};
+use super::{MAGIC, PROTOCOL_VERSION};
+use crate::backend::{Backend, Transaction};
+
+/// Serves a connection whose first four bytes (the magic) were already read.
+pub async fn serve_connection<S>(mut stream: S, backend: Arc<dyn Backend>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut version = [0u8; 4];
+    stream.read_exact(&mut version).await?;
+    if u32::from_be_bytes(version) != PROTOCOL_VERSION {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "forwarding protocol version {} is not {PROTOCOL_VERSION}: run the same paxsql version on every node",
+                u32::from_be_bytes(version)
+            ),
+        ));
+    }
+    let mut transaction: Option<Box<dyn Transaction>> = None;
+    let outcome = serve_requests(&mut stream, backend.as_ref(), &mut transaction).await;
+    // A vanished follower (or client behind it) leaves nothing behind.
+    if let Some(open) = transaction.take() {
+        let _ = open.rollback().await;
+    }
+    outcome
+}
+
+async fn serve_requests<S>(
+    stream: &mut S,
+    backend: &dyn Backend,
+    transaction: &mut Option<Box<dyn Transaction>>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(request) = read_frame::<ForwardRequest>(stream).await? {
+        let response = handle_request(request, backend, transaction).await;
+        write_frame(stream, &response).await?;
+    }
+    Ok(())
+}
+
+async fn handle_request(
+    request: ForwardRequest,
+    backend: &dyn Backend,
+    transaction: &mut Option<Box<dyn Transaction>>,
+) -> ForwardResponse {
+    let mut response = ForwardResponse {
+        request_id: request.request_id,
+        ..Default::default()
+    };
+    let group = request.group.as_str();
+    let outcome: Result<(), SqlError> = match request.kind {
+        None => Err(SqlError::new(SqlErrorKind::Other, "empty forward request")),
+        Some(Kind::Write(write)) => {
+            let statements = write
+                .statements
+                .into_iter()
+                .map(statement_from_proto)
+                .collect();
+            backend
+                .execute_write(group, statements)
+                .await
+                .map(|results| {
+                    response.results = results.iter().map(result_to_proto).collect();
+                })
+        }
+        Some(Kind::Read(read)) => match consistency_from_proto(read.consistency) {
+            None => Err(SqlError::new(
+                SqlErrorKind::Other,
+                "unknown consistency level",
+            )),
+            Some(consistency) => {
+                let statement = statement_from_proto(read.statement.unwrap_or_default());
+                backend
+                    .read(group, statement, consistency)
+                    .await
+                    .map(|result| {
+                        response.results = vec![result_to_proto(&result)];
+                    })
+            }
+        },
+        Some(Kind::Begin(_)) => match transaction {
+            Some(_) => Err(SqlError::new(
+                SqlErrorKind::Other,
+                "a transaction is already open",
+            )),
+            None => backend
+                .begin(group)
+                .await
+                .map(|open| *transaction = Some(open)),
+        },
+        Some(Kind::TransactionStatement(statement)) => match transaction.as_mut() {
+            None => Err(no_transaction()),
+            Some(open) => open
+                .execute(statement_from_proto(statement))
+                .await
+                .map(|result| {
+                    response.results = vec![result_to_proto(&result)];
+                }),
+        },
+        Some(Kind::TransactionDescribe(statement)) => match transaction.as_mut() {
+            None => Err(no_transaction()),
+            Some(open) => open
+                .describe(&statement.sql)
+                .await
+                .map(|columns| response.columns = columns_to_proto(&columns)),
+        },
+        Some(Kind::Commit(_)) => match transaction.take() {
+            None => Err(no_transaction()),
+            Some(open) => open.commit().await,
+        },
+        Some(Kind::Rollback(_)) => match transaction.take() {
+            None => Ok(()),
+            Some(open) => open.rollback().await,
+        },
+        Some(Kind::Describe(statement)) => backend
+            .describe(group, &statement.sql)
+            .await
+            .map(|columns| response.columns = columns_to_proto(&columns)),
+        Some(Kind::IsReadOnly(statement)) => backend
+            .is_read_only(group, &statement.sql)
+            .await
+            .map(|read_only| response.read_only = read_only),
+    };
+    if let Err(error) = outcome {
+        response.error = Some(error_to_proto(&error));
+    }
+    response
+}
+
+fn no_transaction() -> SqlError {
+    SqlError::new(
+        SqlErrorKind::Other,
+        "no transaction is open on this forwarding connection",
+    )
+}
+
+/// Whether the first bytes of a connection ask for forwarding.
+pub fn is_forward_magic(bytes: &[u8]) -> bool {
+    bytes.len() >= MAGIC.len() && &bytes[..MAGIC.len()] == MAGIC
+}
