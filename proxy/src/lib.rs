@@ -11,3 +11,4 @@ pub mod config;
 pub mod forward;
 pub mod http;
 pub mod node;
+pub mod routing;
