@@ -354,3 +354,38 @@ impl LogStore for FileLog {
         self.index.last_key_value().map(|(&instance_id, _)| instance_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RecordKind;
+
+    #[test]
+    fn a_failed_sync_poisons_the_log_for_every_later_call() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).expect("open");
+        let record = Record::new(1, RecordKind::Chosen, &b"v"[..]);
+        log.append(&record).expect("append");
+        log.fail_next_sync();
+        assert!(matches!(log.sync(), Err(LogError::SyncFailed { .. })));
+        assert!(log.is_poisoned());
+        // Never retried: the next sync fails without touching the file, and so does the rest.
+        assert!(matches!(log.sync(), Err(LogError::SyncFailed { .. })));
+        assert!(log.append(&record).is_err());
+        assert!(log.read_range(0, 10).is_err());
+        assert!(log.truncate_prefix(1).is_err());
+    }
+
+    #[test]
+    fn sync_after_rollover_syncs_the_new_segment_and_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = FileLogOptions { segment_bytes_max: 64 };
+        let (mut log, _) = FileLog::open(dir.path(), options).expect("open");
+        log.append(&Record::new(1, RecordKind::Chosen, vec![1u8; 30])).expect("append");
+        log.append(&Record::new(2, RecordKind::Chosen, vec![2u8; 30])).expect("append");
+        assert_eq!(log.segments.len(), 2);
+        assert!(log.active_dirty && log.dir_dirty, "the new segment and its directory entry are pending");
+        log.sync().expect("sync");
+        assert!(!log.active_dirty && !log.dir_dirty);
+    }
+}
