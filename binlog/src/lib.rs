@@ -2,6 +2,10 @@
 //!
 //! - [`store`]: the [`LogStore`] trait and the durability contract every log must keep.
 //! - [`mem`]: [`MemLog`], the log in memory with `crash()`, for the simulator and tests.
+//! - [`file`]: [`FileLog`], the log on disk: segment files ([`segment`]) of CRC32C-checked
+//!   records ([`record`]), fsync, torn-tail recovery, truncation of whole segments.
+//! - [`value`]: the binlog value format (a [`paxsql_schema::PaxosValue`] / `BinlogBatch`) and its
+//!   size limits.
 //! - [`error`]: [`LogError`].
 //!
 //! The log is a stream of [`Record`]s. Each record belongs to one Paxos instance and has a
@@ -9,9 +13,16 @@
 //! records of the same instance and kind supersede earlier ones.
 
 pub mod error;
+pub mod file;
 pub mod mem;
+pub mod record;
+pub mod segment;
 pub mod store;
+pub mod value;
 
 pub use error::LogError;
+pub use file::{FileLog, FileLogOptions, RecoveryReport};
 pub use mem::MemLog;
+pub use segment::TornTail;
 pub use store::{LogStore, Record, RecordKind};
+pub use value::ValueError;
