@@ -1,0 +1,297 @@
+//! The master's side of the write path (PhxSQL): a [`Batch`] is one SQLite transaction on the
+//! writer, each client statement in its own SAVEPOINT so a failing statement fails alone. When
+//! the batch is finished it becomes the value to propose; the transaction stays open in a
+//! [`PendingCommit`] until the runtime learns what instance `base + 1` chose.
+//!
+//! Ordering obligations:
+//! - Nothing of a batch is visible to readers before [`PendingCommit::commit`]: readers are
+//!   separate WAL connections and the transaction is still open.
+//! - `finish` checks everything that could make COMMIT fail (a dead transaction, deferred
+//!   foreign keys, the value size) **before** the value is proposed: propose only values that
+//!   will commit.
+//! - `commit` writes the applied instance in the same transaction, then COMMITs. A COMMIT that
+//!   fails after the value was chosen is fatal ([`SqliteError::CommitAfterChosen`]).
+//! - Dropping a batch or pending commit without finishing rolls back: nothing half-done stays.
+
+use paxsql_schema::{paxos_value::Payload, BinlogBatch, Message, PaxosValue, Statement};
+
+use super::connection::value_to_proto;
+use super::database::{write_applied, Database};
+use super::error::{classify, SqliteError};
+use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
+use super::vfs::TimePin;
+
+/// Bytes a statement's result fields (rows changed, digest, rowid, flag) and framing add to
+/// its SQL and parameters in the encoded value, at most.
+const STATEMENT_OVERHEAD_BYTES: usize = 48;
+
+/// An open master transaction: autocommit writes batched together, or one interactive
+/// transaction (`BEGIN … COMMIT`, where COMMIT = [`Batch::finish`]).
+pub struct Batch<'db> {
+    database: Option<&'db mut Database>,
+    record: BinlogBatch,
+    value_bytes: usize,
+    /// Set when a statement ended the whole transaction: every statement of the batch fails.
+    dead: Option<SqlError>,
+}
+
+/// A finished batch whose transaction waits for the Paxos outcome of instance `base + 1`.
+pub struct PendingCommit<'db> {
+    database: Option<&'db mut Database>,
+    record: BinlogBatch,
+}
+
+impl Database {
+    /// Opens a master batch on the writer, executed on top of `base_instance` (which must be
+    /// the applied instance) with pinned time and random seed. The batch's time is raised to
+    /// the last applied value's time if needed, so pinned time never goes back along the log.
+    pub fn begin_batch(&mut self, base_instance: u64, time_unix_ms: i64, random_seed: u64) -> Result<Batch<'_>, SqliteError> {
+        if !self.accepts_writes {
+            return Err(SqliteError::NotAcceptingWrites);
+        }
+        if self.applied_instance != Some(base_instance) {
+            return Err(SqliteError::StaleBase { given: base_instance, applied: self.applied_instance });
+        }
+        if !self.writer.connection.is_autocommit() {
+            return Err(SqliteError::WriterBusy);
+        }
+        self.writer.set_query_only(false)?;
+        if let Err(source) = self.writer.connection.execute_batch("BEGIN IMMEDIATE") {
+            self.writer.set_query_only(true)?;
+            return Err(SqliteError::Sqlite { context: "beginning a batch".into(), source });
+        }
+        // Every batch starts from the same last_insert_rowid on master and replicas.
+        self.writer.set_last_insert_rowid(0);
+        let record = BinlogBatch {
+            statements: Vec::new(),
+            base_instance,
+            time_unix_ms: time_unix_ms.max(self.time_unix_ms),
+            random_seed,
+        };
+        let value_bytes = record.encoded_len();
+        Ok(Batch { database: Some(self), record, value_bytes, dead: None })
+    }
+}
+
+impl<'db> Batch<'db> {
+    fn database(&self) -> &Database {
+        self.database.as_deref().expect("a live batch holds the database")
+    }
+
+    /// The pinned time of this batch (after the monotonic floor).
+    pub fn time_unix_ms(&self) -> i64 {
+        self.record.time_unix_ms
+    }
+
+    pub fn statement_count(&self) -> usize {
+        self.record.statements.len()
+    }
+
+    /// True once a statement ended the whole transaction.
+    pub fn is_dead(&self) -> bool {
+        self.dead.is_some()
+    }
+
+    /// Runs one statement in its own savepoint. A failing statement fails alone, unless it
+    /// ended the whole transaction (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)`, FULL, IOERR, BUSY):
+    /// then the batch is dead and every statement in it fails.
+    pub fn execute(&mut self, request: &StatementRequest) -> Result<StatementResult, SqlError> {
+        if let Some(dead) = &self.dead {
+            return Err(dead.clone());
+        }
+        let mut statement = Statement {
+            sql: request.sql.clone(),
+            params: request.params.iter().map(value_to_proto).collect(),
+            ..Statement::default()
+        };
+        self.check_limits(&statement)?;
+        let statement_index = self.record.statements.len();
+        let outcome = self.run_in_savepoint(request, statement_index);
+        let writer = &self.database().writer;
+        statement.last_insert_rowid = writer.connection.last_insert_rowid();
+        match &outcome {
+            Ok(executed) => {
+                statement.rows_changed = executed.result.rows_changed;
+                statement.effect_digest = executed.effect_digest;
+            }
+            Err(_) => statement.failed = true,
+        }
+        self.value_bytes += statement.encoded_len() + STATEMENT_OVERHEAD_BYTES;
+        self.record.statements.push(statement);
+        outcome.map(|executed| executed.result)
+    }
+
+    fn check_limits(&self, statement: &Statement) -> Result<(), SqlError> {
+        let options = &self.database().options;
+        if self.record.statements.len() >= options.batch_statements_max {
+            return Err(SqlError::new(
+                SqlErrorKind::LimitExceeded,
+                format!(
+                    "a transaction holds at most {} statements; commit and start a new one",
+                    options.batch_statements_max
+                ),
+            ));
+        }
+        let bytes = self.value_bytes + statement.encoded_len() + STATEMENT_OVERHEAD_BYTES;
+        if bytes > options.value_bytes_max {
+            return Err(SqlError::new(
+                SqlErrorKind::LimitExceeded,
+                format!(
+                    "this statement would make the transaction's replicated value {bytes} bytes, over the \
+                     limit of {} bytes; split it into smaller transactions",
+                    options.value_bytes_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run_in_savepoint(&mut self, request: &StatementRequest, statement_index: usize) -> Result<super::connection::Executed, SqlError> {
+        let time_unix_ms = self.record.time_unix_ms;
+        let random_seed = self.record.random_seed;
+        let writer = &self.database().writer;
+        let internal = |error: rusqlite::Error| SqlError::new(SqlErrorKind::Other, format!("paxsql savepoint failed: {error}"));
+        writer.connection.execute_batch("SAVEPOINT paxsql_statement").map_err(internal)?;
+        writer.seed_random(random_seed, statement_index);
+        let outcome = {
+            let _time = TimePin::new(time_unix_ms);
+            writer.execute(request)
+        };
+        let Err(error) = outcome else {
+            writer.connection.execute_batch("RELEASE paxsql_statement").map_err(internal)?;
+            return outcome;
+        };
+        if writer.connection.is_autocommit() {
+            // The statement ended the whole transaction, not just its savepoint.
+            self.dead = Some(SqlError::new(
+                error.kind.clone(),
+                format!(
+                    "statement {} ended the whole transaction ({}); every statement of it was rolled back",
+                    statement_index + 1,
+                    error.message
+                ),
+            ));
+            return Err(error);
+        }
+        let undo = writer.connection.execute_batch("ROLLBACK TO paxsql_statement; RELEASE paxsql_statement");
+        if let Err(undo_error) = undo {
+            self.dead = Some(SqlError::new(SqlErrorKind::Other, format!("the transaction could not be undone: {undo_error}")));
+        }
+        Err(error)
+    }
+
+    /// Ends the batch: checks that COMMIT will succeed and returns the value to propose, with
+    /// the transaction still open. On error the whole batch is rolled back and nothing is
+    /// proposed; the error applies to every statement of the batch.
+    pub fn finish(mut self) -> Result<(BinlogBatch, PendingCommit<'db>), SqlError> {
+        let failure = self.commit_blocker();
+        let database = self.database.take().expect("a live batch holds the database");
+        let record = std::mem::take(&mut self.record);
+        let pending = PendingCommit { database: Some(database), record };
+        if let Some(error) = failure {
+            // Dropping the pending commit rolls back.
+            drop(pending);
+            return Err(error);
+        }
+        Ok((pending.record.clone(), pending))
+    }
+
+    fn commit_blocker(&self) -> Option<SqlError> {
+        if let Some(dead) = &self.dead {
+            return Some(dead.clone());
+        }
+        let writer = &self.database().writer;
+        let violations = writer.deferred_foreign_key_violations();
+        if violations > 0 {
+            return Some(SqlError::new(
+                SqlErrorKind::ForeignKeyViolation,
+                format!(
+                    "the transaction leaves {violations} deferred foreign key violations; it was rolled back \
+                     — insert the referenced rows in the same transaction"
+                ),
+            ));
+        }
+        let bytes = self.record.encoded_len();
+        let limit = self.database().options.value_bytes_max;
+        if bytes > limit {
+            return Some(SqlError::new(
+                SqlErrorKind::LimitExceeded,
+                format!("the transaction's replicated value is {bytes} bytes, over the limit of {limit}; split it"),
+            ));
+        }
+        None
+    }
+
+    /// Abandons the batch: nothing of it stays.
+    pub fn rollback(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Some(database) = self.database.take() {
+            rollback_writer(database);
+        }
+    }
+}
+
+impl<'db> PendingCommit<'db> {
+    /// The value this transaction proposed (also returned by [`Batch::finish`]).
+    pub fn batch(&self) -> &BinlogBatch {
+        &self.record
+    }
+
+    /// Instance `instance_id` chose this batch (`value` is the chosen value, whose value id the
+    /// runtime matched with its own): record the applied instance in the same transaction and
+    /// COMMIT. A failure here is fatal: the value is chosen and this node can no longer commit it.
+    pub fn commit(mut self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
+        let database = self.database.take().expect("a pending commit holds the database");
+        assert_eq!(instance_id, self.record.base_instance + 1, "a batch commits at the instance after its base");
+        let Some(Payload::Binlog(chosen)) = &value.payload else {
+            panic!("commit is called only when instance {instance_id} chose this batch, not another payload");
+        };
+        assert!(
+            (chosen.base_instance, chosen.time_unix_ms, chosen.random_seed, chosen.statements.len())
+                == (self.record.base_instance, self.record.time_unix_ms, self.record.random_seed, self.record.statements.len()),
+            "commit is called only when instance {instance_id} chose this very batch"
+        );
+        debug_assert!(*chosen == self.record, "the chosen batch is the one executed here");
+        let connection = &database.writer.connection;
+        let fatal = |detail: String| SqliteError::CommitAfterChosen { instance_id, detail };
+        write_applied(connection, instance_id, value.value_id, value.checksum_before, self.record.time_unix_ms)
+            .map_err(|error| fatal(error.to_string()))?;
+        connection.execute_batch("COMMIT").map_err(|error| fatal(error.to_string()))?;
+        database.applied_instance = Some(instance_id);
+        database.time_unix_ms = self.record.time_unix_ms;
+        database.writer.set_query_only(true)
+    }
+
+    /// Another value won the instance (or it was never proposed): roll back. The runtime then
+    /// applies the chosen value with [`Database::apply`].
+    pub fn rollback(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PendingCommit<'_> {
+    fn drop(&mut self) {
+        if let Some(database) = self.database.take() {
+            rollback_writer(database);
+        }
+    }
+}
+
+/// Rolls back whatever the writer has open and makes it read-only again. A failure to roll back
+/// leaves the writer unusable, which is a broken invariant.
+fn rollback_writer(database: &mut Database) {
+    let connection = &database.writer.connection;
+    if !connection.is_autocommit() {
+        if let Err(error) = connection.execute_batch("ROLLBACK") {
+            panic!("ROLLBACK of an open batch failed ({error}); the writer is unusable: {}", classify(&error));
+        }
+    }
+    if let Err(error) = database.writer.set_query_only(true) {
+        panic!("could not make the writer read-only again: {error}");
+    }
+}

@@ -1,0 +1,94 @@
+//! Checkpoints: consistent snapshots of the replica, and installing one in place of the
+//! replica (bootstrapping a node that fell behind the peers' truncated logs).
+//!
+//! A snapshot is taken with SQLite's backup API from a reader connection: it copies pages
+//! exactly (VACUUM INTO could renumber rowids of tables without INTEGER PRIMARY KEY) inside one
+//! WAL read transaction, so the writer is never blocked. The applied instance travels inside
+//! the file, in `_paxsql_meta`.
+
+use std::fs::File;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::database::Database;
+use super::error::SqliteError;
+use super::meta;
+
+impl Database {
+    /// Writes a consistent snapshot to `path` (via `path.tmp`, fsync'd, renamed, directory
+    /// fsync'd) and returns the instance it contains.
+    pub fn checkpoint_to(&self, path: &Path) -> Result<u64, SqliteError> {
+        let temporary = path.with_extension("tmp");
+        remove_if_present(&temporary)?;
+        {
+            let reader = self.readers.get().map_err(|error| SqliteError::NotPaxsql {
+                path: self.path.clone(),
+                detail: error.message,
+            })?;
+            let mut destination = Connection::open(&temporary).map_err(SqliteError::sqlite("creating the checkpoint file"))?;
+            let backup = rusqlite::backup::Backup::new(&reader.connection, &mut destination)
+                .map_err(SqliteError::sqlite("starting the checkpoint backup"))?;
+            // All pages in one step: one read transaction, one consistent snapshot.
+            backup.step(-1).map_err(SqliteError::sqlite("copying the checkpoint"))?;
+        }
+        let instance_id = checkpoint_instance(&temporary)?;
+        sync_file(&temporary)?;
+        std::fs::rename(&temporary, path).map_err(SqliteError::io(path))?;
+        sync_parent_directory(path)?;
+        Ok(instance_id)
+    }
+
+    /// Replaces this replica with the checkpoint `file` and reopens it (DESIGN "Checkpoints"):
+    /// 1. stop applying and close the connections, 2. fsync the file, 3. rename it into place,
+    /// 4. delete stale `-wal` and `-shm` files, 5. fsync the directory. The Paxos log is not
+    /// touched. Every reader must have been returned to the pool first.
+    pub fn install_checkpoint(self, file: &Path) -> Result<Database, SqliteError> {
+        // Validate before destroying anything.
+        checkpoint_instance(file)?;
+        let Database { path, options, writer, readers, .. } = self;
+        readers.close()?;
+        if let Err((_connection, error)) = writer.connection.close() {
+            return Err(SqliteError::Sqlite { context: "closing the writer before a checkpoint install".into(), source: error });
+        }
+        sync_file(file)?;
+        std::fs::rename(file, &path).map_err(SqliteError::io(&path))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut stale = path.clone().into_os_string();
+            stale.push(suffix);
+            remove_if_present(Path::new(&stale))?;
+        }
+        sync_parent_directory(&path)?;
+        Database::open_with_readers(path, options, readers)
+    }
+}
+
+/// The applied instance inside a checkpoint file.
+pub fn checkpoint_instance(file: &Path) -> Result<u64, SqliteError> {
+    let not_paxsql = |detail: String| SqliteError::NotPaxsql { path: file.into(), detail };
+    let connection = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|error| not_paxsql(error.to_string()))?;
+    let instance = meta::applied_instance(&connection).map_err(|error| not_paxsql(error.to_string()))?;
+    instance.ok_or(SqliteError::NothingApplied)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), SqliteError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(SqliteError::Io { path: path.into(), source: error }),
+    }
+}
+
+/// fsync failures are fatal and never retried (fsyncgate): the caller stops the node.
+fn sync_file(path: &Path) -> Result<(), SqliteError> {
+    File::open(path).and_then(|file| file.sync_all()).map_err(SqliteError::io(path))
+}
+
+fn sync_parent_directory(path: &Path) -> Result<(), SqliteError> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent).and_then(|directory| directory.sync_all()).map_err(SqliteError::io(parent))
+}

@@ -1,0 +1,292 @@
+//! Opening paxsql connections (fixed pragmas, deterministic functions, authorizer, effect
+//! recording) and running one client statement on one of them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::hooks::Action;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::error::{classify, SqliteError};
+use super::functions::{register_random, Prng, SharedPrng};
+use super::policy::{self, Policy};
+use super::types::{Column, SqlError, SqlErrorKind, StatementRequest, StatementResult, Value};
+use super::vfs;
+
+/// Connection settings fixed by configuration. Every node of a cluster must use the same ones
+/// (they change what statements do), so clients cannot change them (see [`policy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub foreign_keys: bool,
+    pub recursive_triggers: bool,
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions { foreign_keys: true, recursive_triggers: false, busy_timeout_ms: 5_000 }
+    }
+}
+
+/// Rows changed by the current client statement, as seen by the update hook.
+#[derive(Default)]
+pub struct EffectRecorder {
+    hasher: Option<Xxh3>,
+}
+
+impl EffectRecorder {
+    fn start(&mut self) {
+        self.hasher = Some(Xxh3::new());
+    }
+
+    fn record(&mut self, action: Action, table: &str, rowid: i64) {
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&[action as i32 as u8]);
+            hasher.update(table.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(&rowid.to_le_bytes());
+        }
+    }
+
+    /// The effect digest: the changed rowids (in order) and the rows-changed count.
+    fn finish(&mut self, rows_changed: u64) -> u64 {
+        let mut hasher = self.hasher.take().unwrap_or_default();
+        hasher.update(&rows_changed.to_le_bytes());
+        hasher.digest()
+    }
+}
+
+/// One SQLite connection with paxsql's machinery attached.
+pub struct PaxConnection {
+    pub connection: Connection,
+    pub policy: Arc<Policy>,
+    pub prng: SharedPrng,
+    effects: Arc<Mutex<EffectRecorder>>,
+}
+
+/// What a client statement produced, plus what the binlog records about it.
+pub struct Executed {
+    pub result: StatementResult,
+    pub effect_digest: u64,
+    pub last_insert_rowid: i64,
+}
+
+impl PaxConnection {
+    /// Opens the single writer (creates the file; WAL; `synchronous=NORMAL`).
+    pub fn open_writer(path: &Path, options: &ConnectionOptions) -> Result<PaxConnection, SqliteError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let pax = Self::open(path, flags, options, true, 0)?;
+        let mode: String = pax
+            .connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(SqliteError::sqlite("switching to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteError::NotPaxsql { path: path.into(), detail: format!("journal mode stays {mode}, not WAL") });
+        }
+        pax.connection
+            .execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(SqliteError::sqlite("setting synchronous=NORMAL"))?;
+        Ok(pax)
+    }
+
+    /// Opens a reader: `query_only`, so it can never write; real clock and real randomness.
+    pub fn open_reader(path: &Path, options: &ConnectionOptions) -> Result<PaxConnection, SqliteError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let pax = Self::open(path, flags, options, false, rand::random())?;
+        pax.set_query_only(true)?;
+        Ok(pax)
+    }
+
+    fn open(path: &Path, flags: OpenFlags, options: &ConnectionOptions, writer: bool, seed: u64) -> Result<PaxConnection, SqliteError> {
+        vfs::register().map_err(SqliteError::VfsRegistration)?;
+        let mut connection = Connection::open_with_flags_and_vfs(path, flags, vfs::VFS_NAME)
+            .map_err(SqliteError::sqlite(format!("opening {}", path.display())))?;
+        connection
+            .busy_timeout(Duration::from_millis(options.busy_timeout_ms))
+            .map_err(SqliteError::sqlite("setting the busy timeout"))?;
+        let on_off = |flag: bool| if flag { "ON" } else { "OFF" };
+        connection
+            .execute_batch(&format!(
+                "PRAGMA foreign_keys = {}; PRAGMA recursive_triggers = {}; PRAGMA trusted_schema = OFF;",
+                on_off(options.foreign_keys),
+                on_off(options.recursive_triggers)
+            ))
+            .map_err(SqliteError::sqlite("setting connection pragmas"))?;
+        let prng: SharedPrng = Arc::new(Mutex::new(Prng::new(seed)));
+        register_random(&connection, &prng).map_err(SqliteError::sqlite("registering random()"))?;
+        let policy = Policy::new(writer);
+        policy::install(&mut connection, &policy).map_err(SqliteError::sqlite("installing the authorizer"))?;
+        let effects = Arc::new(Mutex::new(EffectRecorder::default()));
+        let hook_effects = Arc::clone(&effects);
+        connection
+            .update_hook(Some(move |action: Action, _db: &str, table: &str, rowid: i64| {
+                hook_effects.lock().expect("effect lock").record(action, table, rowid);
+            }))
+            .map_err(SqliteError::sqlite("installing the update hook"))?;
+        Ok(PaxConnection { connection, policy, prng, effects })
+    }
+
+    pub fn set_query_only(&self, query_only: bool) -> Result<(), SqliteError> {
+        let value = if query_only { "ON" } else { "OFF" };
+        self.connection
+            .execute_batch(&format!("PRAGMA query_only = {value}"))
+            .map_err(SqliteError::sqlite("switching query_only"))
+    }
+
+    /// Reseeds `random()`/`randomblob()` for statement `statement_index` of a value.
+    pub fn seed_random(&self, value_seed: u64, statement_index: usize) {
+        *self.prng.lock().expect("PRNG lock") = Prng::for_statement(value_seed, statement_index);
+    }
+
+    pub fn set_last_insert_rowid(&self, rowid: i64) {
+        // SAFETY: the handle is valid while `self.connection` lives; this call only sets an
+        // integer on the connection and is not re-entrant with anything we hold.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(self.connection.handle(), rowid) };
+    }
+
+    /// Pending deferred foreign-key violations of the open transaction.
+    pub fn deferred_foreign_key_violations(&self) -> i32 {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: valid handle; SQLite writes two ints.
+        unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                self.connection.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+                &mut current,
+                &mut highwater,
+                0,
+            )
+        };
+        current
+    }
+
+    /// Runs one client statement under the policy. Time and randomness are whatever the caller
+    /// pinned and seeded. On error the caller checks [`Connection::is_autocommit`].
+    pub fn execute(&self, request: &StatementRequest) -> Result<Executed, SqlError> {
+        let text_params: Vec<&str> = request
+            .params
+            .iter()
+            .filter_map(|value| match value {
+                Value::Text(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(reason) = policy::text_refusal(&request.sql, &text_params) {
+            return Err(SqlError::new(SqlErrorKind::NotReplicable, reason));
+        }
+        let _policing = self.policy.police();
+        self.effects.lock().expect("effect lock").start();
+        let total_before = self.connection.total_changes();
+        let outcome = self.run(request);
+        let outcome = outcome.map_err(|error| match self.policy.take_refusal() {
+            Some(reason) => SqlError::new(SqlErrorKind::NotReplicable, reason),
+            None => error,
+        });
+        let rows_changed = if self.connection.total_changes() == total_before { 0 } else { self.connection.changes() };
+        let effect_digest = self.effects.lock().expect("effect lock").finish(rows_changed);
+        let (columns, rows) = outcome?;
+        let result = StatementResult { columns, rows, rows_changed, verb: policy::verb(&request.sql) };
+        Ok(Executed { result, effect_digest, last_insert_rowid: self.connection.last_insert_rowid() })
+    }
+
+    /// Whether SQLite considers `sql` read-only. True also for BEGIN, COMMIT, SAVEPOINT, ATTACH and
+    /// `PRAGMA foreign_keys=…`: callers classify transaction control and pragmas with sqlparser
+    /// first and ask this only for everything else.
+    pub fn is_read_only(&self, sql: &str) -> Result<bool, SqlError> {
+        let statement = self.connection.prepare(sql).map_err(|error| classify(&error))?;
+        Ok(statement.readonly())
+    }
+
+    fn run(&self, request: &StatementRequest) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
+        let mut statement = self.connection.prepare(&request.sql).map_err(|error| classify(&error))?;
+        bind_parameters(&mut statement, &request.params)?;
+        let columns: Vec<Column> = statement
+            .columns()
+            .map(|column| Column { name: column.name().to_string(), decl_type: column.decl_type().map(str::to_string) })
+            .collect();
+        let mut rows = Vec::new();
+        let mut cursor = statement.raw_query();
+        while let Some(row) = cursor.next().map_err(|error| classify(&error))? {
+            let mut values = Vec::with_capacity(columns.len());
+            for index in 0..columns.len() {
+                values.push(value_from_ref(row.get_ref(index).map_err(|error| classify(&error))?));
+            }
+            rows.push(values);
+        }
+        Ok((columns, rows))
+    }
+}
+
+/// Binds `params` by parameter name: `$n` and `?n` bind `params[n-1]` (SQLite numbers `$n` by
+/// first appearance, so `SELECT $2, $1` must not bind by position); `?`, `:name` and `@name`
+/// bind by their SQLite index.
+fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), SqlError> {
+    for index in 1..=statement.parameter_count() {
+        let name = statement.parameter_name(index).map(str::to_string);
+        let number = name
+            .as_deref()
+            .and_then(|name| name.strip_prefix('$').or_else(|| name.strip_prefix('?')))
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .unwrap_or(index);
+        let Some(value) = number.checked_sub(1).and_then(|position| params.get(position)) else {
+            let shown = name.unwrap_or_else(|| format!("?{index}"));
+            return Err(SqlError::new(
+                SqlErrorKind::Other,
+                format!("the statement uses parameter {shown} but only {} parameters were supplied", params.len()),
+            ));
+        };
+        statement.raw_bind_parameter(index, BindValue(value)).map_err(|error| classify(&error))?;
+    }
+    Ok(())
+}
+
+struct BindValue<'a>(&'a Value);
+
+impl ToSql for BindValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Integer(integer) => ValueRef::Integer(*integer),
+            Value::Real(real) => ValueRef::Real(*real),
+            Value::Text(text) => ValueRef::Text(text.as_bytes()),
+            Value::Blob(blob) => ValueRef::Blob(blob),
+        }))
+    }
+}
+
+pub fn value_from_ref(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(integer) => Value::Integer(integer),
+        ValueRef::Real(real) => Value::Real(real),
+        ValueRef::Text(text) => Value::Text(String::from_utf8_lossy(text).into_owned()),
+        ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
+    }
+}
+
+/// Converts between the client value type and the binlog's.
+pub fn value_to_proto(value: &Value) -> paxsql_schema::SqlValue {
+    use paxsql_schema::sql_value::Value as Proto;
+    let proto = match value {
+        Value::Null => Proto::Null(true),
+        Value::Integer(integer) => Proto::Integer(*integer),
+        Value::Real(real) => Proto::Real(*real),
+        Value::Text(text) => Proto::Text(text.clone()),
+        Value::Blob(blob) => Proto::Blob(blob.clone().into()),
+    };
+    paxsql_schema::SqlValue { value: Some(proto) }
+}
+
+pub fn value_from_proto(value: &paxsql_schema::SqlValue) -> Value {
+    use paxsql_schema::sql_value::Value as Proto;
+    match &value.value {
+        None | Some(Proto::Null(_)) => Value::Null,
+        Some(Proto::Integer(integer)) => Value::Integer(*integer),
+        Some(Proto::Real(real)) => Value::Real(*real),
+        Some(Proto::Text(text)) => Value::Text(text.clone()),
+        Some(Proto::Blob(blob)) => Value::Blob(blob.to_vec()),
+    }
+}

@@ -1,0 +1,399 @@
+//! What a client statement may do: the authorizer that refuses what cannot be replicated, plus
+//! the few checks the authorizer cannot make (VACUUM, `'localtime'`).
+//!
+//! The authorizer runs while SQLite prepares a statement, so it sees through views and triggers
+//! and cannot be fooled by comments or quoting. It polices only client statements: paxsql's own
+//! statements (SAVEPOINT, meta updates) run with policing switched off.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::Connection;
+
+/// Pragmas a client may read (no value) anywhere.
+const PRAGMAS_READABLE: &[&str] = &[
+    "application_id",
+    "user_version",
+    "schema_version",
+    "data_version",
+    "foreign_keys",
+    "recursive_triggers",
+    "defer_foreign_keys",
+    "journal_mode",
+    "synchronous",
+    "page_size",
+    "page_count",
+    "freelist_count",
+    "encoding",
+    "auto_vacuum",
+    "trusted_schema",
+    "table_list",
+    "database_list",
+    "collation_list",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "compile_options",
+    "integrity_check",
+    "quick_check",
+    "foreign_key_check",
+];
+
+/// Pragmas that take a table or index name as their argument and only read.
+const PRAGMAS_WITH_NAME_ARGUMENT: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+];
+
+/// Pragmas stored in the database file: setting them replicates like any write.
+const PRAGMAS_STORED_IN_FILE: &[&str] = &["user_version", "application_id"];
+
+/// Functions whose result depends on this connection's history, not on the replicated state.
+const FUNCTIONS_NOT_REPLICABLE_IN_WRITES: &[&str] = &["changes", "total_changes"];
+
+/// Shared between a connection's authorizer and the code that prepares statements.
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// True while a client statement is being prepared or stepped.
+    policing: AtomicBool,
+    /// True on the writer: stricter rules for functions whose result is connection-local.
+    writer: bool,
+    /// Why the last refused statement was refused (the authorizer can only say "denied").
+    refusal: Mutex<Option<String>>,
+}
+
+impl Policy {
+    pub fn new(writer: bool) -> Arc<Policy> {
+        Arc::new(Policy { writer, ..Policy::default() })
+    }
+
+    /// Polices client statements until the guard drops.
+    pub fn police(self: &Arc<Self>) -> PolicingGuard {
+        self.refusal.lock().expect("refusal lock").take();
+        self.policing.store(true, Ordering::SeqCst);
+        PolicingGuard { policy: Arc::clone(self) }
+    }
+
+    /// The reason of the last refusal, if the last failure was one.
+    pub fn take_refusal(&self) -> Option<String> {
+        self.refusal.lock().expect("refusal lock").take()
+    }
+
+    fn decide(&self, context: AuthContext<'_>) -> Authorization {
+        if !self.policing.load(Ordering::SeqCst) {
+            return Authorization::Allow;
+        }
+        match refusal_reason(self.writer, &context.action) {
+            None => Authorization::Allow,
+            Some(reason) => {
+                *self.refusal.lock().expect("refusal lock") = Some(reason);
+                Authorization::Deny
+            }
+        }
+    }
+}
+
+pub struct PolicingGuard {
+    policy: Arc<Policy>,
+}
+
+impl Drop for PolicingGuard {
+    fn drop(&mut self) {
+        self.policy.policing.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Installs `policy` as the authorizer of `connection`.
+pub fn install(connection: &mut Connection, policy: &Arc<Policy>) -> rusqlite::Result<()> {
+    let policy = Arc::clone(policy);
+    connection.authorizer(Some(move |context: AuthContext<'_>| policy.decide(context)))
+}
+
+fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
+    use AuthAction::*;
+    let temp = "TEMP tables, views, triggers and indexes live on one node only and cannot be \
+                replicated; create a regular object instead";
+    match action {
+        Attach { .. } | Detach { .. } => Some(
+            "ATTACH and DETACH are node-local and cannot be replicated; use one database (group) per \
+             database name instead"
+                .into(),
+        ),
+        CreateTempTable { .. } | CreateTempIndex { .. } | CreateTempTrigger { .. } | CreateTempView { .. } => {
+            Some(temp.into())
+        }
+        Transaction { .. } | Savepoint { .. } => Some(
+            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is handled by the \
+             paxsql session, not inside a replicated statement; send it as its own statement"
+                .into(),
+        ),
+        Pragma { pragma_name, pragma_value } => pragma_refusal(pragma_name, *pragma_value),
+        Function { function_name } => function_refusal(writer, function_name),
+        CreateVtable { module_name, .. } => Some(format!(
+            "virtual tables (module {module_name}) are not replicated by paxsql; use a regular table"
+        )),
+        _ => None,
+    }
+}
+
+fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    let allowed = match value {
+        None => PRAGMAS_READABLE.contains(&name.as_str()),
+        Some(_) => {
+            PRAGMAS_WITH_NAME_ARGUMENT.contains(&name.as_str()) || PRAGMAS_STORED_IN_FILE.contains(&name.as_str())
+        }
+    };
+    if allowed {
+        return None;
+    }
+    Some(match value {
+        Some(_) => format!(
+            "PRAGMA {name} = … is refused: connection settings are fixed by the paxsql configuration \
+             and would not replicate; only user_version and application_id may be set"
+        ),
+        None => format!("PRAGMA {name} is refused: it changes node-local state that paxsql cannot replicate"),
+    })
+}
+
+fn function_refusal(writer: bool, name: &str) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    if name == "load_extension" {
+        return Some(
+            "load_extension() is refused: extensions are node-local and would make replicas diverge".into(),
+        );
+    }
+    if writer && FUNCTIONS_NOT_REPLICABLE_IN_WRITES.contains(&name.as_str()) {
+        return Some(format!(
+            "{name}() is refused in writes: its value depends on this connection's history, which \
+             replicas do not share; read the count from the command tag instead"
+        ));
+    }
+    None
+}
+
+/// Checks that the authorizer cannot make: VACUUM (no authorizer action) and the `'localtime'`
+/// and `'utc'` date modifiers (string arguments). Scans the SQL text and the parameters.
+pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
+    let words = leading_keywords(sql, 2);
+    if words.first().map(String::as_str) == Some("VACUUM") {
+        return Some(
+            "VACUUM is refused: it renumbers rowids on one node only and would make replicas diverge"
+                .into(),
+        );
+    }
+    let names_local_time = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        lower == "localtime" || lower == "utc"
+    };
+    if string_literals(sql).iter().any(|literal| names_local_time(literal))
+        || text_params.iter().any(|param| names_local_time(param))
+    {
+        return Some(
+            "the 'localtime' and 'utc' date modifiers are refused: replicas may run in other time \
+             zones; paxsql stores and computes times in UTC, convert to local time in the client"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The contents of the single-quoted string literals of `sql` (comments skipped).
+fn string_literals(sql: &str) -> Vec<String> {
+    let mut literals = Vec::new();
+    let mut scanner = Scanner::new(sql);
+    while let Some(token) = scanner.next_token() {
+        if let Token::String(text) = token {
+            literals.push(text);
+        }
+    }
+    literals
+}
+
+/// The first `count` keywords of `sql`, upper-cased, skipping comments.
+pub fn leading_keywords(sql: &str, count: usize) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut scanner = Scanner::new(sql);
+    while words.len() < count {
+        match scanner.next_token() {
+            Some(Token::Word(word)) => words.push(word.to_ascii_uppercase()),
+            Some(_) | None => break,
+        }
+    }
+    words
+}
+
+/// The command-tag verb of a statement: `INSERT`, `CREATE TABLE`, `SELECT`… For `WITH …` it
+/// is the verb of the first top-level SELECT/INSERT/UPDATE/DELETE/REPLACE after the CTEs.
+pub fn verb(sql: &str) -> String {
+    let mut scanner = Scanner::new(sql);
+    let mut depth = 0usize;
+    let mut first: Option<String> = None;
+    let mut words: Vec<String> = Vec::new();
+    while let Some(token) = scanner.next_token() {
+        match token {
+            Token::Open => depth += 1,
+            Token::Close => depth = depth.saturating_sub(1),
+            Token::Word(word) if depth == 0 => {
+                let word = word.to_ascii_uppercase();
+                if first.is_none() {
+                    first = Some(word.clone());
+                }
+                if first.as_deref() == Some("WITH") {
+                    if ["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES"].contains(&word.as_str()) {
+                        return word;
+                    }
+                    continue;
+                }
+                words.push(word);
+                if words.len() == 5 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    verb_from_words(&words)
+}
+
+fn verb_from_words(words: &[String]) -> String {
+    let Some(first) = words.first() else { return String::new() };
+    match first.as_str() {
+        "CREATE" | "DROP" => {
+            let object = words[1..]
+                .iter()
+                .find(|word| !["UNIQUE", "TEMP", "TEMPORARY", "VIRTUAL"].contains(&word.as_str()));
+            match object {
+                Some(object) => format!("{first} {object}"),
+                None => first.clone(),
+            }
+        }
+        "ALTER" => "ALTER TABLE".into(),
+        other => other.to_string(),
+    }
+}
+
+enum Token {
+    Word(String),
+    String(String),
+    Open,
+    Close,
+    Other,
+}
+
+/// A minimal SQL tokenizer: words, single-quoted strings, parentheses; skips comments and
+/// quoted identifiers. Enough for verbs and literal checks, not a parser.
+struct Scanner<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(sql: &'a str) -> Self {
+        Scanner { chars: sql.chars().peekable() }
+    }
+
+    fn next_token(&mut self) -> Option<Token> {
+        loop {
+            let current = self.chars.next()?;
+            match current {
+                c if c.is_whitespace() => continue,
+                '-' if self.chars.peek() == Some(&'-') => self.skip_line(),
+                '/' if self.chars.peek() == Some(&'*') => self.skip_block(),
+                '\'' => return Some(Token::String(self.quoted('\''))),
+                '"' | '`' => {
+                    self.quoted(current);
+                    return Some(Token::Other);
+                }
+                '[' => {
+                    self.quoted(']');
+                    return Some(Token::Other);
+                }
+                '(' => return Some(Token::Open),
+                ')' => return Some(Token::Close),
+                c if c.is_alphabetic() || c == '_' => return Some(Token::Word(self.word(c))),
+                _ => return Some(Token::Other),
+            }
+        }
+    }
+
+    fn skip_line(&mut self) {
+        for c in self.chars.by_ref() {
+            if c == '\n' {
+                break;
+            }
+        }
+    }
+
+    fn skip_block(&mut self) {
+        self.chars.next();
+        let mut previous = ' ';
+        for c in self.chars.by_ref() {
+            if previous == '*' && c == '/' {
+                break;
+            }
+            previous = c;
+        }
+    }
+
+    /// Reads up to the closing `quote` (a doubled quote is an escaped quote).
+    fn quoted(&mut self, quote: char) -> String {
+        let mut text = String::new();
+        while let Some(c) = self.chars.next() {
+            if c == quote {
+                if self.chars.peek() == Some(&quote) && quote != ']' {
+                    self.chars.next();
+                    text.push(c);
+                    continue;
+                }
+                break;
+            }
+            text.push(c);
+        }
+        text
+    }
+
+    fn word(&mut self, first: char) -> String {
+        let mut word = String::from(first);
+        while let Some(&c) = self.chars.peek() {
+            if c.is_alphanumeric() || c == '_' || c == '$' {
+                word.push(c);
+                self.chars.next();
+            } else {
+                break;
+            }
+        }
+        word
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_name_the_command() {
+        assert_eq!(verb("insert into t values (1)"), "INSERT");
+        assert_eq!(verb("/* x */ CREATE UNIQUE INDEX i ON t(a)"), "CREATE INDEX");
+        assert_eq!(verb("create table if not exists t(a)"), "CREATE TABLE");
+        assert_eq!(verb("WITH x(a) AS (SELECT 1) DELETE FROM t WHERE a IN x"), "DELETE");
+        assert_eq!(verb("-- c\nselect 1"), "SELECT");
+    }
+
+    #[test]
+    fn localtime_is_found_in_literals_and_params_but_not_in_comments() {
+        assert!(text_refusal("SELECT datetime('now', 'LocalTime')", &[]).is_some());
+        assert!(text_refusal("SELECT datetime('now', ?)", &["utc"]).is_some());
+        assert!(text_refusal("SELECT 1 -- 'localtime'", &[]).is_none());
+        assert!(text_refusal("SELECT 'it''s localtime'", &[]).is_none());
+        assert!(text_refusal("  vacuum", &[]).is_some());
+    }
+}
