@@ -43,6 +43,34 @@ pub struct Config {
     pub proposal_queue_max: usize,
     pub batch_count_max: usize,
     pub batch_bytes_max: usize,
+    /// A prepare or accept round without a quorum after this long is abandoned and retried
+    /// with a higher ballot (tick time).
+    pub phase_timeout_ms: u64,
+    /// How often a node tells its peers its chosen instance (lets laggards notice and learn).
+    pub heartbeat_interval_ms: u64,
+    /// Upper bound of the random pause after a conflict before proposing again.
+    pub backoff_max_ms: u64,
+    /// How long an unanswered learn request waits before it is sent again.
+    pub learn_retry_ms: u64,
+    /// Deliberate protocol bugs, only for the simulator's self-test. Always `None` otherwise.
+    #[doc(hidden)]
+    pub planted_bug: PlantedBug,
+}
+
+/// A deliberate bug the simulator must catch (proof that its invariants can fail).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlantedBug {
+    #[default]
+    None,
+    /// The acceptor accepts a ballot lower than the one it promised.
+    AcceptLowerBallot,
+    /// A proposer keeps skipping prepare after a rejection (it just raises its ballot).
+    SkipPrepareAfterRejection,
+    /// The acceptor answers a prepare before its promise is durable.
+    PromiseBeforePersist,
+    /// The acceptor forgets its promise when it moves to the next instance.
+    ForgetPromiseOnNextInstance,
 }
 
 impl Config {
@@ -61,6 +89,11 @@ impl Config {
             proposal_queue_max: crate::limits::PROPOSAL_QUEUE_MAX,
             batch_count_max: crate::limits::BATCH_STATEMENTS_MAX,
             batch_bytes_max: crate::limits::VALUE_BYTES_MAX,
+            phase_timeout_ms: 1_000,
+            heartbeat_interval_ms: 500,
+            backoff_max_ms: 300,
+            learn_retry_ms: 500,
+            planted_bug: PlantedBug::None,
         }
     }
 }
@@ -142,7 +175,15 @@ pub enum Action {
         first_instance: InstanceId,
     },
     /// A read-index round ended: `ok` means this node was master with the highest ballot.
+    /// The read may then be served once the state machine applied every instance that was
+    /// chosen when the driver fed [`Input::ReadIndex`] (read [`Core::chosen_instance`] then).
+    ///
+    /// [`Core::chosen_instance`]: super::Core::chosen_instance
     ReadIndexDone { read_id: u64, ok: bool },
+    /// The chosen log diverged from this node's (running checksum mismatch) or another broken
+    /// invariant was found: stop applying, say so loudly, keep the data for an operator. The
+    /// core ignores every later input.
+    Halt { reason: String },
 }
 
 /// A node's role in its group.
@@ -180,4 +221,8 @@ pub struct Status {
     pub serving_as_master: bool,
     /// Messages dropped because they carried another cluster id.
     pub foreign_gid_dropped: u64,
+    /// Votes and proposals ignored because their sender is not a member.
+    pub non_member_dropped: u64,
+    /// Set once the core halted (see [`Action::Halt`]).
+    pub halted: Option<String>,
 }
