@@ -404,6 +404,15 @@ impl Driver {
                 }
                 Ok(())
             }
+            Action::Halt { reason } => {
+                // The core ignores every later input; the data stays for an operator and
+                // `/status` shows the reason.
+                tracing::error!(
+                    %reason,
+                    "group halted: this replica stopped applying; compare its log with a peer's and replace it (replace-member) if it diverged"
+                );
+                Ok(())
+            }
         }
     }
 

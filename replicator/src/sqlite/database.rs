@@ -194,7 +194,7 @@ impl Database {
             Some(Payload::ClusterInit(init)) => self.record_cluster_init(instance_id, init)?,
             Some(Payload::MasterLease(lease)) => self.record_lease(instance_id, lease)?,
             Some(Payload::Membership(membership)) => self.record_membership(instance_id, membership)?,
-            Some(Payload::Opaque(_)) | None => ApplyOutcome::Applied,
+            Some(Payload::Opaque(_)) | Some(Payload::BatchedOpaque(_)) | None => ApplyOutcome::Applied,
         };
         write_applied(&self.writer.connection, instance_id, value.value_id, value.checksum_before, time_unix_ms)?;
         Ok((outcome, time_unix_ms))
