@@ -9,4 +9,5 @@
 pub mod limits;
 pub mod paxos;
 pub mod runtime;
+pub mod service;
 pub mod sqlite;

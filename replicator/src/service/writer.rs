@@ -1,0 +1,549 @@
+//! The writer thread of one group: the only code that writes its SQLite file.
+//!
+//! It applies chosen values in instance order. On the master it also executes writes:
+//! autocommit units are grouped into one batch (one SQLite transaction, a savepoint per
+//! statement), proposed as one value bound to the next instance, and COMMITted only when that
+//! instance chose this very batch. If another value won the instance, the batch is rolled back,
+//! the winner applied, and the units run again on the new state (never re-proposed as they
+//! were: they ran against a state that no longer holds). Nothing reaches a client before its
+//! value is chosen.
+//!
+//! Interactive transactions own the writer from BEGIN to COMMIT; COMMIT proposes their
+//! statements as one value. A chosen value that arrives while one is open ends it (40001),
+//! because its base is no longer the newest state.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use paxsql_schema::{paxos_value::Payload, BinlogBatch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::paxos::{InstanceId, ProposalOutcome};
+use crate::runtime::error::RuntimeError;
+use crate::runtime::group::{Delivered, GroupHandle};
+use crate::runtime::log_writer::FatalHandler;
+use crate::sqlite::{Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest, StatementResult};
+
+/// Messages queued toward the writer thread.
+pub const WRITER_QUEUE_MAX: usize = 4096;
+/// Autocommit units waiting for the writer; past it, writes get "busy" (53000).
+pub const WRITE_UNITS_WAITING_MAX: usize = 2048;
+/// Transactions waiting for the writer to become free.
+pub const BEGINS_WAITING_MAX: usize = 256;
+/// Statements in one batch (autocommit units grouped together).
+pub const BATCH_UNITS_MAX: usize = 256;
+/// How often a unit runs again after another value won its instance, before 40001.
+pub const UNIT_ATTEMPTS_MAX: u32 = 3;
+/// An interactive transaction idle this long is rolled back (it blocks every other write).
+pub const TRANSACTION_IDLE_MAX: Duration = Duration::from_secs(30);
+/// Ended transactions remembered so their late statements get the reason.
+const ENDED_TRANSACTIONS_REMEMBERED_MAX: usize = 1024;
+
+pub type Reply<T> = oneshot::Sender<Result<T, SqlError>>;
+
+/// What the writer thread is asked to do.
+pub enum WriterMessage {
+    /// One atomic unit of autocommit statements.
+    Write { statements: Vec<StatementRequest>, reply: Reply<Vec<StatementResult>> },
+    Begin { reply: Reply<u64> },
+    TransactionStatement { transaction: u64, statement: StatementRequest, reply: Reply<StatementResult> },
+    Commit { transaction: u64, reply: Reply<()> },
+    Rollback { transaction: u64 },
+    /// A chosen value, in instance order.
+    Delivered(Delivered),
+    /// The outcome of the proposal with this token.
+    Proposed { token: u64, outcome: Result<ProposalOutcome, RuntimeError> },
+    /// Time passes (idle-transaction timeouts).
+    Tick,
+}
+
+/// One autocommit unit and its reply.
+struct Unit {
+    statements: Vec<StatementRequest>,
+    reply: Reply<Vec<StatementResult>>,
+    attempts: u32,
+}
+
+/// How a proposed value ended.
+enum Resolution {
+    Committed(InstanceId),
+    /// Another value won: roll back, apply it, run again.
+    OtherChosen(Delivered),
+    /// Not proposed, or refused: the error tells the clients.
+    Failed(SqlError),
+}
+
+/// Everything the writer thread owns except the database (kept apart so a batch can borrow the
+/// database while the loop still reads messages).
+pub struct WriterContext {
+    pub node_id: u32,
+    pub group: GroupHandle,
+    pub runtime: tokio::runtime::Handle,
+    pub sender: mpsc::Sender<WriterMessage>,
+    pub receiver: mpsc::Receiver<WriterMessage>,
+    pub applied: watch::Sender<Option<InstanceId>>,
+    pub fatal: FatalHandler,
+    units: VecDeque<Unit>,
+    begins: VecDeque<Reply<u64>>,
+    /// Chosen values that arrived while the writer was busy, applied as soon as it is free.
+    deferred: VecDeque<Delivered>,
+    ended: HashMap<u64, SqlError>,
+    ended_order: VecDeque<u64>,
+    next_token: u64,
+    next_transaction: u64,
+    random_state: u64,
+}
+
+impl WriterContext {
+    pub fn new(
+        node_id: u32,
+        group: GroupHandle,
+        runtime: tokio::runtime::Handle,
+        sender: mpsc::Sender<WriterMessage>,
+        receiver: mpsc::Receiver<WriterMessage>,
+        applied: watch::Sender<Option<InstanceId>>,
+        fatal: FatalHandler,
+    ) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ (u64::from(node_id) << 56);
+        WriterContext {
+            node_id,
+            group,
+            runtime,
+            sender,
+            receiver,
+            applied,
+            fatal,
+            units: VecDeque::new(),
+            begins: VecDeque::new(),
+            deferred: VecDeque::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            next_token: 1,
+            next_transaction: 1,
+            random_state: seed | 1,
+        }
+    }
+
+    /// True when this node is the master that may execute writes now.
+    fn serving(&self) -> bool {
+        let status = self.group.status();
+        status.serving_as_master && status.master_id == Some(self.node_id) && status.halted.is_none()
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: seeds for random() in batches; no cryptographic use.
+        self.random_state = self.random_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn remember_ended(&mut self, transaction: u64, error: SqlError) {
+        if self.ended_order.len() >= ENDED_TRANSACTIONS_REMEMBERED_MAX {
+            if let Some(oldest) = self.ended_order.pop_front() {
+                self.ended.remove(&oldest);
+            }
+        }
+        self.ended_order.push_back(transaction);
+        self.ended.insert(transaction, error);
+    }
+
+    fn ended_error(&mut self, transaction: u64) -> SqlError {
+        self.ended.remove(&transaction).unwrap_or_else(|| {
+            SqlError::new(SqlErrorKind::Other, "the transaction is no longer open; start a new one")
+        })
+    }
+
+    fn fail_fatally(&self, what: &str, error: &SqliteError) -> ! {
+        (self.fatal)(&format!("group {}: {what}: {error}", self.group.name()));
+        // The fatal handler aborts the process; if a test handler returns, stop this thread.
+        panic!("group {}: {what}: {error}", self.group.name());
+    }
+}
+
+/// Runs the writer loop until every sender is gone.
+pub fn run(mut database: Database, mut context: WriterContext) {
+    let _ = context.applied.send(database.applied_instance());
+    loop {
+        drain_deferred(&mut database, &mut context);
+        let serving = context.serving();
+        database.set_accepts_writes(serving);
+        if !serving {
+            refuse_waiting(&mut context);
+        } else if let Some(reply) = context.begins.pop_front() {
+            run_transaction(&mut database, &mut context, reply);
+            continue;
+        } else if !context.units.is_empty() {
+            run_batch(&mut database, &mut context);
+            continue;
+        }
+        let Some(message) = context.receiver.blocking_recv() else { return };
+        handle_idle(&mut database, &mut context, message);
+    }
+}
+
+fn not_master() -> SqlError {
+    SqlError::new(
+        SqlErrorKind::NotMaster,
+        "this node is not the master (or not caught up yet); the statement was not executed",
+    )
+}
+
+fn refuse_waiting(context: &mut WriterContext) {
+    for unit in context.units.drain(..) {
+        let _ = unit.reply.send(Err(not_master()));
+    }
+    for reply in context.begins.drain(..) {
+        let _ = reply.send(Err(not_master()));
+    }
+}
+
+/// A message while the writer is free.
+fn handle_idle(database: &mut Database, context: &mut WriterContext, message: WriterMessage) {
+    match message {
+        WriterMessage::Delivered(delivered) => apply(database, context, delivered),
+        other => handle_busy(context, other),
+    }
+}
+
+/// A message that the current owner of the writer does not handle: queue or refuse it.
+fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
+    match message {
+        WriterMessage::Write { statements, reply } => {
+            if context.units.len() >= WRITE_UNITS_WAITING_MAX {
+                let _ = reply.send(Err(SqlError::new(
+                    SqlErrorKind::Busy,
+                    format!("{WRITE_UNITS_WAITING_MAX} writes are already waiting for this master; retry shortly"),
+                )));
+            } else {
+                context.units.push_back(Unit { statements, reply, attempts: 0 });
+            }
+        }
+        WriterMessage::Begin { reply } => {
+            if context.begins.len() >= BEGINS_WAITING_MAX {
+                let _ = reply.send(Err(SqlError::new(
+                    SqlErrorKind::Busy,
+                    format!("{BEGINS_WAITING_MAX} transactions are already waiting for the writer; retry shortly"),
+                )));
+            } else {
+                context.begins.push_back(reply);
+            }
+        }
+        WriterMessage::TransactionStatement { transaction, reply, .. } => {
+            let _ = reply.send(Err(context.ended_error(transaction)));
+        }
+        WriterMessage::Commit { transaction, reply } => {
+            let _ = reply.send(Err(context.ended_error(transaction)));
+        }
+        WriterMessage::Rollback { transaction } => {
+            context.ended.remove(&transaction);
+        }
+        WriterMessage::Delivered(delivered) => context.deferred.push_back(delivered),
+        WriterMessage::Proposed { .. } | WriterMessage::Tick => {}
+    }
+}
+
+fn drain_deferred(database: &mut Database, context: &mut WriterContext) {
+    while let Some(delivered) = context.deferred.pop_front() {
+        apply(database, context, delivered);
+    }
+}
+
+/// Replays a chosen value (a follower's only write, and the master's after losing an instance).
+fn apply(database: &mut Database, context: &mut WriterContext, delivered: Delivered) {
+    match database.apply(delivered.instance_id, &delivered.value) {
+        Ok(_) => applied(context, delivered.instance_id),
+        Err(error) => context.fail_fatally(
+            &format!("applying chosen instance {} failed; this replica stops rather than diverge", delivered.instance_id),
+            &error,
+        ),
+    }
+}
+
+fn applied(context: &WriterContext, instance_id: InstanceId) {
+    context.group.applied(instance_id);
+    context.applied.send_replace(Some(instance_id));
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The units of the next batch: consecutive single-statement units, or one multi-statement unit
+/// alone (it must fail as a whole, which only a batch of its own can do).
+fn next_units(context: &mut WriterContext) -> Vec<Unit> {
+    let mut units = Vec::new();
+    while let Some(unit) = context.units.front() {
+        let multi = unit.statements.len() != 1;
+        if multi && !units.is_empty() {
+            break;
+        }
+        units.push(context.units.pop_front().expect("front exists"));
+        if multi || units.len() >= BATCH_UNITS_MAX {
+            break;
+        }
+    }
+    units
+}
+
+/// Executes the waiting autocommit units as one batch and sees it through to its outcome.
+fn run_batch(database: &mut Database, context: &mut WriterContext) {
+    let mut units = next_units(context);
+    let Some(base) = database.applied_instance() else {
+        for unit in units {
+            let _ = unit.reply.send(Err(not_master()));
+        }
+        return;
+    };
+    let seed = context.next_random();
+    let mut batch = match database.begin_batch(base, now_unix_ms(), seed) {
+        Ok(batch) => batch,
+        Err(error) => {
+            let error = begin_error(error);
+            for unit in units {
+                let _ = unit.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut outcomes: Vec<Result<Vec<StatementResult>, SqlError>> = Vec::with_capacity(units.len());
+    for unit in &units {
+        let mut results = Vec::with_capacity(unit.statements.len());
+        let mut failure = None;
+        for statement in &unit.statements {
+            match batch.execute(statement) {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        outcomes.push(match failure {
+            Some(error) => Err(error),
+            None => Ok(results),
+        });
+    }
+    let multi_failed = units.len() == 1 && units[0].statements.len() > 1 && outcomes[0].is_err();
+    let nothing_succeeded = outcomes.iter().all(Result::is_err);
+    if batch.is_dead() || multi_failed || nothing_succeeded {
+        // Nothing to propose: the failures ran against the applied state and change nothing.
+        // A dead batch (a statement ended the whole transaction) fails every unit in it.
+        let dead_error = batch
+            .is_dead()
+            .then(|| outcomes.iter().rev().find_map(|outcome| outcome.as_ref().err().cloned()))
+            .flatten();
+        drop(batch);
+        for (unit, outcome) in units.into_iter().zip(outcomes) {
+            let reply = match &dead_error {
+                Some(error) => Err(error.clone()),
+                None => outcome,
+            };
+            let _ = unit.reply.send(reply);
+        }
+        return;
+    }
+    let (value, pending) = match batch.finish() {
+        Ok(finished) => finished,
+        Err(error) => {
+            for unit in units {
+                let _ = unit.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    match propose_and_wait(context, value, pending, base) {
+        Resolution::Committed(instance_id) => {
+            applied(context, instance_id);
+            for (unit, outcome) in units.into_iter().zip(outcomes) {
+                let _ = unit.reply.send(outcome);
+            }
+        }
+        Resolution::OtherChosen(delivered) => {
+            apply(database, context, delivered);
+            // Run again on the new state, in the same order, ahead of later writes.
+            for mut unit in units.drain(..).rev() {
+                unit.attempts += 1;
+                if unit.attempts >= UNIT_ATTEMPTS_MAX {
+                    let _ = unit.reply.send(Err(lost_error()));
+                } else {
+                    context.units.push_front(unit);
+                }
+            }
+        }
+        Resolution::Failed(error) => {
+            for unit in units {
+                let _ = unit.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn lost_error() -> SqlError {
+    SqlError::new(
+        SqlErrorKind::Lost,
+        "another value was chosen for this write's instance; nothing was applied, retry",
+    )
+}
+
+fn begin_error(error: SqliteError) -> SqlError {
+    match error {
+        SqliteError::NotAcceptingWrites | SqliteError::StaleBase { .. } => not_master(),
+        SqliteError::WriterBusy => SqlError::new(SqlErrorKind::Busy, "the writer is busy; retry shortly"),
+        other => SqlError::new(SqlErrorKind::Other, other.to_string()),
+    }
+}
+
+/// Proposes `value` for instance `base + 1` and waits for that instance's outcome, queueing
+/// other work meanwhile. Commits or rolls back `pending` before returning.
+fn propose_and_wait(
+    context: &mut WriterContext,
+    value: BinlogBatch,
+    pending: PendingCommit<'_>,
+    base: InstanceId,
+) -> Resolution {
+    let instance_id = base + 1;
+    let token = context.next_token;
+    context.next_token += 1;
+    let group = context.group.clone();
+    let sender = context.sender.clone();
+    let payload = Payload::Binlog(value.clone());
+    context.runtime.spawn(async move {
+        let outcome = group.propose(payload, Some(instance_id)).await;
+        let _ = sender.send(WriterMessage::Proposed { token, outcome }).await;
+    });
+    loop {
+        let Some(message) = context.receiver.blocking_recv() else {
+            pending.rollback();
+            return Resolution::Failed(SqlError::new(SqlErrorKind::Unknown, "the node is stopping; the write's outcome is unknown"));
+        };
+        match message {
+            WriterMessage::Delivered(delivered) => {
+                assert_eq!(delivered.instance_id, instance_id, "instances are delivered in order");
+                if delivered.value.payload.as_ref() == Some(&Payload::Binlog(value.clone())) {
+                    if let Err(error) = pending.commit(instance_id, &delivered.value) {
+                        context.fail_fatally(&format!("COMMIT of chosen instance {instance_id} failed"), &error);
+                    }
+                    return Resolution::Committed(instance_id);
+                }
+                pending.rollback();
+                return Resolution::OtherChosen(delivered);
+            }
+            WriterMessage::Proposed { token: answered, outcome } if answered == token => match outcome {
+                // The delivery decides; Lost means another value's delivery is on its way.
+                Ok(ProposalOutcome::Chosen { .. }) | Ok(ProposalOutcome::Lost { .. }) => {}
+                Ok(ProposalOutcome::Busy) => {
+                    pending.rollback();
+                    return Resolution::Failed(SqlError::new(
+                        SqlErrorKind::Busy,
+                        "the proposal queue is full; nothing was applied, retry shortly",
+                    ));
+                }
+                Ok(ProposalOutcome::Refused(reason)) => {
+                    pending.rollback();
+                    return Resolution::Failed(SqlError::new(
+                        SqlErrorKind::NotMaster,
+                        format!("not proposed ({reason}); the statement was not executed"),
+                    ));
+                }
+                Err(RuntimeError::NotRunning { .. }) => {
+                    pending.rollback();
+                    return Resolution::Failed(not_master());
+                }
+                Err(error) => {
+                    pending.rollback();
+                    return Resolution::Failed(SqlError::new(
+                        SqlErrorKind::Unknown,
+                        format!("{error}; check whether the write was applied before retrying"),
+                    ));
+                }
+            },
+            other => handle_busy(context, other),
+        }
+    }
+}
+
+/// Runs one interactive transaction from BEGIN to its end.
+fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: Reply<u64>) {
+    let Some(base) = database.applied_instance() else {
+        let _ = begin.send(Err(not_master()));
+        return;
+    };
+    let seed = context.next_random();
+    let mut batch = match database.begin_batch(base, now_unix_ms(), seed) {
+        Ok(batch) => batch,
+        Err(error) => {
+            let _ = begin.send(Err(begin_error(error)));
+            return;
+        }
+    };
+    let transaction = context.next_transaction;
+    context.next_transaction += 1;
+    if begin.send(Ok(transaction)).is_err() {
+        return; // The client left before BEGIN completed; dropping the batch rolls back.
+    }
+    let mut idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
+    loop {
+        let Some(message) = context.receiver.blocking_recv() else { return };
+        match message {
+            WriterMessage::TransactionStatement { transaction: id, statement, reply } if id == transaction => {
+                idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
+                let _ = reply.send(batch.execute(&statement));
+            }
+            WriterMessage::Rollback { transaction: id } if id == transaction => return,
+            WriterMessage::Commit { transaction: id, reply } if id == transaction => {
+                if batch.statement_count() == 0 {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let (value, pending) = match batch.finish() {
+                    Ok(finished) => finished,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                };
+                match propose_and_wait(context, value, pending, base) {
+                    Resolution::Committed(instance_id) => {
+                        applied(context, instance_id);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Resolution::OtherChosen(delivered) => {
+                        apply(database, context, delivered);
+                        let _ = reply.send(Err(lost_error()));
+                    }
+                    Resolution::Failed(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+                return;
+            }
+            WriterMessage::Delivered(delivered) => {
+                // Another value was chosen: this transaction's base is stale and it can never
+                // commit. End it now so the writer applies the value.
+                context.deferred.push_back(delivered);
+                context.remember_ended(transaction, SqlError::new(
+                    SqlErrorKind::Lost,
+                    "another write was chosen while this transaction was open; it was rolled back, retry it",
+                ));
+                return;
+            }
+            WriterMessage::Tick if Instant::now() >= idle_deadline => {
+                context.remember_ended(transaction, SqlError::new(
+                    SqlErrorKind::LimitExceeded,
+                    format!("the transaction was idle for {TRANSACTION_IDLE_MAX:?} and was rolled back; keep transactions short"),
+                ));
+                return;
+            }
+            other => handle_busy(context, other),
+        }
+    }
+}
