@@ -90,10 +90,9 @@ impl FileLog {
             options.segment_bytes_max > 0,
             "segment_bytes_max must be positive"
         );
-        std::fs::create_dir_all(&dir).map_err(|source| LogError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        if !dir.exists() {
+            create_dir_durably(&dir)?;
+        }
         let dir_file = File::open(&dir).map_err(|source| LogError::Io {
             path: dir.clone(),
             source,
@@ -311,6 +310,28 @@ impl FileLog {
         self.dir_dirty = true;
         Ok(())
     }
+}
+
+/// Creates `dir` (and missing parents) and fsyncs its parent, so the new directory entry
+/// survives a power cut before the first segment in it is promised durable.
+fn create_dir_durably(dir: &Path) -> Result<(), LogError> {
+    std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        let parent_file = File::open(parent).map_err(|source| LogError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        parent_file
+            .sync_all()
+            .map_err(|source| LogError::SyncFailed {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The segment sequence numbers in `dir`, ascending, checked to have no gaps.

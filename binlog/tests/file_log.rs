@@ -368,3 +368,15 @@ fn files_that_are_not_segments_are_left_alone() {
     assert_eq!(instances(&log), vec![0, 1, 2]);
     assert!(dir.path().join("README").exists());
 }
+
+#[test]
+fn open_creates_a_missing_log_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nested = dir.path().join("main").join("log");
+    let (mut log, report) = FileLog::open(&nested, options()).expect("open creates the directory");
+    assert_eq!(report, paxsql_binlog::RecoveryReport::default());
+    log.append(&record(0)).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(instances(&reopen(&nested).0), vec![0]);
+}
