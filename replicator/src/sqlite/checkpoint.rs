@@ -11,6 +11,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::connection::PaxConnection;
 use super::database::Database;
 use super::error::SqliteError;
 use super::meta;
@@ -42,25 +43,36 @@ impl Database {
     /// Replaces this replica with the checkpoint `file` and reopens it (DESIGN "Checkpoints"):
     /// 1. stop applying and close the connections, 2. fsync the file, 3. rename it into place,
     /// 4. delete stale `-wal` and `-shm` files, 5. fsync the directory. The Paxos log is not
-    /// touched. Every reader must have been returned to the pool first.
-    pub fn install_checkpoint(self, file: &Path) -> Result<Database, SqliteError> {
+    /// touched.
+    ///
+    /// Every reader must be back in the pool ([`SqliteError::ReadersInUse`] otherwise, with
+    /// nothing changed). An error after step 1 (I/O, fsync) is fatal: the node stops.
+    pub fn install_checkpoint(&mut self, file: &Path) -> Result<(), SqliteError> {
         // Validate before destroying anything.
         checkpoint_instance(file)?;
-        let Database { path, options, writer, readers, .. } = self;
-        readers.close()?;
-        if let Err((_connection, error)) = writer.connection.close() {
-            return Err(SqliteError::Sqlite { context: "closing the writer before a checkpoint install".into(), source: error });
-        }
-        sync_file(file)?;
-        std::fs::rename(file, &path).map_err(SqliteError::io(&path))?;
-        for suffix in ["-wal", "-shm"] {
-            let mut stale = path.clone().into_os_string();
-            stale.push(suffix);
-            remove_if_present(Path::new(&stale))?;
-        }
-        sync_parent_directory(&path)?;
-        Database::open_with_readers(path, options, readers)
+        self.readers.close()?;
+        let detached = PaxConnection::open_detached()?;
+        let writer = std::mem::replace(&mut self.writer, detached);
+        let replaced = replace_file(writer, file, &self.path);
+        let reopened = Database::open_with_readers(self.path.clone(), self.options.clone(), self.readers.clone())?;
+        *self = reopened;
+        replaced
     }
+}
+
+/// Steps 1 to 5 of a checkpoint install, once the readers are closed.
+fn replace_file(writer: PaxConnection, file: &Path, path: &Path) -> Result<(), SqliteError> {
+    if let Err((_connection, error)) = writer.connection.close() {
+        return Err(SqliteError::Sqlite { context: "closing the writer before a checkpoint install".into(), source: error });
+    }
+    sync_file(file)?;
+    std::fs::rename(file, path).map_err(SqliteError::io(path))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut stale = path.as_os_str().to_owned();
+        stale.push(suffix);
+        remove_if_present(Path::new(&stale))?;
+    }
+    sync_parent_directory(path)
 }
 
 /// The applied instance inside a checkpoint file.

@@ -100,6 +100,15 @@ impl PaxConnection {
         Ok(pax)
     }
 
+    /// A private in-memory connection standing in for the writer while the replica file is
+    /// being replaced; it holds no paxsql tables, so nothing can be applied to it.
+    pub fn open_detached() -> Result<PaxConnection, SqliteError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let pax = Self::open(Path::new(":memory:"), flags, &ConnectionOptions::default(), true, 0)?;
+        pax.set_query_only(true)?;
+        Ok(pax)
+    }
+
     fn open(path: &Path, flags: OpenFlags, options: &ConnectionOptions, writer: bool, seed: u64) -> Result<PaxConnection, SqliteError> {
         vfs::register().map_err(SqliteError::VfsRegistration)?;
         let mut connection = Connection::open_with_flags_and_vfs(path, flags, vfs::VFS_NAME)
