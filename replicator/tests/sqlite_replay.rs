@@ -11,7 +11,8 @@ const TIME_MS: i64 = 1_700_000_000_123;
 fn nondeterministic_statements() -> Vec<paxsql_replicator::sqlite::StatementRequest> {
     vec![
         sql("CREATE TABLE events (id INTEGER PRIMARY KEY, r INTEGER, blob BLOB, dt TEXT, ts TEXT, d TEXT, t TEXT, \
-             unix INTEGER, jd REAL, created TEXT DEFAULT CURRENT_TIMESTAMP, noted TEXT)"),
+             unix INTEGER, jd REAL, created TEXT DEFAULT CURRENT_TIMESTAMP, noted TEXT, \
+             salt INTEGER DEFAULT (random()))"),
         sql("CREATE TABLE audit (event_id INTEGER, at TEXT, r INTEGER)"),
         sql("CREATE TRIGGER events_audit AFTER INSERT ON events BEGIN \
              INSERT INTO audit VALUES (new.id, datetime('now'), random()); END"),

@@ -357,3 +357,30 @@ fn a_checkpoint_install_waits_for_readers() {
         .expect("install");
     assert_eq!(follower.database.applied_instance(), Some(1));
 }
+
+#[test]
+fn readers_are_bounded_and_shareable_across_threads() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Database>();
+    assert_send_sync::<paxsql_replicator::sqlite::ReaderPool>();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = DatabaseOptions {
+        readers_max: 2,
+        ..Default::default()
+    };
+    let database = Database::open(dir.path().join("db.sqlite"), options).expect("open");
+    let readers = database.readers();
+    let first = readers.get().expect("first");
+    let second = readers.get().expect("second");
+    let error = readers.get().err().expect("third is over the bound");
+    assert_eq!(error.kind, SqlErrorKind::Busy);
+    drop(first);
+    let from_thread =
+        std::thread::spawn(move || readers.read(&sql("SELECT 1")).map(|result| result.rows));
+    assert_eq!(
+        from_thread.join().expect("thread").expect("read"),
+        vec![vec![Value::Integer(1)]]
+    );
+    drop(second);
+}
