@@ -22,16 +22,41 @@ struct Case {
 }
 
 const CASES: [Case; 5] = [
-    Case { name: "raw write 100 B + fdatasync", payload_bytes: 100, records_per_sync: 0 },
-    Case { name: "FileLog 100 B, sync every record", payload_bytes: 100, records_per_sync: 1 },
-    Case { name: "FileLog 4 KB, sync every record", payload_bytes: 4096, records_per_sync: 1 },
-    Case { name: "FileLog 100 B, sync every 64 records", payload_bytes: 100, records_per_sync: 64 },
-    Case { name: "FileLog 4 KB, sync every 64 records", payload_bytes: 4096, records_per_sync: 64 },
+    Case {
+        name: "raw write 100 B + fdatasync",
+        payload_bytes: 100,
+        records_per_sync: 0,
+    },
+    Case {
+        name: "FileLog 100 B, sync every record",
+        payload_bytes: 100,
+        records_per_sync: 1,
+    },
+    Case {
+        name: "FileLog 4 KB, sync every record",
+        payload_bytes: 4096,
+        records_per_sync: 1,
+    },
+    Case {
+        name: "FileLog 100 B, sync every 64 records",
+        payload_bytes: 100,
+        records_per_sync: 64,
+    },
+    Case {
+        name: "FileLog 4 KB, sync every 64 records",
+        payload_bytes: 4096,
+        records_per_sync: 64,
+    },
 ];
 
 fn run_raw(dir: &Path, budget: Duration) -> f64 {
     let path = dir.join("raw-fsync.bin");
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).expect("open raw file");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .expect("open raw file");
     let payload = [0x5au8; 100];
     let started = Instant::now();
     let mut operations = 0u64;
@@ -53,7 +78,12 @@ fn run_file_log(dir: &Path, case: &Case, budget: Duration) -> f64 {
     let mut instance_id = 0u64;
     while started.elapsed() < budget {
         for _ in 0..case.records_per_sync {
-            log.append(&Record { instance_id, kind: RecordKind::Chosen, payload: payload.clone() }).expect("append");
+            log.append(&Record {
+                instance_id,
+                kind: RecordKind::Chosen,
+                payload: payload.clone(),
+            })
+            .expect("append");
             instance_id += 1;
         }
         log.sync().expect("sync");
@@ -70,16 +100,28 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let base = std::env::var_os("PAXSQL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let seconds: f64 = std::env::var("PAXSQL_BENCH_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(1.5);
+    let base = std::env::var_os("PAXSQL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let seconds: f64 = std::env::var("PAXSQL_BENCH_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1.5);
     let budget = Duration::from_secs_f64(seconds);
     let dir = tempfile::tempdir_in(&base).expect("bench dir");
-    println!("binlog bench in {} ({ROUNDS} rounds of {seconds} s, median)", dir.path().display());
+    println!(
+        "binlog bench in {} ({ROUNDS} rounds of {seconds} s, median)",
+        dir.path().display()
+    );
 
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
     for _ in 0..ROUNDS {
         for (case, case_rates) in CASES.iter().zip(rates.iter_mut()) {
-            let rate = if case.records_per_sync == 0 { run_raw(dir.path(), budget) } else { run_file_log(dir.path(), case, budget) };
+            let rate = if case.records_per_sync == 0 {
+                run_raw(dir.path(), budget)
+            } else {
+                run_file_log(dir.path(), case, budget)
+            };
             case_rates.push(rate);
         }
     }

@@ -18,8 +18,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::record::{check_record, encode_record, RecordHeader, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
-use crate::segment::{parse_segment_file_name, scan_segment, segment_file_name, Location, Segment, TornTail};
+use crate::record::{
+    check_record, encode_record, RecordHeader, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+};
+use crate::segment::{
+    parse_segment_file_name, scan_segment, segment_file_name, Location, Segment, TornTail,
+};
 use crate::{LogError, LogStore, Record};
 
 /// Default size at which the active segment is sealed and a new one started.
@@ -35,7 +39,9 @@ pub struct FileLogOptions {
 
 impl Default for FileLogOptions {
     fn default() -> Self {
-        FileLogOptions { segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT }
+        FileLogOptions {
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+        }
     }
 }
 
@@ -75,11 +81,22 @@ pub struct FileLog {
 impl FileLog {
     /// Opens (or creates) the log in `dir`, recovering it: a torn write at the end of the last
     /// segment is cut (and reported); damage anywhere else is [`LogError::Corrupt`].
-    pub fn open(dir: impl AsRef<Path>, options: FileLogOptions) -> Result<(FileLog, RecoveryReport), LogError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: FileLogOptions,
+    ) -> Result<(FileLog, RecoveryReport), LogError> {
         let dir = dir.as_ref().to_path_buf();
-        assert!(options.segment_bytes_max > 0, "segment_bytes_max must be positive");
-        std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
-        let dir_file = File::open(&dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
+        assert!(
+            options.segment_bytes_max > 0,
+            "segment_bytes_max must be positive"
+        );
+        if !dir.exists() {
+            create_dir_durably(&dir)?;
+        }
+        let dir_file = File::open(&dir).map_err(|source| LogError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let sequences = list_segments(&dir)?;
         let mut log = FileLog {
             dir,
@@ -94,7 +111,10 @@ impl FileLog {
             #[cfg(test)]
             fail_next_sync: false,
         };
-        let mut report = RecoveryReport { segments: sequences.len(), ..RecoveryReport::default() };
+        let mut report = RecoveryReport {
+            segments: sequences.len(),
+            ..RecoveryReport::default()
+        };
         for (position, &sequence) in sequences.iter().enumerate() {
             let scanned = scan_segment(&log.dir, sequence, position + 1 == sequences.len())?;
             report.records += scanned.records.len();
@@ -126,7 +146,10 @@ impl FileLog {
 
     /// The segment files, oldest first.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
-        self.segments.iter().map(|segment| segment.path.clone()).collect()
+        self.segments
+            .iter()
+            .map(|segment| segment.path.clone())
+            .collect()
     }
 
     /// True once a failed fsync or write has stopped the log.
@@ -157,19 +180,27 @@ impl FileLog {
     }
 
     fn active(&mut self) -> &mut Segment {
-        self.segments.back_mut().expect("a FileLog always has an active segment")
+        self.segments
+            .back_mut()
+            .expect("a FileLog always has an active segment")
     }
 
     fn sync_active(&mut self) -> Result<(), LogError> {
         #[cfg(test)]
         if std::mem::take(&mut self.fail_next_sync) {
             let path = self.active().path.clone();
-            let error = LogError::SyncFailed { path, source: std::io::Error::from_raw_os_error(libc::EIO) };
+            let error = LogError::SyncFailed {
+                path,
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            };
             return Err(self.poison(error));
         }
         let active = self.active();
         if let Err(source) = active.file.sync_data() {
-            let error = LogError::SyncFailed { path: active.path.clone(), source };
+            let error = LogError::SyncFailed {
+                path: active.path.clone(),
+                source,
+            };
             return Err(self.poison(error));
         }
         self.active_dirty = false;
@@ -178,7 +209,10 @@ impl FileLog {
 
     fn sync_dir(&mut self) -> Result<(), LogError> {
         if let Err(source) = self.dir_file.sync_all() {
-            let error = LogError::SyncFailed { path: self.dir.clone(), source };
+            let error = LogError::SyncFailed {
+                path: self.dir.clone(),
+                source,
+            };
             return Err(self.poison(error));
         }
         self.dir_dirty = false;
@@ -199,9 +233,17 @@ impl FileLog {
     }
 
     fn segment(&self, sequence: u64) -> &Segment {
-        let front = self.segments.front().expect("a FileLog always has an active segment").sequence;
-        let segment = &self.segments[usize::try_from(sequence - front).expect("segment count fits usize")];
-        assert_eq!(segment.sequence, sequence, "segments are numbered without gaps");
+        let front = self
+            .segments
+            .front()
+            .expect("a FileLog always has an active segment")
+            .sequence;
+        let segment =
+            &self.segments[usize::try_from(sequence - front).expect("segment count fits usize")];
+        assert_eq!(
+            segment.sequence, sequence,
+            "segments are numbered without gaps"
+        );
         segment
     }
 
@@ -211,22 +253,44 @@ impl FileLog {
         segment
             .file
             .read_exact_at(&mut bytes, location.offset)
-            .map_err(|source| LogError::Io { path: segment.path.clone(), source })?;
-        let corrupt =
-            |reason: String| LogError::Corrupt { path: segment.path.clone(), offset: location.offset, reason };
-        let header_bytes = bytes.first_chunk::<RECORD_HEADER_BYTES>().expect("a record is longer than its header");
-        let header = RecordHeader::parse(header_bytes).ok_or_else(|| corrupt("bad record magic on read".to_string()))?;
+            .map_err(|source| LogError::Io {
+                path: segment.path.clone(),
+                source,
+            })?;
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: segment.path.clone(),
+            offset: location.offset,
+            reason,
+        };
+        let header_bytes = bytes
+            .first_chunk::<RECORD_HEADER_BYTES>()
+            .expect("a record is longer than its header");
+        let header = RecordHeader::parse(header_bytes)
+            .ok_or_else(|| corrupt("bad record magic on read".to_string()))?;
         if header.record_bytes() != bytes.len() || header.instance_id != instance_id {
-            return Err(corrupt("record header changed since the log was opened".to_string()));
+            return Err(corrupt(
+                "record header changed since the log was opened".to_string(),
+            ));
         }
-        let kind = check_record(&header, &bytes[8..RECORD_HEADER_BYTES], &bytes[RECORD_HEADER_BYTES..])
-            .map_err(corrupt)?;
+        let kind = check_record(
+            &header,
+            &bytes[8..RECORD_HEADER_BYTES],
+            &bytes[RECORD_HEADER_BYTES..],
+        )
+        .map_err(corrupt)?;
         let payload = Bytes::from(bytes).slice(RECORD_HEADER_BYTES..);
-        Ok(Record { instance_id, kind, payload })
+        Ok(Record {
+            instance_id,
+            kind,
+            payload,
+        })
     }
 
     fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
-        let segment = self.segments.pop_front().expect("only called with a sealed segment in front");
+        let segment = self
+            .segments
+            .pop_front()
+            .expect("only called with a sealed segment in front");
         if let Some(instance_max) = segment.instance_max {
             let mut emptied = Vec::new();
             for (&instance_id, locations) in self.index.range_mut(..=instance_max) {
@@ -239,22 +303,52 @@ impl FileLog {
                 self.index.remove(&instance_id);
             }
         }
-        std::fs::remove_file(&segment.path).map_err(|source| LogError::Io { path: segment.path.clone(), source })?;
+        std::fs::remove_file(&segment.path).map_err(|source| LogError::Io {
+            path: segment.path.clone(),
+            source,
+        })?;
         self.dir_dirty = true;
         Ok(())
     }
 }
 
+/// Creates `dir` (and missing parents) and fsyncs its parent, so the new directory entry
+/// survives a power cut before the first segment in it is promised durable.
+fn create_dir_durably(dir: &Path) -> Result<(), LogError> {
+    std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        let parent_file = File::open(parent).map_err(|source| LogError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        parent_file
+            .sync_all()
+            .map_err(|source| LogError::SyncFailed {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// The segment sequence numbers in `dir`, ascending, checked to have no gaps.
 fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
-    let io_error = |source| LogError::Io { path: dir.to_path_buf(), source };
+    let io_error = |source| LogError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut sequences = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
         let entry = entry.map_err(io_error)?;
         let name = entry.file_name();
         match name.to_str().and_then(parse_segment_file_name) {
             Some(sequence) => sequences.push(sequence),
-            None => tracing::warn!(file = ?name, dir = %dir.display(), "ignoring a file that is not a log segment"),
+            None => {
+                tracing::warn!(file = ?name, dir = %dir.display(), "ignoring a file that is not a log segment")
+            }
         }
     }
     sequences.sort_unstable();
@@ -263,7 +357,12 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
             return Err(LogError::Corrupt {
                 path: dir.join(segment_file_name(pair[0] + 1)),
                 offset: 0,
-                reason: format!("segment {} is missing between {} and {}", pair[0] + 1, pair[0], pair[1]),
+                reason: format!(
+                    "segment {} is missing between {} and {}",
+                    pair[0] + 1,
+                    pair[0],
+                    pair[1]
+                ),
             });
         }
     }
@@ -274,7 +373,10 @@ impl LogStore for FileLog {
     fn append(&mut self, record: &Record) -> Result<(), LogError> {
         self.check_poisoned()?;
         if record.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
-            return Err(LogError::RecordTooLarge { bytes: record.payload.len(), limit: RECORD_PAYLOAD_BYTES_MAX });
+            return Err(LogError::RecordTooLarge {
+                bytes: record.payload.len(),
+                limit: RECORD_PAYLOAD_BYTES_MAX,
+            });
         }
         let record_bytes = (RECORD_HEADER_BYTES + record.payload.len()) as u64;
         let active = self.active();
@@ -285,20 +387,33 @@ impl LogStore for FileLog {
         let mut buffer = std::mem::take(&mut self.write_buffer);
         buffer.clear();
         encode_record(record, &mut buffer);
-        let active = self.segments.back_mut().expect("a FileLog always has an active segment");
+        let active = self
+            .segments
+            .back_mut()
+            .expect("a FileLog always has an active segment");
         let offset = active.len_bytes;
         let written = active.file.write_all_at(&buffer, offset);
         self.write_buffer = buffer;
         if let Err(source) = written {
             // A partial write may have left garbage that later records would sit behind.
-            let error = LogError::Io { path: self.active().path.clone(), source };
+            let error = LogError::Io {
+                path: self.active().path.clone(),
+                source,
+            };
             return Err(self.poison(error));
         }
         let active = self.active();
         active.len_bytes += record_bytes;
         active.note_record(record.instance_id);
-        let location = Location { segment: active.sequence, offset, bytes: record_bytes as u32 };
-        self.index.entry(record.instance_id).or_default().push(location);
+        let location = Location {
+            segment: active.sequence,
+            offset,
+            bytes: record_bytes as u32,
+        };
+        self.index
+            .entry(record.instance_id)
+            .or_default()
+            .push(location);
         self.active_dirty = true;
         Ok(())
     }
@@ -322,11 +437,18 @@ impl LogStore for FileLog {
         let mut wanted: Vec<(Location, u64)> = self
             .index
             .range(from..to)
-            .flat_map(|(&instance_id, locations)| locations.iter().map(move |&location| (location, instance_id)))
+            .flat_map(|(&instance_id, locations)| {
+                locations
+                    .iter()
+                    .map(move |&location| (location, instance_id))
+            })
             .collect();
         // Locations order like appends: segment sequence first, then offset.
         wanted.sort_unstable();
-        wanted.into_iter().map(|(location, instance_id)| self.read_record(instance_id, location)).collect()
+        wanted
+            .into_iter()
+            .map(|(location, instance_id)| self.read_record(instance_id, location))
+            .collect()
     }
 
     fn truncate_prefix(&mut self, below: u64) -> Result<(), LogError> {
@@ -335,10 +457,14 @@ impl LogStore for FileLog {
         // record. Oldest first, so a crash midway still leaves segments without gaps.
         while self.segments.len() > 1 {
             let front = self.segments.front().expect("len > 1");
-            if front.instance_max.is_some_and(|instance_max| instance_max >= below) {
+            if front
+                .instance_max
+                .is_some_and(|instance_max| instance_max >= below)
+            {
                 break;
             }
-            self.delete_oldest_segment().map_err(|error| self.poison(error))?;
+            self.delete_oldest_segment()
+                .map_err(|error| self.poison(error))?;
         }
         if self.dir_dirty {
             self.sync_dir()?;
@@ -347,11 +473,15 @@ impl LogStore for FileLog {
     }
 
     fn first_instance(&self) -> Option<u64> {
-        self.index.first_key_value().map(|(&instance_id, _)| instance_id)
+        self.index
+            .first_key_value()
+            .map(|(&instance_id, _)| instance_id)
     }
 
     fn last_instance(&self) -> Option<u64> {
-        self.index.last_key_value().map(|(&instance_id, _)| instance_id)
+        self.index
+            .last_key_value()
+            .map(|(&instance_id, _)| instance_id)
     }
 }
 
@@ -379,12 +509,19 @@ mod tests {
     #[test]
     fn sync_after_rollover_syncs_the_new_segment_and_the_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = FileLogOptions { segment_bytes_max: 64 };
+        let options = FileLogOptions {
+            segment_bytes_max: 64,
+        };
         let (mut log, _) = FileLog::open(dir.path(), options).expect("open");
-        log.append(&Record::new(1, RecordKind::Chosen, vec![1u8; 30])).expect("append");
-        log.append(&Record::new(2, RecordKind::Chosen, vec![2u8; 30])).expect("append");
+        log.append(&Record::new(1, RecordKind::Chosen, vec![1u8; 30]))
+            .expect("append");
+        log.append(&Record::new(2, RecordKind::Chosen, vec![2u8; 30]))
+            .expect("append");
         assert_eq!(log.segments.len(), 2);
-        assert!(log.active_dirty && log.dir_dirty, "the new segment and its directory entry are pending");
+        assert!(
+            log.active_dirty && log.dir_dirty,
+            "the new segment and its directory entry are pending"
+        );
         log.sync().expect("sync");
         assert!(!log.active_dirty && !log.dir_dirty);
     }

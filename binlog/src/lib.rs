@@ -6,7 +6,7 @@
 //!   records ([`record`]), fsync, torn-tail recovery, truncation of whole segments.
 //! - [`value`]: the binlog value format (a [`paxsql_schema::PaxosValue`] / `BinlogBatch`) and its
 //!   size limits.
-//! - [`error`]: [`LogError`].
+//! - [`error`]: the [`LogError`] enum.
 //!
 //! The log is a stream of [`Record`]s. Each record belongs to one Paxos instance and has a
 //! [`RecordKind`]: the acceptor state of that instance, or the value chosen for it. Later

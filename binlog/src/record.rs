@@ -50,7 +50,8 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
 ///
 /// The caller checked the payload length against [`RECORD_PAYLOAD_BYTES_MAX`].
 pub fn encode_record(record: &Record, buffer: &mut Vec<u8>) {
-    let payload_len = u32::try_from(record.payload.len()).expect("payload length checked against the limit");
+    let payload_len =
+        u32::try_from(record.payload.len()).expect("payload length checked against the limit");
     let start = buffer.len();
     buffer.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     buffer.extend_from_slice(&[0u8; 4]); // CRC, filled in below
@@ -59,7 +60,10 @@ pub fn encode_record(record: &Record, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&[0u8; 3]);
     buffer.extend_from_slice(&record.instance_id.to_le_bytes());
     buffer.extend_from_slice(&record.payload);
-    let crc = record_crc(&buffer[start + 8..start + RECORD_HEADER_BYTES], &record.payload);
+    let crc = record_crc(
+        &buffer[start + 8..start + RECORD_HEADER_BYTES],
+        &record.payload,
+    );
     buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -121,28 +125,46 @@ pub fn decode_record_at(bytes: &[u8], offset: usize) -> Decoded {
         if rest.iter().all(|&byte| byte == 0) {
             return Decoded::Zeros;
         }
-        return Decoded::Truncated { reason: format!("short record header: {} of {RECORD_HEADER_BYTES} bytes", rest.len()) };
+        return Decoded::Truncated {
+            reason: format!(
+                "short record header: {} of {RECORD_HEADER_BYTES} bytes",
+                rest.len()
+            ),
+        };
     };
     let Some(header) = RecordHeader::parse(header_bytes) else {
         if rest.iter().all(|&byte| byte == 0) {
             return Decoded::Zeros;
         }
-        return Decoded::Invalid { reason: "bad record magic".to_string() };
+        return Decoded::Invalid {
+            reason: "bad record magic".to_string(),
+        };
     };
     if header.payload_len > RECORD_PAYLOAD_BYTES_MAX {
         return Decoded::Invalid {
-            reason: format!("payload length {} exceeds the limit {RECORD_PAYLOAD_BYTES_MAX}", header.payload_len),
+            reason: format!(
+                "payload length {} exceeds the limit {RECORD_PAYLOAD_BYTES_MAX}",
+                header.payload_len
+            ),
         };
     }
     if rest.len() < header.record_bytes() {
         return Decoded::Truncated {
-            reason: format!("record of {} bytes but only {} bytes left in the file", header.record_bytes(), rest.len()),
+            reason: format!(
+                "record of {} bytes but only {} bytes left in the file",
+                header.record_bytes(),
+                rest.len()
+            ),
         };
     }
     let payload = &rest[RECORD_HEADER_BYTES..header.record_bytes()];
     match check_record(&header, &header_bytes[8..], payload) {
         Ok(kind) => Decoded::Record {
-            record: Record::new(header.instance_id, kind, bytes::Bytes::copy_from_slice(payload)),
+            record: Record::new(
+                header.instance_id,
+                kind,
+                bytes::Bytes::copy_from_slice(payload),
+            ),
             bytes: header.record_bytes(),
         },
         Err(reason) => Decoded::Invalid { reason },
@@ -150,15 +172,23 @@ pub fn decode_record_at(bytes: &[u8], offset: usize) -> Decoded {
 }
 
 /// Checks a parsed header against its CRC-covered bytes and payload; returns the record kind.
-pub fn check_record(header: &RecordHeader, header_fields: &[u8], payload: &[u8]) -> Result<RecordKind, String> {
+pub fn check_record(
+    header: &RecordHeader,
+    header_fields: &[u8],
+    payload: &[u8],
+) -> Result<RecordKind, String> {
     let crc = record_crc(header_fields, payload);
     if crc != header.crc {
-        return Err(format!("CRC32C mismatch: stored {:#010x}, computed {crc:#010x}", header.crc));
+        return Err(format!(
+            "CRC32C mismatch: stored {:#010x}, computed {crc:#010x}",
+            header.crc
+        ));
     }
     if header.reserved != [0; 3] {
         return Err("reserved header bytes are not zero".to_string());
     }
-    RecordKind::from_byte(header.kind_byte).ok_or_else(|| format!("unknown record kind {}", header.kind_byte))
+    RecordKind::from_byte(header.kind_byte)
+        .ok_or_else(|| format!("unknown record kind {}", header.kind_byte))
 }
 
 /// True when a valid record starts at any offset after `offset` in `bytes`. Used to tell a torn
@@ -196,7 +226,13 @@ mod tests {
         let record = Record::new(42, RecordKind::Chosen, &b"hello"[..]);
         let bytes = encoded(&record);
         assert_eq!(bytes.len(), RECORD_HEADER_BYTES + 5);
-        assert_eq!(decode_record_at(&bytes, 0), Decoded::Record { record, bytes: bytes.len() });
+        assert_eq!(
+            decode_record_at(&bytes, 0),
+            Decoded::Record {
+                record,
+                bytes: bytes.len()
+            }
+        );
     }
 
     #[test]
@@ -218,9 +254,18 @@ mod tests {
         let record = Record::new(1, RecordKind::Meta, vec![9u8; 100]);
         let bytes = encoded(&record);
         assert_eq!(decode_record_at(&[0u8; 40], 0), Decoded::Zeros);
-        assert!(matches!(decode_record_at(&bytes[..10], 0), Decoded::Truncated { .. }));
-        assert!(matches!(decode_record_at(&bytes[..60], 0), Decoded::Truncated { .. }));
-        assert!(matches!(decode_record_at(&[0xAB; 40], 0), Decoded::Invalid { .. }));
+        assert!(matches!(
+            decode_record_at(&bytes[..10], 0),
+            Decoded::Truncated { .. }
+        ));
+        assert!(matches!(
+            decode_record_at(&bytes[..60], 0),
+            Decoded::Truncated { .. }
+        ));
+        assert!(matches!(
+            decode_record_at(&[0xAB; 40], 0),
+            Decoded::Invalid { .. }
+        ));
     }
 
     #[test]

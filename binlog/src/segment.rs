@@ -11,7 +11,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::record::{decode_record_at, segment_header, valid_record_after, Decoded, SEGMENT_HEADER_BYTES};
+use crate::record::{
+    decode_record_at, segment_header, valid_record_after, Decoded, SEGMENT_HEADER_BYTES,
+};
 use crate::LogError;
 
 const SEGMENT_PREFIX: &str = "segment-";
@@ -24,7 +26,9 @@ pub fn segment_file_name(sequence: u64) -> String {
 
 /// The sequence number of a segment file name, or `None` for any other file.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+    let digits = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
@@ -56,14 +60,31 @@ impl Segment {
     /// directory entry is synced: the caller must sync both before promising durability.
     pub fn create(dir: &Path, sequence: u64) -> Result<Segment, LogError> {
         let path = dir.join(segment_file_name(sequence));
-        let io_error = |source| LogError::Io { path: path.clone(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error)?;
+        let io_error = |source| LogError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_error)?;
         file.write_all(&segment_header()).map_err(io_error)?;
-        Ok(Segment { sequence, path, file, len_bytes: SEGMENT_HEADER_BYTES as u64, instance_max: None })
+        Ok(Segment {
+            sequence,
+            path,
+            file,
+            len_bytes: SEGMENT_HEADER_BYTES as u64,
+            instance_max: None,
+        })
     }
 
     pub fn note_record(&mut self, instance_id: u64) {
-        self.instance_max = Some(self.instance_max.map_or(instance_id, |max| max.max(instance_id)));
+        self.instance_max = Some(
+            self.instance_max
+                .map_or(instance_id, |max| max.max(instance_id)),
+        );
     }
 }
 
@@ -91,23 +112,52 @@ pub struct ScannedSegment {
 /// write (cut, after which the file is truncated and synced) or is corruption (an error).
 pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedSegment, LogError> {
     let path = dir.join(segment_file_name(sequence));
-    let io_error = |source| LogError::Io { path: path.clone(), source };
-    let file = OpenOptions::new().read(true).write(is_last).open(&path).map_err(io_error)?;
+    let io_error = |source| LogError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(is_last)
+        .open(&path)
+        .map_err(io_error)?;
     let bytes = std::fs::read(&path).map_err(io_error)?;
-    let corrupt = |offset: usize, reason: String| LogError::Corrupt { path: path.clone(), offset: offset as u64, reason };
+    let corrupt = |offset: usize, reason: String| LogError::Corrupt {
+        path: path.clone(),
+        offset: offset as u64,
+        reason,
+    };
 
-    let mut segment = Segment { sequence, path: path.clone(), file, len_bytes: bytes.len() as u64, instance_max: None };
+    let mut segment = Segment {
+        sequence,
+        path: path.clone(),
+        file,
+        len_bytes: bytes.len() as u64,
+        instance_max: None,
+    };
     let header = segment_header();
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != header {
         // A crash right after creating the last segment can leave its header short or unwritten.
         let header_torn = bytes.len() <= SEGMENT_HEADER_BYTES
             && (header.starts_with(&bytes) || bytes.iter().all(|&byte| byte == 0));
         if !(is_last && header_torn) {
-            return Err(corrupt(0, "bad segment header (magic or format version)".to_string()));
+            return Err(corrupt(
+                0,
+                "bad segment header (magic or format version)".to_string(),
+            ));
         }
-        let torn = TornTail { path: path.clone(), offset: 0, bytes_cut: bytes.len() as u64, reason: "torn segment header".to_string() };
+        let torn = TornTail {
+            path: path.clone(),
+            offset: 0,
+            bytes_cut: bytes.len() as u64,
+            reason: "torn segment header".to_string(),
+        };
         rewrite_header(&mut segment)?;
-        return Ok(ScannedSegment { segment, records: Vec::new(), torn_tail: Some(torn) });
+        return Ok(ScannedSegment {
+            segment,
+            records: Vec::new(),
+            torn_tail: Some(torn),
+        });
     }
 
     let mut records = Vec::new();
@@ -115,9 +165,20 @@ pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedS
     let mut damage = None;
     while offset < bytes.len() {
         match decode_record_at(&bytes, offset) {
-            Decoded::Record { record, bytes: record_bytes } => {
-                let bytes_u32 = u32::try_from(record_bytes).expect("record length is bounded by the payload limit");
-                records.push((record.instance_id, Location { segment: sequence, offset: offset as u64, bytes: bytes_u32 }));
+            Decoded::Record {
+                record,
+                bytes: record_bytes,
+            } => {
+                let bytes_u32 = u32::try_from(record_bytes)
+                    .expect("record length is bounded by the payload limit");
+                records.push((
+                    record.instance_id,
+                    Location {
+                        segment: sequence,
+                        offset: offset as u64,
+                        bytes: bytes_u32,
+                    },
+                ));
                 segment.note_record(record.instance_id);
                 offset += record_bytes;
             }
@@ -132,34 +193,77 @@ pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedS
                     damage = Some(reason);
                     break;
                 }
-                return Err(corrupt(offset, format!("{reason}; valid records follow it, so this is not a torn write")));
+                return Err(corrupt(
+                    offset,
+                    format!("{reason}; valid records follow it, so this is not a torn write"),
+                ));
             }
         }
     }
     let Some(reason) = damage else {
-        return Ok(ScannedSegment { segment, records, torn_tail: None });
+        return Ok(ScannedSegment {
+            segment,
+            records,
+            torn_tail: None,
+        });
     };
     if !is_last {
-        return Err(corrupt(offset, format!("{reason} in a segment that is not the last one")));
+        return Err(corrupt(
+            offset,
+            format!("{reason} in a segment that is not the last one"),
+        ));
     }
-    let torn = TornTail { path: path.clone(), offset: offset as u64, bytes_cut: (bytes.len() - offset) as u64, reason };
+    let torn = TornTail {
+        path: path.clone(),
+        offset: offset as u64,
+        bytes_cut: (bytes.len() - offset) as u64,
+        reason,
+    };
     cut_tail(&mut segment, offset as u64)?;
-    Ok(ScannedSegment { segment, records, torn_tail: Some(torn) })
+    Ok(ScannedSegment {
+        segment,
+        records,
+        torn_tail: Some(torn),
+    })
 }
 
 /// Truncates the last segment to its last good record and syncs the cut, so that records
 /// appended later can never be followed by the old torn bytes.
 fn cut_tail(segment: &mut Segment, len_bytes: u64) -> Result<(), LogError> {
-    segment.file.set_len(len_bytes).map_err(|source| LogError::Io { path: segment.path.clone(), source })?;
-    segment.file.sync_all().map_err(|source| LogError::SyncFailed { path: segment.path.clone(), source })?;
+    segment
+        .file
+        .set_len(len_bytes)
+        .map_err(|source| LogError::Io {
+            path: segment.path.clone(),
+            source,
+        })?;
+    segment
+        .file
+        .sync_all()
+        .map_err(|source| LogError::SyncFailed {
+            path: segment.path.clone(),
+            source,
+        })?;
     segment.len_bytes = len_bytes;
     Ok(())
 }
 
 fn rewrite_header(segment: &mut Segment) -> Result<(), LogError> {
     cut_tail(segment, 0)?;
-    segment.file.write_all_at(&segment_header(), 0).map_err(|source| LogError::Io { path: segment.path.clone(), source })?;
-    segment.file.sync_all().map_err(|source| LogError::SyncFailed { path: segment.path.clone(), source })?;
+    segment
+        .file
+        .write_all_at(&segment_header(), 0)
+        .map_err(|source| LogError::Io {
+            path: segment.path.clone(),
+            source,
+        })?;
+    segment
+        .file
+        .sync_all()
+        .map_err(|source| LogError::SyncFailed {
+            path: segment.path.clone(),
+            source,
+        })?;
     segment.len_bytes = SEGMENT_HEADER_BYTES as u64;
     Ok(())
 }

@@ -11,14 +11,26 @@ struct Subject {
 }
 
 fn mem_log() -> Subject {
-    Subject { log: Box::new(MemLog::new()), _dir: None }
+    Subject {
+        log: Box::new(MemLog::new()),
+        _dir: None,
+    }
 }
 
 fn file_log() -> Subject {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (log, report) = FileLog::open(dir.path(), FileLogOptions { segment_bytes_max: 512 }).expect("open a new log");
+    let (log, report) = FileLog::open(
+        dir.path(),
+        FileLogOptions {
+            segment_bytes_max: 512,
+        },
+    )
+    .expect("open a new log");
     assert_eq!(report.records, 0);
-    Subject { log: Box::new(log), _dir: Some(dir) }
+    Subject {
+        log: Box::new(log),
+        _dir: Some(dir),
+    }
 }
 
 fn record(instance_id: u64, kind: RecordKind, text: &str) -> Record {
@@ -39,7 +51,15 @@ fn empty_log_holds_nothing(log: &mut dyn LogStore) {
 }
 
 fn appended_records_read_back_byte_exact_in_order(log: &mut dyn LogStore) {
-    let records: Vec<Record> = (0..40).map(|instance| record(instance, RecordKind::Chosen, &format!("value {instance} {}", "x".repeat(instance as usize)))).collect();
+    let records: Vec<Record> = (0..40)
+        .map(|instance| {
+            record(
+                instance,
+                RecordKind::Chosen,
+                &format!("value {instance} {}", "x".repeat(instance as usize)),
+            )
+        })
+        .collect();
     for record in &records {
         log.append(record).expect("append");
     }
@@ -50,9 +70,15 @@ fn appended_records_read_back_byte_exact_in_order(log: &mut dyn LogStore) {
 
 fn read_range_is_half_open(log: &mut dyn LogStore) {
     for instance in 0..10 {
-        log.append(&record(instance, RecordKind::Chosen, "v")).expect("append");
+        log.append(&record(instance, RecordKind::Chosen, "v"))
+            .expect("append");
     }
-    let ids = |records: Vec<Record>| records.iter().map(|record| record.instance_id).collect::<Vec<_>>();
+    let ids = |records: Vec<Record>| {
+        records
+            .iter()
+            .map(|record| record.instance_id)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(log.read_range(3, 6).expect("read")), vec![3, 4, 5]);
     assert_eq!(ids(log.read_range(9, 100).expect("read")), vec![9]);
     assert!(log.read_range(6, 6).expect("read").is_empty());
@@ -73,14 +99,23 @@ fn later_records_of_an_instance_come_back_in_append_order(log: &mut dyn LogStore
         log.append(record).expect("append");
     }
     log.sync().expect("sync");
-    let five: Vec<Record> = appended.iter().filter(|record| record.instance_id == 5).cloned().collect();
+    let five: Vec<Record> = appended
+        .iter()
+        .filter(|record| record.instance_id == 5)
+        .cloned()
+        .collect();
     assert_eq!(log.read_range(5, 6).expect("read"), five);
-    assert_eq!(all(log), appended, "the whole log reads in append order, not instance order");
+    assert_eq!(
+        all(log),
+        appended,
+        "the whole log reads in append order, not instance order"
+    );
 }
 
 fn first_and_last_track_the_lowest_and_highest_instance(log: &mut dyn LogStore) {
     for instance in [10, 3, 7] {
-        log.append(&record(instance, RecordKind::Acceptor, "a")).expect("append");
+        log.append(&record(instance, RecordKind::Acceptor, "a"))
+            .expect("append");
     }
     assert_eq!(log.first_instance(), Some(3));
     assert_eq!(log.last_instance(), Some(10));
@@ -89,7 +124,13 @@ fn first_and_last_track_the_lowest_and_highest_instance(log: &mut dyn LogStore) 
 fn empty_and_large_payloads_round_trip(log: &mut dyn LogStore) {
     let records = vec![
         Record::new(1, RecordKind::Meta, Vec::new()),
-        Record::new(2, RecordKind::Chosen, (0..5000u32).map(|index| (index % 251) as u8).collect::<Vec<u8>>()),
+        Record::new(
+            2,
+            RecordKind::Chosen,
+            (0..5000u32)
+                .map(|index| (index % 251) as u8)
+                .collect::<Vec<u8>>(),
+        ),
         Record::new(3, RecordKind::Acceptor, Vec::new()),
     ];
     for record in &records {
@@ -100,7 +141,9 @@ fn empty_and_large_payloads_round_trip(log: &mut dyn LogStore) {
 }
 
 fn truncate_prefix_keeps_every_record_at_or_above_the_bound(log: &mut dyn LogStore) {
-    let appended: Vec<Record> = (0..200).map(|instance| record(instance, RecordKind::Chosen, &format!("value {instance}"))).collect();
+    let appended: Vec<Record> = (0..200)
+        .map(|instance| record(instance, RecordKind::Chosen, &format!("value {instance}")))
+        .collect();
     for record in &appended {
         log.append(record).expect("append");
     }
@@ -109,24 +152,36 @@ fn truncate_prefix_keeps_every_record_at_or_above_the_bound(log: &mut dyn LogSto
     let kept = all(log);
     let first = log.first_instance().expect("records remain");
     assert!(first <= 120, "kept too little: first instance {first}");
-    assert_eq!(kept.as_slice(), &appended[first as usize..], "what remains is a suffix of the log");
+    assert_eq!(
+        kept.as_slice(),
+        &appended[first as usize..],
+        "what remains is a suffix of the log"
+    );
     assert_eq!(log.last_instance(), Some(199));
-    log.truncate_prefix(50).expect("truncating below an older bound is harmless");
+    log.truncate_prefix(50)
+        .expect("truncating below an older bound is harmless");
     assert_eq!(all(log), kept);
 }
 
 fn appends_after_truncate_prefix_are_kept(log: &mut dyn LogStore) {
     for instance in 0..100 {
-        log.append(&record(instance, RecordKind::Chosen, "before")).expect("append");
+        log.append(&record(instance, RecordKind::Chosen, "before"))
+            .expect("append");
     }
     log.sync().expect("sync");
-    log.truncate_prefix(100).expect("truncate everything sealed");
-    log.append(&record(100, RecordKind::Chosen, "after")).expect("append");
+    log.truncate_prefix(100)
+        .expect("truncate everything sealed");
+    log.append(&record(100, RecordKind::Chosen, "after"))
+        .expect("append");
     log.sync().expect("sync");
     let kept = all(log);
     assert_eq!(kept.last(), Some(&record(100, RecordKind::Chosen, "after")));
     assert_eq!(log.last_instance(), Some(100));
-    assert!(kept.windows(2).all(|pair| pair[1].instance_id == pair[0].instance_id + 1), "no holes");
+    assert!(
+        kept.windows(2)
+            .all(|pair| pair[1].instance_id == pair[0].instance_id + 1),
+        "no holes"
+    );
 }
 
 macro_rules! conformance {

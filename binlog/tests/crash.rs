@@ -24,7 +24,9 @@ const SEGMENT_BYTES_MAX: u64 = 16 * 1024;
 const KEEP_RECORDS: u64 = 300;
 
 fn options() -> FileLogOptions {
-    FileLogOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+    FileLogOptions {
+        segment_bytes_max: SEGMENT_BYTES_MAX,
+    }
 }
 
 /// The payload of record `sequence`: its length and bytes both follow from the number, so the
@@ -37,7 +39,7 @@ fn payload_of(sequence: u64) -> Vec<u8> {
 }
 
 fn kind_of(sequence: u64) -> RecordKind {
-    if sequence % 2 == 0 {
+    if sequence.is_multiple_of(2) {
         RecordKind::Acceptor
     } else {
         RecordKind::Chosen
@@ -52,12 +54,13 @@ fn run_child(dir: &Path) {
         // Group commits of 1..=4 records, like a Paxos acceptor under load.
         let batch = round % 4 + 1;
         for _ in 0..batch {
-            log.append(&Record::new(next, kind_of(next), payload_of(next))).expect("append");
+            log.append(&Record::new(next, kind_of(next), payload_of(next)))
+                .expect("append");
             next += 1;
         }
         log.sync().expect("sync");
         println!("{}", next - 1);
-        if round % 50 == 0 && next > KEEP_RECORDS {
+        if round.is_multiple_of(50) && next > KEEP_RECORDS {
             log.truncate_prefix(next - KEEP_RECORDS).expect("truncate");
         }
         round += 1;
@@ -66,15 +69,29 @@ fn run_child(dir: &Path) {
 
 /// Checks the reopened log and returns the highest surviving sequence number.
 fn verify(dir: &Path, synced_max: Option<u64>, cycle: usize) -> Option<u64> {
-    let (log, report) = FileLog::open(dir, options()).unwrap_or_else(|error| panic!("cycle {cycle}: reopen failed: {error}"));
+    let (log, report) = FileLog::open(dir, options())
+        .unwrap_or_else(|error| panic!("cycle {cycle}: reopen failed: {error}"));
     let records = log.read_range(0, u64::MAX).expect("read everything");
     for pair in records.windows(2) {
-        assert_eq!(pair[1].instance_id, pair[0].instance_id + 1, "cycle {cycle}: hole or disorder after {}", pair[0].instance_id);
+        assert_eq!(
+            pair[1].instance_id,
+            pair[0].instance_id + 1,
+            "cycle {cycle}: hole or disorder after {}",
+            pair[0].instance_id
+        );
     }
     for record in &records {
         let sequence = record.instance_id;
-        assert_eq!(record.kind, kind_of(sequence), "cycle {cycle}: kind of record {sequence}");
-        assert_eq!(record.payload.as_ref(), payload_of(sequence).as_slice(), "cycle {cycle}: payload of record {sequence}");
+        assert_eq!(
+            record.kind,
+            kind_of(sequence),
+            "cycle {cycle}: kind of record {sequence}"
+        );
+        assert_eq!(
+            record.payload.as_ref(),
+            payload_of(sequence).as_slice(),
+            "cycle {cycle}: payload of record {sequence}"
+        );
     }
     let last = records.last().map(|record| record.instance_id);
     if let Some(synced_max) = synced_max {
@@ -83,16 +100,28 @@ fn verify(dir: &Path, synced_max: Option<u64>, cycle: usize) -> Option<u64> {
         // from there on must still be here.
         let first = records.first().expect("not empty").instance_id;
         let must_keep_from = (synced_max + 1).saturating_sub(KEEP_RECORDS);
-        assert!(first <= must_keep_from, "cycle {cycle}: truncation dropped records from {must_keep_from} up to {first}");
+        assert!(
+            first <= must_keep_from,
+            "cycle {cycle}: truncation dropped records from {must_keep_from} up to {first}"
+        );
     }
     last
 }
 
 fn kill_nine_during_sync_loop_never_loses_a_synced_record() {
-    let cycles: usize = std::env::var("PAXSQL_CRASH_CYCLES").ok().and_then(|value| value.parse().ok()).unwrap_or(CYCLES_DEFAULT);
-    let seed: u64 = std::env::var("PAXSQL_CRASH_SEED").ok().and_then(|value| value.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
-    });
+    let cycles: usize = std::env::var("PAXSQL_CRASH_CYCLES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(CYCLES_DEFAULT);
+    let seed: u64 = std::env::var("PAXSQL_CRASH_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_nanos() as u64
+        });
     println!("crash test: {cycles} cycles, PAXSQL_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -119,12 +148,16 @@ fn kill_nine_during_sync_loop_never_loses_a_synced_record() {
             }
         });
         // Wait until the child has synced something new, then kill it a little later.
-        let first_report = receiver.recv_timeout(Duration::from_secs(20)).expect("child reports a sync");
+        let first_report = receiver
+            .recv_timeout(Duration::from_secs(20))
+            .expect("child reports a sync");
         std::thread::sleep(Duration::from_micros(rng.random_range(0..8_000)));
         child.kill().expect("kill -9 the writer");
         child.wait().expect("reap the writer");
         reader.join().expect("reader thread");
-        let reported = std::iter::once(first_report).chain(receiver.try_iter()).max();
+        let reported = std::iter::once(first_report)
+            .chain(receiver.try_iter())
+            .max();
         synced_max = synced_max.max(reported);
         let before = verify(dir.path(), synced_max, cycle);
         if before > synced_max {

@@ -14,11 +14,17 @@ const PAYLOAD_BYTES: usize = 100;
 const RECORD_BYTES: u64 = (RECORD_HEADER_BYTES + PAYLOAD_BYTES) as u64;
 
 fn options() -> FileLogOptions {
-    FileLogOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+    FileLogOptions {
+        segment_bytes_max: SEGMENT_BYTES_MAX,
+    }
 }
 
 fn record(instance_id: u64) -> Record {
-    Record::new(instance_id, RecordKind::Chosen, vec![(instance_id % 256) as u8; PAYLOAD_BYTES])
+    Record::new(
+        instance_id,
+        RecordKind::Chosen,
+        vec![(instance_id % 256) as u8; PAYLOAD_BYTES],
+    )
 }
 
 /// Writes records `0..count`, syncs, closes, and returns the segment paths.
@@ -36,11 +42,20 @@ fn reopen(dir: &Path) -> (FileLog, paxsql_binlog::RecoveryReport) {
 }
 
 fn instances(log: &FileLog) -> Vec<u64> {
-    log.read_range(0, u64::MAX).expect("read").iter().map(|record| record.instance_id).collect()
+    log.read_range(0, u64::MAX)
+        .expect("read")
+        .iter()
+        .map(|record| record.instance_id)
+        .collect()
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
-    OpenOptions::new().append(true).open(path).expect("open segment").write_all(bytes).expect("write");
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open segment")
+        .write_all(bytes)
+        .expect("write");
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -51,11 +66,21 @@ fn flip_byte(path: &Path, offset: u64) {
 
 fn expect_corrupt(dir: &Path, path: &Path, offset: u64) {
     match FileLog::open(dir, options()) {
-        Err(LogError::Corrupt { path: reported, offset: reported_offset, reason }) => {
+        Err(LogError::Corrupt {
+            path: reported,
+            offset: reported_offset,
+            reason,
+        }) => {
             assert_eq!(reported, path, "names the damaged file ({reason})");
-            assert_eq!(reported_offset, offset, "names the damaged record ({reason})");
+            assert_eq!(
+                reported_offset, offset,
+                "names the damaged record ({reason})"
+            );
         }
-        other => panic!("expected Corrupt at {} offset {offset}, got {other:?}", path.display()),
+        other => panic!(
+            "expected Corrupt at {} offset {offset}, got {other:?}",
+            path.display()
+        ),
     }
 }
 
@@ -63,11 +88,17 @@ fn expect_corrupt(dir: &Path, path: &Path, offset: u64) {
 fn records_survive_reopen_across_segment_rollover() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 30);
-    assert!(paths.len() >= 4, "30 records of {RECORD_BYTES} bytes fill several {SEGMENT_BYTES_MAX}-byte segments");
+    assert!(
+        paths.len() >= 4,
+        "30 records of {RECORD_BYTES} bytes fill several {SEGMENT_BYTES_MAX}-byte segments"
+    );
     let (log, report) = reopen(dir.path());
     assert_eq!(report.records, 30);
     assert_eq!(report.torn_tail, None);
-    assert_eq!(log.read_range(0, 30).expect("read"), (0..30).map(record).collect::<Vec<_>>());
+    assert_eq!(
+        log.read_range(0, 30).expect("read"),
+        (0..30).map(record).collect::<Vec<_>>()
+    );
     for path in &paths {
         assert!(std::fs::metadata(path).expect("segment").len() <= SEGMENT_BYTES_MAX);
     }
@@ -77,7 +108,11 @@ fn records_survive_reopen_across_segment_rollover() {
 fn a_record_larger_than_a_segment_gets_its_own_segment() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut log, _) = FileLog::open(dir.path(), options()).expect("open");
-    let big = Record::new(1, RecordKind::Chosen, vec![7u8; 3 * SEGMENT_BYTES_MAX as usize]);
+    let big = Record::new(
+        1,
+        RecordKind::Chosen,
+        vec![7u8; 3 * SEGMENT_BYTES_MAX as usize],
+    );
     log.append(&record(0)).expect("append");
     log.append(&big).expect("append big");
     log.append(&record(2)).expect("append");
@@ -85,16 +120,26 @@ fn a_record_larger_than_a_segment_gets_its_own_segment() {
     assert_eq!(log.segment_paths().len(), 3);
     drop(log);
     let (log, _) = reopen(dir.path());
-    assert_eq!(log.read_range(0, 3).expect("read"), vec![record(0), big, record(2)]);
+    assert_eq!(
+        log.read_range(0, 3).expect("read"),
+        vec![record(0), big, record(2)]
+    );
 }
 
 #[test]
 fn a_record_over_the_size_limit_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut log, _) = FileLog::open(dir.path(), options()).expect("open");
-    let too_big = Record::new(1, RecordKind::Chosen, vec![0u8; RECORD_PAYLOAD_BYTES_MAX + 1]);
+    let too_big = Record::new(
+        1,
+        RecordKind::Chosen,
+        vec![0u8; RECORD_PAYLOAD_BYTES_MAX + 1],
+    );
     match log.append(&too_big) {
-        Err(LogError::RecordTooLarge { bytes, limit }) => assert_eq!((bytes, limit), (RECORD_PAYLOAD_BYTES_MAX + 1, RECORD_PAYLOAD_BYTES_MAX)),
+        Err(LogError::RecordTooLarge { bytes, limit }) => assert_eq!(
+            (bytes, limit),
+            (RECORD_PAYLOAD_BYTES_MAX + 1, RECORD_PAYLOAD_BYTES_MAX)
+        ),
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
     log.append(&record(1)).expect("the log still works");
@@ -108,14 +153,23 @@ fn a_torn_last_record_is_cut_and_earlier_records_kept() {
     let last = paths.last().expect("a segment");
     let len = std::fs::metadata(last).expect("segment").len();
     // Cut the last record in the middle of its payload, as a crash during write() would.
-    OpenOptions::new().write(true).open(last).expect("open").set_len(len - 30).expect("truncate");
+    OpenOptions::new()
+        .write(true)
+        .open(last)
+        .expect("open")
+        .set_len(len - 30)
+        .expect("truncate");
     let (log, report) = reopen(dir.path());
     let torn = report.torn_tail.expect("the torn write is reported");
     assert_eq!(torn.path, *last);
     assert_eq!(torn.offset, len - RECORD_BYTES);
     assert_eq!(torn.bytes_cut, RECORD_BYTES - 30);
     assert_eq!(instances(&log), (0..19).collect::<Vec<_>>());
-    assert_eq!(std::fs::metadata(last).expect("segment").len(), len - RECORD_BYTES, "the file was cut");
+    assert_eq!(
+        std::fs::metadata(last).expect("segment").len(),
+        len - RECORD_BYTES,
+        "the file was cut"
+    );
 }
 
 #[test]
@@ -148,7 +202,9 @@ fn a_zero_filled_tail_is_cut() {
 fn garbage_at_the_tail_with_nothing_valid_after_is_cut() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
-    let garbage: Vec<u8> = (0..500u32).map(|index| (index * 37 % 256) as u8 | 1).collect();
+    let garbage: Vec<u8> = (0..500u32)
+        .map(|index| (index * 37 % 256) as u8 | 1)
+        .collect();
     append_bytes(paths.last().expect("segment"), &garbage);
     let (log, report) = reopen(dir.path());
     assert_eq!(report.torn_tail.expect("reported").bytes_cut, 500);
@@ -163,7 +219,10 @@ fn a_flipped_byte_in_the_last_record_is_treated_as_torn() {
     let len = std::fs::metadata(last).expect("segment").len();
     flip_byte(last, len - 10);
     let (log, report) = reopen(dir.path());
-    assert_eq!(report.torn_tail.expect("reported").offset, len - RECORD_BYTES);
+    assert_eq!(
+        report.torn_tail.expect("reported").offset,
+        len - RECORD_BYTES
+    );
     assert_eq!(instances(&log), (0..4).collect::<Vec<_>>());
 }
 
@@ -191,7 +250,10 @@ fn damage_in_a_middle_segment_is_corruption_naming_file_and_offset() {
     expect_corrupt(dir.path(), middle, offset);
     let error = FileLog::open(dir.path(), options()).expect_err("corrupt");
     let message = error.to_string();
-    assert!(message.contains(&middle.display().to_string()) && message.contains(&offset.to_string()), "{message}");
+    assert!(
+        message.contains(&middle.display().to_string()) && message.contains(&offset.to_string()),
+        "{message}"
+    );
 }
 
 #[test]
@@ -200,7 +262,12 @@ fn a_cut_middle_segment_is_corruption() {
     let paths = write_log(dir.path(), 30);
     let middle = &paths[1];
     let len = std::fs::metadata(middle).expect("segment").len();
-    OpenOptions::new().write(true).open(middle).expect("open").set_len(len - 5).expect("truncate");
+    OpenOptions::new()
+        .write(true)
+        .open(middle)
+        .expect("open")
+        .set_len(len - 5)
+        .expect("truncate");
     expect_corrupt(dir.path(), middle, len - RECORD_BYTES);
 }
 
@@ -216,7 +283,9 @@ fn a_missing_middle_segment_is_corruption() {
 fn a_torn_segment_header_of_the_last_segment_is_rewritten() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 30);
-    let next = dir.path().join(paxsql_binlog::segment::segment_file_name(paths.len() as u64));
+    let next = dir
+        .path()
+        .join(paxsql_binlog::segment::segment_file_name(paths.len() as u64));
     std::fs::write(&next, &b"PAXS"[..]).expect("write a torn header");
     let (mut log, report) = reopen(dir.path());
     assert_eq!(report.torn_tail.expect("reported").path, next);
@@ -237,8 +306,13 @@ fn damage_found_on_read_is_corruption() {
     log.sync().expect("sync");
     let path = log.segment_paths()[0].clone();
     flip_byte(&path, SEGMENT_HEADER_BYTES as u64 + RECORD_BYTES + 40);
-    assert!(matches!(log.read_range(1, 2), Err(LogError::Corrupt { offset, .. }) if offset == SEGMENT_HEADER_BYTES as u64 + RECORD_BYTES));
-    assert_eq!(log.read_range(0, 1).expect("undamaged records still read"), vec![record(0)]);
+    assert!(
+        matches!(log.read_range(1, 2), Err(LogError::Corrupt { offset, .. }) if offset == SEGMENT_HEADER_BYTES as u64 + RECORD_BYTES)
+    );
+    assert_eq!(
+        log.read_range(0, 1).expect("undamaged records still read"),
+        vec![record(0)]
+    );
 }
 
 #[test]
@@ -278,7 +352,11 @@ fn truncate_prefix_never_deletes_the_active_segment() {
     }
     log.sync().expect("sync");
     log.truncate_prefix(u64::MAX).expect("truncate");
-    assert_eq!(instances(&log), vec![0, 1, 2], "whole segments only: the active one stays");
+    assert_eq!(
+        instances(&log),
+        vec![0, 1, 2],
+        "whole segments only: the active one stays"
+    );
 }
 
 #[test]
@@ -289,4 +367,16 @@ fn files_that_are_not_segments_are_left_alone() {
     let (log, _) = reopen(dir.path());
     assert_eq!(instances(&log), vec![0, 1, 2]);
     assert!(dir.path().join("README").exists());
+}
+
+#[test]
+fn open_creates_a_missing_log_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nested = dir.path().join("main").join("log");
+    let (mut log, report) = FileLog::open(&nested, options()).expect("open creates the directory");
+    assert_eq!(report, paxsql_binlog::RecoveryReport::default());
+    log.append(&record(0)).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(instances(&reopen(&nested).0), vec![0]);
 }

@@ -10,15 +10,25 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { instance_id: u64, kind: RecordKind, payload: Vec<u8> },
+    Append {
+        instance_id: u64,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    },
     Sync,
-    TruncatePrefix { below: u64 },
+    TruncatePrefix {
+        below: u64,
+    },
     /// Process crash: for a FileLog, drop the handle without syncing and reopen the directory.
     Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let kind = prop_oneof![Just(RecordKind::Acceptor), Just(RecordKind::Chosen), Just(RecordKind::Meta)];
+    let kind = prop_oneof![
+        Just(RecordKind::Acceptor),
+        Just(RecordKind::Chosen),
+        Just(RecordKind::Meta)
+    ];
     prop_oneof![
         6 => (0..40u64, kind, proptest::collection::vec(any::<u8>(), 0..200))
             .prop_map(|(instance_id, kind, payload)| Op::Append { instance_id, kind, payload }),
@@ -31,13 +41,23 @@ fn op() -> impl Strategy<Value = Op> {
 /// The log under test.
 enum Subject {
     Mem(MemLog),
-    File { log: Option<FileLog>, dir: tempfile::TempDir },
+    File {
+        log: Option<FileLog>,
+        dir: tempfile::TempDir,
+    },
 }
 
 const SEGMENT_BYTES_MAX: u64 = 512;
 
 fn open_file_log(dir: &std::path::Path) -> FileLog {
-    FileLog::open(dir, FileLogOptions { segment_bytes_max: SEGMENT_BYTES_MAX }).expect("reopen").0
+    FileLog::open(
+        dir,
+        FileLogOptions {
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+        },
+    )
+    .expect("reopen")
+    .0
 }
 
 impl Subject {
@@ -72,16 +92,29 @@ fn all(log: &mut dyn LogStore) -> Vec<Record> {
 fn check_agrees(subject: &mut Subject, model: &Model) -> Result<(), TestCaseError> {
     let log = subject.log();
     prop_assert_eq!(all(log), model.records.clone());
-    prop_assert_eq!(log.first_instance(), model.records.iter().map(|record| record.instance_id).min());
-    prop_assert_eq!(log.last_instance(), model.records.iter().map(|record| record.instance_id).max());
+    prop_assert_eq!(
+        log.first_instance(),
+        model.records.iter().map(|record| record.instance_id).min()
+    );
+    prop_assert_eq!(
+        log.last_instance(),
+        model.records.iter().map(|record| record.instance_id).max()
+    );
     Ok(())
 }
 
 fn run(mut subject: Subject, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut model = Model { records: Vec::new(), synced: 0 };
+    let mut model = Model {
+        records: Vec::new(),
+        synced: 0,
+    };
     for op in ops {
         match op {
-            Op::Append { instance_id, kind, payload } => {
+            Op::Append {
+                instance_id,
+                kind,
+                payload,
+            } => {
                 let record = Record::new(instance_id, kind, payload);
                 subject.log().append(&record).expect("append");
                 model.records.push(record);
@@ -94,10 +127,20 @@ fn run(mut subject: Subject, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 subject.log().truncate_prefix(below).expect("truncate");
                 let survivors = all(subject.log());
                 let dropped = model.records.len() - survivors.len();
-                prop_assert_eq!(&survivors[..], &model.records[dropped..], "truncation keeps a suffix");
+                prop_assert_eq!(
+                    &survivors[..],
+                    &model.records[dropped..],
+                    "truncation keeps a suffix"
+                );
                 // A FileLog may drop records the caller never synced: a sealed segment was synced
                 // when it was sealed. The contract only asks that they are below the bound.
-                prop_assert!(model.records[..dropped].iter().all(|record| record.instance_id < below), "only records below {} are dropped", below);
+                prop_assert!(
+                    model.records[..dropped]
+                        .iter()
+                        .all(|record| record.instance_id < below),
+                    "only records below {} are dropped",
+                    below
+                );
                 model.records.drain(..dropped);
                 model.synced = model.synced.saturating_sub(dropped);
             }
@@ -105,8 +148,15 @@ fn run(mut subject: Subject, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 subject.crash();
                 let survivors = all(subject.log());
                 prop_assert!(survivors.len() >= model.synced, "a synced record was lost");
-                prop_assert!(survivors.len() <= model.records.len(), "records appeared from nowhere");
-                prop_assert_eq!(&survivors[..], &model.records[..survivors.len()], "survivors are a prefix");
+                prop_assert!(
+                    survivors.len() <= model.records.len(),
+                    "records appeared from nowhere"
+                );
+                prop_assert_eq!(
+                    &survivors[..],
+                    &model.records[..survivors.len()],
+                    "survivors are a prefix"
+                );
                 model.records.truncate(survivors.len());
                 model.synced = survivors.len();
             }

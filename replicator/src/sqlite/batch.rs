@@ -45,12 +45,20 @@ impl Database {
     /// Opens a master batch on the writer, executed on top of `base_instance` (which must be
     /// the applied instance) with pinned time and random seed. The batch's time is raised to
     /// the last applied value's time if needed, so pinned time never goes back along the log.
-    pub fn begin_batch(&mut self, base_instance: u64, time_unix_ms: i64, random_seed: u64) -> Result<Batch<'_>, SqliteError> {
+    pub fn begin_batch(
+        &mut self,
+        base_instance: u64,
+        time_unix_ms: i64,
+        random_seed: u64,
+    ) -> Result<Batch<'_>, SqliteError> {
         if !self.accepts_writes {
             return Err(SqliteError::NotAcceptingWrites);
         }
         if self.applied_instance != Some(base_instance) {
-            return Err(SqliteError::StaleBase { given: base_instance, applied: self.applied_instance });
+            return Err(SqliteError::StaleBase {
+                given: base_instance,
+                applied: self.applied_instance,
+            });
         }
         if !self.writer.connection.is_autocommit() {
             return Err(SqliteError::WriterBusy);
@@ -58,7 +66,10 @@ impl Database {
         self.writer.set_query_only(false)?;
         if let Err(source) = self.writer.connection.execute_batch("BEGIN IMMEDIATE") {
             self.writer.set_query_only(true)?;
-            return Err(SqliteError::Sqlite { context: "beginning a batch".into(), source });
+            return Err(SqliteError::Sqlite {
+                context: "beginning a batch".into(),
+                source,
+            });
         }
         // Every batch starts from the same last_insert_rowid on master and replicas.
         self.writer.set_last_insert_rowid(0);
@@ -69,13 +80,20 @@ impl Database {
             random_seed,
         };
         let value_bytes = record.encoded_len();
-        Ok(Batch { database: Some(self), record, value_bytes, dead: None })
+        Ok(Batch {
+            database: Some(self),
+            record,
+            value_bytes,
+            dead: None,
+        })
     }
 }
 
 impl<'db> Batch<'db> {
     fn database(&self) -> &Database {
-        self.database.as_deref().expect("a live batch holds the database")
+        self.database
+            .as_deref()
+            .expect("a live batch holds the database")
     }
 
     /// The pinned time of this batch (after the monotonic floor).
@@ -146,19 +164,34 @@ impl<'db> Batch<'db> {
         Ok(())
     }
 
-    fn run_in_savepoint(&mut self, request: &StatementRequest, statement_index: usize) -> Result<super::connection::Executed, SqlError> {
+    fn run_in_savepoint(
+        &mut self,
+        request: &StatementRequest,
+        statement_index: usize,
+    ) -> Result<super::connection::Executed, SqlError> {
         let time_unix_ms = self.record.time_unix_ms;
         let random_seed = self.record.random_seed;
         let writer = &self.database().writer;
-        let internal = |error: rusqlite::Error| SqlError::new(SqlErrorKind::Other, format!("paxsql savepoint failed: {error}"));
-        writer.connection.execute_batch("SAVEPOINT paxsql_statement").map_err(internal)?;
+        let internal = |error: rusqlite::Error| {
+            SqlError::new(
+                SqlErrorKind::Other,
+                format!("paxsql savepoint failed: {error}"),
+            )
+        };
+        writer
+            .connection
+            .execute_batch("SAVEPOINT paxsql_statement")
+            .map_err(internal)?;
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
             writer.execute(request)
         };
         let Err(error) = outcome else {
-            writer.connection.execute_batch("RELEASE paxsql_statement").map_err(internal)?;
+            writer
+                .connection
+                .execute_batch("RELEASE paxsql_statement")
+                .map_err(internal)?;
             return outcome;
         };
         if writer.connection.is_autocommit() {
@@ -173,9 +206,14 @@ impl<'db> Batch<'db> {
             ));
             return Err(error);
         }
-        let undo = writer.connection.execute_batch("ROLLBACK TO paxsql_statement; RELEASE paxsql_statement");
+        let undo = writer
+            .connection
+            .execute_batch("ROLLBACK TO paxsql_statement; RELEASE paxsql_statement");
         if let Err(undo_error) = undo {
-            self.dead = Some(SqlError::new(SqlErrorKind::Other, format!("the transaction could not be undone: {undo_error}")));
+            self.dead = Some(SqlError::new(
+                SqlErrorKind::Other,
+                format!("the transaction could not be undone: {undo_error}"),
+            ));
         }
         Err(error)
     }
@@ -185,9 +223,15 @@ impl<'db> Batch<'db> {
     /// proposed; the error applies to every statement of the batch.
     pub fn finish(mut self) -> Result<(BinlogBatch, PendingCommit<'db>), SqlError> {
         let failure = self.commit_blocker();
-        let database = self.database.take().expect("a live batch holds the database");
+        let database = self
+            .database
+            .take()
+            .expect("a live batch holds the database");
         let record = std::mem::take(&mut self.record);
-        let pending = PendingCommit { database: Some(database), record };
+        let pending = PendingCommit {
+            database: Some(database),
+            record,
+        };
         if let Some(error) = failure {
             // Dropping the pending commit rolls back.
             drop(pending);
@@ -246,22 +290,52 @@ impl<'db> PendingCommit<'db> {
     /// runtime matched with its own): record the applied instance in the same transaction and
     /// COMMIT. A failure here is fatal: the value is chosen and this node can no longer commit it.
     pub fn commit(mut self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
-        let database = self.database.take().expect("a pending commit holds the database");
-        assert_eq!(instance_id, self.record.base_instance + 1, "a batch commits at the instance after its base");
+        let database = self
+            .database
+            .take()
+            .expect("a pending commit holds the database");
+        assert_eq!(
+            instance_id,
+            self.record.base_instance + 1,
+            "a batch commits at the instance after its base"
+        );
         let Some(Payload::Binlog(chosen)) = &value.payload else {
             panic!("commit is called only when instance {instance_id} chose this batch, not another payload");
         };
         assert!(
-            (chosen.base_instance, chosen.time_unix_ms, chosen.random_seed, chosen.statements.len())
-                == (self.record.base_instance, self.record.time_unix_ms, self.record.random_seed, self.record.statements.len()),
+            (
+                chosen.base_instance,
+                chosen.time_unix_ms,
+                chosen.random_seed,
+                chosen.statements.len()
+            ) == (
+                self.record.base_instance,
+                self.record.time_unix_ms,
+                self.record.random_seed,
+                self.record.statements.len()
+            ),
             "commit is called only when instance {instance_id} chose this very batch"
         );
-        debug_assert!(*chosen == self.record, "the chosen batch is the one executed here");
+        debug_assert!(
+            *chosen == self.record,
+            "the chosen batch is the one executed here"
+        );
         let connection = &database.writer.connection;
-        let fatal = |detail: String| SqliteError::CommitAfterChosen { instance_id, detail };
-        write_applied(connection, instance_id, value.value_id, value.checksum_before, self.record.time_unix_ms)
+        let fatal = |detail: String| SqliteError::CommitAfterChosen {
+            instance_id,
+            detail,
+        };
+        write_applied(
+            connection,
+            instance_id,
+            value.value_id,
+            value.checksum_before,
+            self.record.time_unix_ms,
+        )
+        .map_err(|error| fatal(error.to_string()))?;
+        connection
+            .execute_batch("COMMIT")
             .map_err(|error| fatal(error.to_string()))?;
-        connection.execute_batch("COMMIT").map_err(|error| fatal(error.to_string()))?;
         database.applied_instance = Some(instance_id);
         database.time_unix_ms = self.record.time_unix_ms;
         database.writer.set_query_only(true)
@@ -288,7 +362,10 @@ fn rollback_writer(database: &mut Database) {
     let connection = &database.writer.connection;
     if !connection.is_autocommit() {
         if let Err(error) = connection.execute_batch("ROLLBACK") {
-            panic!("ROLLBACK of an open batch failed ({error}); the writer is unusable: {}", classify(&error));
+            panic!(
+                "ROLLBACK of an open batch failed ({error}); the writer is unusable: {}",
+                classify(&error)
+            );
         }
     }
     if let Err(error) = database.writer.set_query_only(true) {

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::connection::PaxConnection;
 use super::database::Database;
 use super::error::SqliteError;
 use super::meta;
@@ -26,11 +27,14 @@ impl Database {
                 path: self.path.clone(),
                 detail: error.message,
             })?;
-            let mut destination = Connection::open(&temporary).map_err(SqliteError::sqlite("creating the checkpoint file"))?;
+            let mut destination = Connection::open(&temporary)
+                .map_err(SqliteError::sqlite("creating the checkpoint file"))?;
             let backup = rusqlite::backup::Backup::new(&reader.connection, &mut destination)
                 .map_err(SqliteError::sqlite("starting the checkpoint backup"))?;
             // All pages in one step: one read transaction, one consistent snapshot.
-            backup.step(-1).map_err(SqliteError::sqlite("copying the checkpoint"))?;
+            backup
+                .step(-1)
+                .map_err(SqliteError::sqlite("copying the checkpoint"))?;
         }
         let instance_id = checkpoint_instance(&temporary)?;
         sync_file(&temporary)?;
@@ -40,35 +44,56 @@ impl Database {
     }
 
     /// Replaces this replica with the checkpoint `file` and reopens it (DESIGN "Checkpoints"):
-    /// 1. stop applying and close the connections, 2. fsync the file, 3. rename it into place,
-    /// 4. delete stale `-wal` and `-shm` files, 5. fsync the directory. The Paxos log is not
-    /// touched. Every reader must have been returned to the pool first.
-    pub fn install_checkpoint(self, file: &Path) -> Result<Database, SqliteError> {
+    /// stop applying and close the connections; fsync the file; rename it into place; delete
+    /// stale `-wal` and `-shm` files; fsync the directory. The Paxos log is not touched.
+    ///
+    /// Every reader must be back in the pool ([`SqliteError::ReadersInUse`] otherwise, with
+    /// nothing changed). An error after step 1 (I/O, fsync) is fatal: the node stops.
+    pub fn install_checkpoint(&mut self, file: &Path) -> Result<(), SqliteError> {
         // Validate before destroying anything.
         checkpoint_instance(file)?;
-        let Database { path, options, writer, readers, .. } = self;
-        readers.close()?;
-        if let Err((_connection, error)) = writer.connection.close() {
-            return Err(SqliteError::Sqlite { context: "closing the writer before a checkpoint install".into(), source: error });
-        }
-        sync_file(file)?;
-        std::fs::rename(file, &path).map_err(SqliteError::io(&path))?;
-        for suffix in ["-wal", "-shm"] {
-            let mut stale = path.clone().into_os_string();
-            stale.push(suffix);
-            remove_if_present(Path::new(&stale))?;
-        }
-        sync_parent_directory(&path)?;
-        Database::open_with_readers(path, options, readers)
+        self.readers.close()?;
+        let detached = PaxConnection::open_detached()?;
+        let writer = std::mem::replace(&mut self.writer, detached);
+        let replaced = replace_file(writer, file, &self.path);
+        let reopened = Database::open_with_readers(
+            self.path.clone(),
+            self.options.clone(),
+            self.readers.clone(),
+        )?;
+        *self = reopened;
+        replaced
     }
+}
+
+/// Steps 1 to 5 of a checkpoint install, once the readers are closed.
+fn replace_file(writer: PaxConnection, file: &Path, path: &Path) -> Result<(), SqliteError> {
+    if let Err((_connection, error)) = writer.connection.close() {
+        return Err(SqliteError::Sqlite {
+            context: "closing the writer before a checkpoint install".into(),
+            source: error,
+        });
+    }
+    sync_file(file)?;
+    std::fs::rename(file, path).map_err(SqliteError::io(path))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut stale = path.as_os_str().to_owned();
+        stale.push(suffix);
+        remove_if_present(Path::new(&stale))?;
+    }
+    sync_parent_directory(path)
 }
 
 /// The applied instance inside a checkpoint file.
 pub fn checkpoint_instance(file: &Path) -> Result<u64, SqliteError> {
-    let not_paxsql = |detail: String| SqliteError::NotPaxsql { path: file.into(), detail };
+    let not_paxsql = |detail: String| SqliteError::NotPaxsql {
+        path: file.into(),
+        detail,
+    };
     let connection = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|error| not_paxsql(error.to_string()))?;
-    let instance = meta::applied_instance(&connection).map_err(|error| not_paxsql(error.to_string()))?;
+    let instance =
+        meta::applied_instance(&connection).map_err(|error| not_paxsql(error.to_string()))?;
     instance.ok_or(SqliteError::NothingApplied)
 }
 
@@ -76,13 +101,18 @@ fn remove_if_present(path: &Path) -> Result<(), SqliteError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(SqliteError::Io { path: path.into(), source: error }),
+        Err(error) => Err(SqliteError::Io {
+            path: path.into(),
+            source: error,
+        }),
     }
 }
 
 /// fsync failures are fatal and never retried (fsyncgate): the caller stops the node.
 fn sync_file(path: &Path) -> Result<(), SqliteError> {
-    File::open(path).and_then(|file| file.sync_all()).map_err(SqliteError::io(path))
+    File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(SqliteError::io(path))
 }
 
 fn sync_parent_directory(path: &Path) -> Result<(), SqliteError> {
@@ -90,5 +120,7 @@ fn sync_parent_directory(path: &Path) -> Result<(), SqliteError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    File::open(parent).and_then(|directory| directory.sync_all()).map_err(SqliteError::io(parent))
+    File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(SqliteError::io(parent))
 }

@@ -27,7 +27,11 @@ pub struct ConnectionOptions {
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
-        ConnectionOptions { foreign_keys: true, recursive_triggers: false, busy_timeout_ms: 5_000 }
+        ConnectionOptions {
+            foreign_keys: true,
+            recursive_triggers: false,
+            busy_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -76,15 +80,23 @@ pub struct Executed {
 
 impl PaxConnection {
     /// Opens the single writer (creates the file; WAL; `synchronous=NORMAL`).
-    pub fn open_writer(path: &Path, options: &ConnectionOptions) -> Result<PaxConnection, SqliteError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    pub fn open_writer(
+        path: &Path,
+        options: &ConnectionOptions,
+    ) -> Result<PaxConnection, SqliteError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let pax = Self::open(path, flags, options, true, 0)?;
         let mode: String = pax
             .connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(SqliteError::sqlite("switching to WAL mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqliteError::NotPaxsql { path: path.into(), detail: format!("journal mode stays {mode}, not WAL") });
+            return Err(SqliteError::NotPaxsql {
+                path: path.into(),
+                detail: format!("journal mode stays {mode}, not WAL"),
+            });
         }
         pax.connection
             .execute_batch("PRAGMA synchronous = NORMAL")
@@ -93,14 +105,40 @@ impl PaxConnection {
     }
 
     /// Opens a reader: `query_only`, so it can never write; real clock and real randomness.
-    pub fn open_reader(path: &Path, options: &ConnectionOptions) -> Result<PaxConnection, SqliteError> {
+    pub fn open_reader(
+        path: &Path,
+        options: &ConnectionOptions,
+    ) -> Result<PaxConnection, SqliteError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let pax = Self::open(path, flags, options, false, rand::random())?;
         pax.set_query_only(true)?;
         Ok(pax)
     }
 
-    fn open(path: &Path, flags: OpenFlags, options: &ConnectionOptions, writer: bool, seed: u64) -> Result<PaxConnection, SqliteError> {
+    /// A private in-memory connection standing in for the writer while the replica file is
+    /// being replaced; it holds no paxsql tables, so nothing can be applied to it.
+    pub fn open_detached() -> Result<PaxConnection, SqliteError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let pax = Self::open(
+            Path::new(":memory:"),
+            flags,
+            &ConnectionOptions::default(),
+            true,
+            0,
+        )?;
+        pax.set_query_only(true)?;
+        Ok(pax)
+    }
+
+    fn open(
+        path: &Path,
+        flags: OpenFlags,
+        options: &ConnectionOptions,
+        writer: bool,
+        seed: u64,
+    ) -> Result<PaxConnection, SqliteError> {
         vfs::register().map_err(SqliteError::VfsRegistration)?;
         let mut connection = Connection::open_with_flags_and_vfs(path, flags, vfs::VFS_NAME)
             .map_err(SqliteError::sqlite(format!("opening {}", path.display())))?;
@@ -118,15 +156,26 @@ impl PaxConnection {
         let prng: SharedPrng = Arc::new(Mutex::new(Prng::new(seed)));
         register_random(&connection, &prng).map_err(SqliteError::sqlite("registering random()"))?;
         let policy = Policy::new(writer);
-        policy::install(&mut connection, &policy).map_err(SqliteError::sqlite("installing the authorizer"))?;
+        policy::install(&mut connection, &policy)
+            .map_err(SqliteError::sqlite("installing the authorizer"))?;
         let effects = Arc::new(Mutex::new(EffectRecorder::default()));
         let hook_effects = Arc::clone(&effects);
         connection
-            .update_hook(Some(move |action: Action, _db: &str, table: &str, rowid: i64| {
-                hook_effects.lock().expect("effect lock").record(action, table, rowid);
-            }))
+            .update_hook(Some(
+                move |action: Action, _db: &str, table: &str, rowid: i64| {
+                    hook_effects
+                        .lock()
+                        .expect("effect lock")
+                        .record(action, table, rowid);
+                },
+            ))
             .map_err(SqliteError::sqlite("installing the update hook"))?;
-        Ok(PaxConnection { connection, policy, prng, effects })
+        Ok(PaxConnection {
+            connection,
+            policy,
+            prng,
+            effects,
+        })
     }
 
     pub fn set_query_only(&self, query_only: bool) -> Result<(), SqliteError> {
@@ -185,34 +234,62 @@ impl PaxConnection {
             Some(reason) => SqlError::new(SqlErrorKind::NotReplicable, reason),
             None => error,
         });
-        let rows_changed = if self.connection.total_changes() == total_before { 0 } else { self.connection.changes() };
-        let effect_digest = self.effects.lock().expect("effect lock").finish(rows_changed);
+        let rows_changed = if self.connection.total_changes() == total_before {
+            0
+        } else {
+            self.connection.changes()
+        };
+        let effect_digest = self
+            .effects
+            .lock()
+            .expect("effect lock")
+            .finish(rows_changed);
         let (columns, rows) = outcome?;
-        let result = StatementResult { columns, rows, rows_changed, verb: policy::verb(&request.sql) };
-        Ok(Executed { result, effect_digest, last_insert_rowid: self.connection.last_insert_rowid() })
+        let result = StatementResult {
+            columns,
+            rows,
+            rows_changed,
+            verb: policy::verb(&request.sql),
+        };
+        Ok(Executed {
+            result,
+            effect_digest,
+            last_insert_rowid: self.connection.last_insert_rowid(),
+        })
     }
 
     /// Whether SQLite considers `sql` read-only. True also for BEGIN, COMMIT, SAVEPOINT, ATTACH and
     /// `PRAGMA foreign_keys=…`: callers classify transaction control and pragmas with sqlparser
     /// first and ask this only for everything else.
     pub fn is_read_only(&self, sql: &str) -> Result<bool, SqlError> {
-        let statement = self.connection.prepare(sql).map_err(|error| classify(&error))?;
+        let statement = self
+            .connection
+            .prepare(sql)
+            .map_err(|error| classify(&error))?;
         Ok(statement.readonly())
     }
 
     fn run(&self, request: &StatementRequest) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
-        let mut statement = self.connection.prepare(&request.sql).map_err(|error| classify(&error))?;
+        let mut statement = self
+            .connection
+            .prepare(&request.sql)
+            .map_err(|error| classify(&error))?;
         bind_parameters(&mut statement, &request.params)?;
         let columns: Vec<Column> = statement
             .columns()
-            .map(|column| Column { name: column.name().to_string(), decl_type: column.decl_type().map(str::to_string) })
+            .map(|column| Column {
+                name: column.name().to_string(),
+                decl_type: column.decl_type().map(str::to_string),
+            })
             .collect();
         let mut rows = Vec::new();
         let mut cursor = statement.raw_query();
         while let Some(row) = cursor.next().map_err(|error| classify(&error))? {
             let mut values = Vec::with_capacity(columns.len());
             for index in 0..columns.len() {
-                values.push(value_from_ref(row.get_ref(index).map_err(|error| classify(&error))?));
+                values.push(value_from_ref(
+                    row.get_ref(index).map_err(|error| classify(&error))?,
+                ));
             }
             rows.push(values);
         }
@@ -223,7 +300,10 @@ impl PaxConnection {
 /// Binds `params` by parameter name: `$n` and `?n` bind `params[n-1]` (SQLite numbers `$n` by
 /// first appearance, so `SELECT $2, $1` must not bind by position); `?`, `:name` and `@name`
 /// bind by their SQLite index.
-fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), SqlError> {
+fn bind_parameters(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[Value],
+) -> Result<(), SqlError> {
     for index in 1..=statement.parameter_count() {
         let name = statement.parameter_name(index).map(str::to_string);
         let number = name
@@ -231,14 +311,22 @@ fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) ->
             .and_then(|name| name.strip_prefix('$').or_else(|| name.strip_prefix('?')))
             .and_then(|digits| digits.parse::<usize>().ok())
             .unwrap_or(index);
-        let Some(value) = number.checked_sub(1).and_then(|position| params.get(position)) else {
+        let Some(value) = number
+            .checked_sub(1)
+            .and_then(|position| params.get(position))
+        else {
             let shown = name.unwrap_or_else(|| format!("?{index}"));
             return Err(SqlError::new(
                 SqlErrorKind::Other,
-                format!("the statement uses parameter {shown} but only {} parameters were supplied", params.len()),
+                format!(
+                    "the statement uses parameter {shown} but only {} parameters were supplied",
+                    params.len()
+                ),
             ));
         };
-        statement.raw_bind_parameter(index, BindValue(value)).map_err(|error| classify(&error))?;
+        statement
+            .raw_bind_parameter(index, BindValue(value))
+            .map_err(|error| classify(&error))?;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use paxsql_schema::{paxos_value::Payload, BinlogBatch, ClusterInit, MasterLease, Membership, PaxosValue};
+use paxsql_schema::{
+    paxos_value::Payload, BinlogBatch, ClusterInit, MasterLease, Membership, PaxosValue,
+};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::connection::{value_from_proto, ConnectionOptions, PaxConnection};
@@ -69,14 +71,25 @@ impl Database {
     /// `_paxsql_meta`. The node starts not accepting writes (see [`Database::set_accepts_writes`]).
     pub fn open(path: impl AsRef<Path>, options: DatabaseOptions) -> Result<Database, SqliteError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(SqliteError::io(parent))?;
         }
-        let readers = ReaderPool::new(path.clone(), options.connection.clone(), options.readers_max);
+        let readers = ReaderPool::new(
+            path.clone(),
+            options.connection.clone(),
+            options.readers_max,
+        );
         Self::open_with_readers(path, options, readers)
     }
 
-    pub(super) fn open_with_readers(path: PathBuf, options: DatabaseOptions, readers: ReaderPool) -> Result<Database, SqliteError> {
+    pub(super) fn open_with_readers(
+        path: PathBuf,
+        options: DatabaseOptions,
+        readers: ReaderPool,
+    ) -> Result<Database, SqliteError> {
         let writer = PaxConnection::open_writer(&path, &options.connection)?;
         meta::create(&writer.connection)?;
         let snapshot = meta::snapshot(&writer.connection)?;
@@ -140,13 +153,20 @@ impl Database {
     /// Replays chosen instance `instance_id`. Instances at or below the applied one are skipped
     /// (exactly-once); a gap is an error. A replay that diverges from the master's recorded
     /// effect returns [`SqliteError::Divergence`]: the caller must stop applying.
-    pub fn apply(&mut self, instance_id: u64, value: &PaxosValue) -> Result<ApplyOutcome, SqliteError> {
+    pub fn apply(
+        &mut self,
+        instance_id: u64,
+        value: &PaxosValue,
+    ) -> Result<ApplyOutcome, SqliteError> {
         let expected = self.applied_instance.map_or(0, |applied| applied + 1);
         if instance_id < expected {
             return Ok(ApplyOutcome::AlreadyApplied);
         }
         if instance_id > expected {
-            return Err(SqliteError::OutOfOrder { instance_id, expected });
+            return Err(SqliteError::OutOfOrder {
+                instance_id,
+                expected,
+            });
         }
         self.writer.set_query_only(false)?;
         let outcome = self.apply_in_transaction(instance_id, value);
@@ -154,7 +174,11 @@ impl Database {
         outcome
     }
 
-    fn apply_in_transaction(&mut self, instance_id: u64, value: &PaxosValue) -> Result<ApplyOutcome, SqliteError> {
+    fn apply_in_transaction(
+        &mut self,
+        instance_id: u64,
+        value: &PaxosValue,
+    ) -> Result<ApplyOutcome, SqliteError> {
         self.writer
             .connection
             .execute_batch("BEGIN IMMEDIATE")
@@ -176,14 +200,21 @@ impl Database {
         self.writer
             .connection
             .execute_batch("COMMIT")
-            .map_err(|source| SqliteError::CommitAfterChosen { instance_id, detail: source.to_string() })?;
+            .map_err(|source| SqliteError::CommitAfterChosen {
+                instance_id,
+                detail: source.to_string(),
+            })?;
         self.applied_instance = Some(instance_id);
         self.time_unix_ms = time_unix_ms;
         Ok(outcome)
     }
 
     /// Applies the payload and records the applied instance, inside the open transaction.
-    fn apply_payload(&self, instance_id: u64, value: &PaxosValue) -> Result<(ApplyOutcome, i64), SqliteError> {
+    fn apply_payload(
+        &self,
+        instance_id: u64,
+        value: &PaxosValue,
+    ) -> Result<(ApplyOutcome, i64), SqliteError> {
         let mut time_unix_ms = self.time_unix_ms;
         let outcome = match &value.payload {
             Some(Payload::Binlog(batch)) => {
@@ -193,23 +224,39 @@ impl Database {
             }
             Some(Payload::ClusterInit(init)) => self.record_cluster_init(instance_id, init)?,
             Some(Payload::MasterLease(lease)) => self.record_lease(instance_id, lease)?,
-            Some(Payload::Membership(membership)) => self.record_membership(instance_id, membership)?,
-            Some(Payload::Opaque(_)) | Some(Payload::BatchedOpaque(_)) | None => ApplyOutcome::Applied,
+            Some(Payload::Membership(membership)) => {
+                self.record_membership(instance_id, membership)?
+            }
+            Some(Payload::Opaque(_)) | Some(Payload::BatchedOpaque(_)) | None => {
+                ApplyOutcome::Applied
+            }
         };
-        write_applied(&self.writer.connection, instance_id, value.value_id, value.checksum_before, time_unix_ms)?;
+        write_applied(
+            &self.writer.connection,
+            instance_id,
+            value.value_id,
+            value.checksum_before,
+            time_unix_ms,
+        )?;
         Ok((outcome, time_unix_ms))
     }
 
     /// Replays the statements of a master's batch with its pinned time, seeds and
     /// `last_insert_rowid`, and checks each effect against the master's.
     fn replay_batch(&self, instance_id: u64, batch: &BinlogBatch) -> Result<(), SqliteError> {
-        let expected_base = instance_id.checked_sub(1).ok_or(SqliteError::BaseMismatch {
-            instance_id,
-            base_instance: batch.base_instance,
-            expected_base: 0,
-        })?;
+        let expected_base = instance_id
+            .checked_sub(1)
+            .ok_or(SqliteError::BaseMismatch {
+                instance_id,
+                base_instance: batch.base_instance,
+                expected_base: 0,
+            })?;
         if batch.base_instance != expected_base {
-            return Err(SqliteError::BaseMismatch { instance_id, base_instance: batch.base_instance, expected_base });
+            return Err(SqliteError::BaseMismatch {
+                instance_id,
+                base_instance: batch.base_instance,
+                expected_base,
+            });
         }
         let _time = TimePin::new(batch.time_unix_ms);
         let mut previous_rowid = 0;
@@ -227,15 +274,28 @@ impl Database {
             };
             let request = StatementRequest {
                 sql: statement.sql.clone(),
-                params: statement.params.iter().map(value_from_proto).collect::<Vec<Value>>(),
+                params: statement
+                    .params
+                    .iter()
+                    .map(value_from_proto)
+                    .collect::<Vec<Value>>(),
             };
             self.writer.seed_random(batch.random_seed, statement_index);
-            let executed = self
-                .writer
-                .execute(&request)
-                .map_err(|error| diverged(format!("it failed here but succeeded on the master: {error}")))?;
-            let replica = (executed.result.rows_changed, executed.effect_digest, executed.last_insert_rowid);
-            let master = (statement.rows_changed, statement.effect_digest, statement.last_insert_rowid);
+            let executed = self.writer.execute(&request).map_err(|error| {
+                diverged(format!(
+                    "it failed here but succeeded on the master: {error}"
+                ))
+            })?;
+            let replica = (
+                executed.result.rows_changed,
+                executed.effect_digest,
+                executed.last_insert_rowid,
+            );
+            let master = (
+                statement.rows_changed,
+                statement.effect_digest,
+                statement.last_insert_rowid,
+            );
             if replica != master {
                 return Err(diverged(format!(
                     "(rows changed, effect digest, last_insert_rowid) is {replica:?} here but {master:?} on the master"
@@ -245,7 +305,11 @@ impl Database {
         Ok(())
     }
 
-    fn record_cluster_init(&self, instance_id: u64, init: &ClusterInit) -> Result<ApplyOutcome, SqliteError> {
+    fn record_cluster_init(
+        &self,
+        instance_id: u64,
+        init: &ClusterInit,
+    ) -> Result<ApplyOutcome, SqliteError> {
         let connection = &self.writer.connection;
         meta::set(connection, key::CLUSTER_GID, init.cluster_gid as i64)?;
         meta::set(connection, key::CLUSTER_NAME, init.cluster_name.as_str())?;
@@ -253,9 +317,14 @@ impl Database {
         Ok(ApplyOutcome::Applied)
     }
 
-    fn record_lease(&self, instance_id: u64, lease: &MasterLease) -> Result<ApplyOutcome, SqliteError> {
+    fn record_lease(
+        &self,
+        instance_id: u64,
+        lease: &MasterLease,
+    ) -> Result<ApplyOutcome, SqliteError> {
         let connection = &self.writer.connection;
-        let current_version = meta::get_i64(connection, key::LEASE_VERSION)?.map_or(0, |version| version as u64);
+        let current_version =
+            meta::get_i64(connection, key::LEASE_VERSION)?.map_or(0, |version| version as u64);
         if lease.expected_version != current_version {
             return Ok(ApplyOutcome::StaleIgnored);
         }
@@ -265,9 +334,14 @@ impl Database {
         Ok(ApplyOutcome::Applied)
     }
 
-    fn record_membership(&self, instance_id: u64, membership: &Membership) -> Result<ApplyOutcome, SqliteError> {
+    fn record_membership(
+        &self,
+        instance_id: u64,
+        membership: &Membership,
+    ) -> Result<ApplyOutcome, SqliteError> {
         let connection = &self.writer.connection;
-        let current_version = meta::get_i64(connection, key::MEMBERS_VERSION)?.map_or(0, |version| version as u64);
+        let current_version =
+            meta::get_i64(connection, key::MEMBERS_VERSION)?.map_or(0, |version| version as u64);
         if membership.expected_version != current_version {
             return Ok(ApplyOutcome::StaleIgnored);
         }
@@ -283,14 +357,22 @@ impl Database {
             detail: error.message,
         })?;
         let connection = &reader.connection;
-        let snapshot = connection.unchecked_transaction().map_err(SqliteError::sqlite("opening a snapshot"))?;
+        let snapshot = connection
+            .unchecked_transaction()
+            .map_err(SqliteError::sqlite("opening a snapshot"))?;
         let hash = hash_user_content(connection)?;
-        snapshot.finish().map_err(SqliteError::sqlite("closing a snapshot"))?;
+        snapshot
+            .finish()
+            .map_err(SqliteError::sqlite("closing a snapshot"))?;
         Ok(hash)
     }
 }
 
-fn set_members(connection: &rusqlite::Connection, members: &[u32], instance_id: u64) -> Result<(), SqliteError> {
+fn set_members(
+    connection: &rusqlite::Connection,
+    members: &[u32],
+    instance_id: u64,
+) -> Result<(), SqliteError> {
     let json = serde_json::to_string(members).expect("a list of integers always serializes");
     meta::set(connection, key::MEMBERS, json)?;
     meta::set(connection, key::MEMBERS_VERSION, instance_id as i64)
@@ -306,7 +388,11 @@ pub(super) fn write_applied(
 ) -> Result<(), SqliteError> {
     meta::set(connection, key::APPLIED_INSTANCE, instance_id as i64)?;
     meta::set(connection, key::APPLIED_VALUE_ID, value_id as i64)?;
-    meta::set(connection, key::APPLIED_CHECKSUM_BEFORE, checksum_before as i64)?;
+    meta::set(
+        connection,
+        key::APPLIED_CHECKSUM_BEFORE,
+        checksum_before as i64,
+    )?;
     meta::set(connection, key::TIME_UNIX_MS, time_unix_ms)
 }
 
@@ -330,7 +416,10 @@ fn hash_user_content(connection: &rusqlite::Connection) -> Result<u64, SqliteErr
         if kind != "table" {
             continue;
         }
-        let without_rowid = sql.to_ascii_uppercase().replace(char::is_whitespace, "").contains("WITHOUTROWID");
+        let without_rowid = sql
+            .to_ascii_uppercase()
+            .replace(char::is_whitespace, "")
+            .contains("WITHOUTROWID");
         let quoted = name.replace('"', "\"\"");
         let query = if without_rowid {
             format!("SELECT * FROM \"{quoted}\"")
@@ -342,9 +431,15 @@ fn hash_user_content(connection: &rusqlite::Connection) -> Result<u64, SqliteErr
     Ok(hasher.digest())
 }
 
-fn hash_rows(connection: &rusqlite::Connection, query: &str, hasher: &mut Xxh3) -> Result<(), SqliteError> {
+fn hash_rows(
+    connection: &rusqlite::Connection,
+    query: &str,
+    hasher: &mut Xxh3,
+) -> Result<(), SqliteError> {
     let context = "hashing the content";
-    let mut statement = connection.prepare(query).map_err(SqliteError::sqlite(context))?;
+    let mut statement = connection
+        .prepare(query)
+        .map_err(SqliteError::sqlite(context))?;
     let column_count = statement.column_count();
     let mut rows = statement.query([]).map_err(SqliteError::sqlite(context))?;
     while let Some(row) = rows.next().map_err(SqliteError::sqlite(context))? {

@@ -33,7 +33,12 @@ pub enum SqliteError {
         "replica diverged at instance {instance_id}, statement {statement_index} ({sql:?}): {detail}; \
          this node stopped applying — rebuild it from a checkpoint of a healthy node"
     )]
-    Divergence { instance_id: u64, statement_index: usize, sql: String, detail: String },
+    Divergence {
+        instance_id: u64,
+        statement_index: usize,
+        sql: String,
+        detail: String,
+    },
     /// Instances are applied strictly in order; a gap means the caller skipped one.
     #[error("instance {instance_id} cannot be applied: the next instance to apply is {expected}")]
     OutOfOrder { instance_id: u64, expected: u64 },
@@ -42,7 +47,11 @@ pub enum SqliteError {
         "instance {instance_id} holds a batch executed on base {base_instance}, but it must be \
          executed on instance {expected_base}; an executed value was re-proposed — stop and investigate"
     )]
-    BaseMismatch { instance_id: u64, base_instance: u64, expected_base: u64 },
+    BaseMismatch {
+        instance_id: u64,
+        base_instance: u64,
+        expected_base: u64,
+    },
     /// COMMIT failed after the value was chosen: this node can no longer match the log. Fatal:
     /// the runtime stops the node; on restart it replays the chosen value from the log.
     #[error(
@@ -117,9 +126,9 @@ pub fn classify(error: &rusqlite::Error) -> SqlError {
         _ => 0,
     };
     let kind = match extended {
-        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_ROWID => {
-            SqlErrorKind::UniqueViolation
-        }
+        ffi::SQLITE_CONSTRAINT_UNIQUE
+        | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        | ffi::SQLITE_CONSTRAINT_ROWID => SqlErrorKind::UniqueViolation,
         ffi::SQLITE_CONSTRAINT_FOREIGNKEY => SqlErrorKind::ForeignKeyViolation,
         ffi::SQLITE_CONSTRAINT_NOTNULL => SqlErrorKind::NotNullViolation,
         ffi::SQLITE_CONSTRAINT_CHECK => SqlErrorKind::CheckViolation,
@@ -128,8 +137,12 @@ pub fn classify(error: &rusqlite::Error) -> SqlError {
         _ => classify_by_message(&lower),
     };
     let hint = match kind {
-        SqlErrorKind::UniqueViolation => " (a row with this key already exists; use INSERT … ON CONFLICT to update it)",
-        SqlErrorKind::ForeignKeyViolation => " (the referenced row must exist; insert the parent row first)",
+        SqlErrorKind::UniqueViolation => {
+            " (a row with this key already exists; use INSERT … ON CONFLICT to update it)"
+        }
+        SqlErrorKind::ForeignKeyViolation => {
+            " (the referenced row must exist; insert the parent row first)"
+        }
         SqlErrorKind::UndefinedTable => " (check the table name; create the table first)",
         SqlErrorKind::UndefinedColumn => " (check the column name)",
         SqlErrorKind::Syntax => " (paxsql speaks SQLite's SQL dialect)",
@@ -140,13 +153,19 @@ pub fn classify(error: &rusqlite::Error) -> SqlError {
 }
 
 fn classify_by_message(lower: &str) -> SqlErrorKind {
-    if lower.contains("syntax error") || lower.contains("incomplete input") || lower.contains("unrecognized token") {
+    if lower.contains("syntax error")
+        || lower.contains("incomplete input")
+        || lower.contains("unrecognized token")
+    {
         SqlErrorKind::Syntax
     } else if lower.contains("no such table") || lower.contains("no such view") {
         SqlErrorKind::UndefinedTable
     } else if lower.contains("no such column") {
         SqlErrorKind::UndefinedColumn
-    } else if lower.contains("readonly") || lower.contains("read-only") || lower.contains("query_only") {
+    } else if lower.contains("readonly")
+        || lower.contains("read-only")
+        || lower.contains("query_only")
+    {
         SqlErrorKind::ReadOnly
     } else if lower.contains("foreign key constraint failed") {
         SqlErrorKind::ForeignKeyViolation
@@ -184,18 +203,38 @@ mod tests {
                  INSERT INTO t VALUES (1, 1, 1, NULL); PRAGMA foreign_keys = ON;",
             )
             .expect("schema");
-        let error = connection.execute_batch(sql).expect_err("the statement must fail");
+        let error = connection
+            .execute_batch(sql)
+            .expect_err("the statement must fail");
         classify(&error)
     }
 
     #[test]
     fn sqlite_errors_map_to_their_sql_error_kinds() {
-        assert_eq!(error_of("INSERT INTO t VALUES (1, 1, 1, NULL)").kind, SqlErrorKind::UniqueViolation);
-        assert_eq!(error_of("INSERT INTO t VALUES (2, NULL, 1, NULL)").kind, SqlErrorKind::NotNullViolation);
-        assert_eq!(error_of("INSERT INTO t VALUES (2, 1, -1, NULL)").kind, SqlErrorKind::CheckViolation);
-        assert_eq!(error_of("INSERT INTO t VALUES (2, 1, 1, 99)").kind, SqlErrorKind::ForeignKeyViolation);
+        assert_eq!(
+            error_of("INSERT INTO t VALUES (1, 1, 1, NULL)").kind,
+            SqlErrorKind::UniqueViolation
+        );
+        assert_eq!(
+            error_of("INSERT INTO t VALUES (2, NULL, 1, NULL)").kind,
+            SqlErrorKind::NotNullViolation
+        );
+        assert_eq!(
+            error_of("INSERT INTO t VALUES (2, 1, -1, NULL)").kind,
+            SqlErrorKind::CheckViolation
+        );
+        assert_eq!(
+            error_of("INSERT INTO t VALUES (2, 1, 1, 99)").kind,
+            SqlErrorKind::ForeignKeyViolation
+        );
         assert_eq!(error_of("SELEC 1").kind, SqlErrorKind::Syntax);
-        assert_eq!(error_of("SELECT * FROM missing").kind, SqlErrorKind::UndefinedTable);
-        assert_eq!(error_of("SELECT missing FROM t").kind, SqlErrorKind::UndefinedColumn);
+        assert_eq!(
+            error_of("SELECT * FROM missing").kind,
+            SqlErrorKind::UndefinedTable
+        );
+        assert_eq!(
+            error_of("SELECT missing FROM t").kind,
+            SqlErrorKind::UndefinedColumn
+        );
     }
 }

@@ -27,7 +27,8 @@ impl Prng {
 
     /// The generator for statement `statement_index` of a value seeded with `value_seed`.
     pub fn for_statement(value_seed: u64, statement_index: usize) -> Self {
-        let mut mixer = Prng::new(value_seed ^ (statement_index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut mixer =
+            Prng::new(value_seed ^ (statement_index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         Prng::new(mixer.next_u64())
     }
 
@@ -59,14 +60,18 @@ pub fn register_random(connection: &Connection, prng: &SharedPrng) -> rusqlite::
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS;
     let for_random = Arc::clone(prng);
     connection.create_scalar_function("random", 0, flags, move |_context| {
-        let mut prng = for_random.lock().expect("the PRNG lock is never held across a panic");
+        let mut prng = for_random
+            .lock()
+            .expect("the PRNG lock is never held across a panic");
         Ok(prng.next_u64() as i64)
     })?;
     let for_blob = Arc::clone(prng);
     connection.create_scalar_function("randomblob", 1, flags, move |context| {
         let length = blob_length(context)?;
         let mut bytes = vec![0u8; length];
-        let mut prng = for_blob.lock().expect("the PRNG lock is never held across a panic");
+        let mut prng = for_blob
+            .lock()
+            .expect("the PRNG lock is never held across a panic");
         prng.fill(&mut bytes);
         Ok(bytes)
     })

@@ -53,24 +53,38 @@ pub const FORMAT_VERSION: i64 = 1;
 
 /// Creates the meta table and its keys if missing (idempotent).
 pub fn create(connection: &Connection) -> Result<(), SqliteError> {
-    let transaction = connection.unchecked_transaction().map_err(SqliteError::sqlite("creating meta tables"))?;
+    let transaction = connection
+        .unchecked_transaction()
+        .map_err(SqliteError::sqlite("creating meta tables"))?;
     transaction
         .execute_batch("CREATE TABLE IF NOT EXISTS _paxsql_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID")
         .map_err(SqliteError::sqlite("creating _paxsql_meta"))?;
     for name in key::ALL {
         transaction
-            .execute("INSERT OR IGNORE INTO _paxsql_meta (key, value) VALUES (?1, NULL)", [name])
+            .execute(
+                "INSERT OR IGNORE INTO _paxsql_meta (key, value) VALUES (?1, NULL)",
+                [name],
+            )
             .map_err(SqliteError::sqlite("creating meta keys"))?;
     }
     if get_i64(&transaction, key::FORMAT_VERSION)?.is_none() {
         set(&transaction, key::FORMAT_VERSION, FORMAT_VERSION)?;
     }
-    transaction.commit().map_err(SqliteError::sqlite("committing meta tables"))
+    transaction
+        .commit()
+        .map_err(SqliteError::sqlite("committing meta tables"))
 }
 
-pub fn set<T: rusqlite::ToSql>(connection: &Connection, name: &str, value: T) -> Result<(), SqliteError> {
+pub fn set<T: rusqlite::ToSql>(
+    connection: &Connection,
+    name: &str,
+    value: T,
+) -> Result<(), SqliteError> {
     let updated = connection
-        .execute("UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1", rusqlite::params![name, value])
+        .execute(
+            "UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1",
+            rusqlite::params![name, value],
+        )
         .map_err(SqliteError::sqlite(format!("writing meta key {name}")))?;
     assert_eq!(updated, 1, "meta key {name} is created at open");
     Ok(())
@@ -78,7 +92,11 @@ pub fn set<T: rusqlite::ToSql>(connection: &Connection, name: &str, value: T) ->
 
 pub fn get_i64(connection: &Connection, name: &str) -> Result<Option<i64>, SqliteError> {
     connection
-        .query_row("SELECT value FROM _paxsql_meta WHERE key = ?1", [name], |row| row.get::<_, Option<i64>>(0))
+        .query_row(
+            "SELECT value FROM _paxsql_meta WHERE key = ?1",
+            [name],
+            |row| row.get::<_, Option<i64>>(0),
+        )
         .optional()
         .map(Option::flatten)
         .map_err(SqliteError::sqlite(format!("reading meta key {name}")))
@@ -86,7 +104,11 @@ pub fn get_i64(connection: &Connection, name: &str) -> Result<Option<i64>, Sqlit
 
 pub fn get_text(connection: &Connection, name: &str) -> Result<Option<String>, SqliteError> {
     connection
-        .query_row("SELECT value FROM _paxsql_meta WHERE key = ?1", [name], |row| row.get::<_, Option<String>>(0))
+        .query_row(
+            "SELECT value FROM _paxsql_meta WHERE key = ?1",
+            [name],
+            |row| row.get::<_, Option<String>>(0),
+        )
         .optional()
         .map(Option::flatten)
         .map_err(SqliteError::sqlite(format!("reading meta key {name}")))

@@ -73,14 +73,19 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(writer: bool) -> Arc<Policy> {
-        Arc::new(Policy { writer, ..Policy::default() })
+        Arc::new(Policy {
+            writer,
+            ..Policy::default()
+        })
     }
 
     /// Polices client statements until the guard drops.
     pub fn police(self: &Arc<Self>) -> PolicingGuard {
         self.refusal.lock().expect("refusal lock").take();
         self.policing.store(true, Ordering::SeqCst);
-        PolicingGuard { policy: Arc::clone(self) }
+        PolicingGuard {
+            policy: Arc::clone(self),
+        }
     }
 
     /// The reason of the last refusal, if the last failure was one.
@@ -150,7 +155,8 @@ fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
     let allowed = match value {
         None => PRAGMAS_READABLE.contains(&name.as_str()),
         Some(_) => {
-            PRAGMAS_WITH_NAME_ARGUMENT.contains(&name.as_str()) || PRAGMAS_STORED_IN_FILE.contains(&name.as_str())
+            PRAGMAS_WITH_NAME_ARGUMENT.contains(&name.as_str())
+                || PRAGMAS_STORED_IN_FILE.contains(&name.as_str())
         }
     };
     if allowed {
@@ -195,7 +201,9 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
         let lower = text.to_ascii_lowercase();
         lower == "localtime" || lower == "utc"
     };
-    if string_literals(sql).iter().any(|literal| names_local_time(literal))
+    if string_literals(sql)
+        .iter()
+        .any(|literal| names_local_time(literal))
         || text_params.iter().any(|param| names_local_time(param))
     {
         return Some(
@@ -249,7 +257,9 @@ pub fn verb(sql: &str) -> String {
                     first = Some(word.clone());
                 }
                 if first.as_deref() == Some("WITH") {
-                    if ["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES"].contains(&word.as_str()) {
+                    if ["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES"]
+                        .contains(&word.as_str())
+                    {
                         return word;
                     }
                     continue;
@@ -266,7 +276,9 @@ pub fn verb(sql: &str) -> String {
 }
 
 fn verb_from_words(words: &[String]) -> String {
-    let Some(first) = words.first() else { return String::new() };
+    let Some(first) = words.first() else {
+        return String::new();
+    };
     match first.as_str() {
         "CREATE" | "DROP" => {
             let object = words[1..]
@@ -298,7 +310,9 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(sql: &'a str) -> Self {
-        Scanner { chars: sql.chars().peekable() }
+        Scanner {
+            chars: sql.chars().peekable(),
+        }
     }
 
     fn next_token(&mut self) -> Option<Token> {
@@ -382,9 +396,15 @@ mod tests {
     #[test]
     fn verbs_name_the_command() {
         assert_eq!(verb("insert into t values (1)"), "INSERT");
-        assert_eq!(verb("/* x */ CREATE UNIQUE INDEX i ON t(a)"), "CREATE INDEX");
+        assert_eq!(
+            verb("/* x */ CREATE UNIQUE INDEX i ON t(a)"),
+            "CREATE INDEX"
+        );
         assert_eq!(verb("create table if not exists t(a)"), "CREATE TABLE");
-        assert_eq!(verb("WITH x(a) AS (SELECT 1) DELETE FROM t WHERE a IN x"), "DELETE");
+        assert_eq!(
+            verb("WITH x(a) AS (SELECT 1) DELETE FROM t WHERE a IN x"),
+            "DELETE"
+        );
         assert_eq!(verb("-- c\nselect 1"), "SELECT");
     }
 

@@ -44,7 +44,9 @@ pub struct Reader {
 impl std::ops::Deref for Reader {
     type Target = PaxConnection;
     fn deref(&self) -> &PaxConnection {
-        self.connection.as_ref().expect("a reader holds its connection until dropped")
+        self.connection
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
     }
 }
 
@@ -62,29 +64,48 @@ impl Drop for Reader {
 impl ReaderPool {
     pub fn new(path: PathBuf, options: ConnectionOptions, readers_max: usize) -> ReaderPool {
         assert!(readers_max > 0, "a group needs at least one reader");
-        ReaderPool { inner: Arc::new(PoolInner { path, options, readers_max, state: Mutex::default() }) }
+        ReaderPool {
+            inner: Arc::new(PoolInner {
+                path,
+                options,
+                readers_max,
+                state: Mutex::default(),
+            }),
+        }
     }
 
     /// Checks a reader out, opening one if none is idle and the bound allows.
     pub fn get(&self) -> Result<Reader, SqlError> {
         let mut state = self.inner.state.lock().expect("pool lock");
         if state.closed {
-            return Err(SqlError::new(SqlErrorKind::Busy, "the database is being replaced by a checkpoint; retry shortly"));
+            return Err(SqlError::new(
+                SqlErrorKind::Busy,
+                "the database is being replaced by a checkpoint; retry shortly",
+            ));
         }
         if let Some(connection) = state.idle.pop() {
             state.in_use += 1;
-            return Ok(Reader { connection: Some(connection), pool: Arc::clone(&self.inner) });
+            return Ok(Reader {
+                connection: Some(connection),
+                pool: Arc::clone(&self.inner),
+            });
         }
         if state.in_use >= self.inner.readers_max {
             return Err(SqlError::new(
                 SqlErrorKind::Busy,
-                format!("all {} reader connections of this database are busy; retry shortly", self.inner.readers_max),
+                format!(
+                    "all {} reader connections of this database are busy; retry shortly",
+                    self.inner.readers_max
+                ),
             ));
         }
         state.in_use += 1;
         drop(state);
         match PaxConnection::open_reader(&self.inner.path, &self.inner.options) {
-            Ok(connection) => Ok(Reader { connection: Some(connection), pool: Arc::clone(&self.inner) }),
+            Ok(connection) => Ok(Reader {
+                connection: Some(connection),
+                pool: Arc::clone(&self.inner),
+            }),
             Err(error) => {
                 self.inner.state.lock().expect("pool lock").in_use -= 1;
                 Err(SqlError::new(SqlErrorKind::Other, error.to_string()))
@@ -107,7 +128,9 @@ impl ReaderPool {
     pub(crate) fn close(&self) -> Result<(), SqliteError> {
         let mut state = self.inner.state.lock().expect("pool lock");
         if state.in_use > 0 {
-            return Err(SqliteError::ReadersInUse { in_use: state.in_use });
+            return Err(SqliteError::ReadersInUse {
+                in_use: state.in_use,
+            });
         }
         state.closed = true;
         state.idle.clear();

@@ -89,7 +89,9 @@ impl Drop for TimePin {
 }
 
 fn pinned_julian_ms() -> Option<i64> {
-    PINNED_UNIX_MS.with(Cell::get).map(|unix_ms| unix_ms + JULIAN_EPOCH_TO_UNIX_MS)
+    PINNED_UNIX_MS
+        .with(Cell::get)
+        .map(|unix_ms| unix_ms + JULIAN_EPOCH_TO_UNIX_MS)
 }
 
 fn default_vfs() -> *mut ffi::sqlite3_vfs {
@@ -99,7 +101,10 @@ fn default_vfs() -> *mut ffi::sqlite3_vfs {
     }
 }
 
-unsafe extern "C" fn current_time_ms(_vfs: *mut ffi::sqlite3_vfs, out: *mut ffi::sqlite3_int64) -> c_int {
+unsafe extern "C" fn current_time_ms(
+    _vfs: *mut ffi::sqlite3_vfs,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
     if let Some(julian_ms) = pinned_julian_ms() {
         // SAFETY: SQLite passes a valid out pointer.
         unsafe { *out = julian_ms };

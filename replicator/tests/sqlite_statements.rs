@@ -1,0 +1,386 @@
+//! Statement-level rules: refused statements, parameter binding, read/write decision, columns,
+//! checkpoints.
+
+mod sqlite_common;
+
+use paxsql_replicator::sqlite::{
+    checkpoint_instance, Database, DatabaseOptions, SqlErrorKind, Value,
+};
+use sqlite_common::*;
+
+const TIME_MS: i64 = 1_700_000_000_000;
+
+fn master_with_table() -> Node {
+    let mut master = master();
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        1,
+        &[sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)")],
+    );
+    master
+}
+
+/// Runs `statement` in a master batch and returns how it was refused.
+fn refusal_in_batch(master: &mut Node, statement: &str) -> paxsql_replicator::sqlite::SqlError {
+    let base = master.database.applied_instance().expect("applied");
+    let mut batch = master
+        .database
+        .begin_batch(base, TIME_MS, 1)
+        .expect("begin");
+    let error = batch.execute(&sql(statement)).expect_err(statement);
+    assert!(
+        !batch.is_dead(),
+        "a refused statement fails alone: {statement}"
+    );
+    error
+}
+
+#[test]
+fn each_non_replicable_statement_class_is_refused_with_a_reason() {
+    let mut master = master_with_table();
+    let refused = [
+        ("ATTACH DATABASE 'other.db' AS other", "ATTACH"),
+        ("DETACH DATABASE other", "DETACH"),
+        ("SELECT load_extension('libevil')", "load_extension"),
+        ("CREATE TEMP TABLE scratch (a)", "TEMP"),
+        ("CREATE TEMPORARY VIEW v AS SELECT 1", "TEMP"),
+        (
+            "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END",
+            "TEMP",
+        ),
+        ("VACUUM", "VACUUM"),
+        ("VACUUM INTO 'copy.db'", "VACUUM"),
+        ("PRAGMA foreign_keys = OFF", "foreign_keys"),
+        ("PRAGMA recursive_triggers = ON", "recursive_triggers"),
+        ("PRAGMA journal_mode = DELETE", "journal_mode"),
+        ("PRAGMA synchronous = OFF", "synchronous"),
+        ("PRAGMA wal_checkpoint", "wal_checkpoint"),
+        ("SELECT datetime('now', 'localtime')", "localtime"),
+        (
+            "INSERT INTO t (a) VALUES (datetime('now', 'utc'))",
+            "localtime",
+        ),
+        (
+            "INSERT INTO t (a) VALUES (total_changes())",
+            "total_changes",
+        ),
+        ("BEGIN", "transaction control"),
+        ("SAVEPOINT mine", "transaction control"),
+    ];
+    for (statement, reason) in refused {
+        let error = refusal_in_batch(&mut master, statement);
+        assert_eq!(
+            error.kind,
+            SqlErrorKind::NotReplicable,
+            "{statement}: {error}"
+        );
+        assert!(error.message.contains(reason), "{statement}: {error}");
+    }
+}
+
+#[test]
+fn localtime_in_a_parameter_is_refused() {
+    let mut master = master_with_table();
+    let mut batch = master.database.begin_batch(1, TIME_MS, 1).expect("begin");
+    let error = batch
+        .execute(&sql_with(
+            "INSERT INTO t (a) VALUES (datetime('now', $1))",
+            vec![Value::Text("localtime".into())],
+        ))
+        .expect_err("localtime parameter");
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable);
+}
+
+#[test]
+fn pragmas_stored_in_the_file_replicate() {
+    let mut master = master_with_table();
+    let value = commit_batch(
+        &mut master.database,
+        TIME_MS,
+        1,
+        &[
+            sql("PRAGMA user_version = 7"),
+            sql("PRAGMA application_id = 99"),
+        ],
+    );
+    let mut follower = node();
+    let schema = {
+        let mut scratch = master_with_table_value();
+        scratch.remove(0)
+    };
+    follower.database.apply(1, &schema).expect("schema");
+    follower.database.apply(2, &value).expect("pragmas");
+    assert_eq!(
+        rows(&follower.database, "PRAGMA user_version"),
+        vec![vec![Value::Integer(7)]]
+    );
+    assert_eq!(
+        rows(&follower.database, "PRAGMA application_id"),
+        vec![vec![Value::Integer(99)]]
+    );
+}
+
+fn master_with_table_value() -> Vec<paxsql_schema::PaxosValue> {
+    let mut scratch = master();
+    vec![commit_batch(
+        &mut scratch.database,
+        TIME_MS,
+        1,
+        &[sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)")],
+    )]
+}
+
+#[test]
+fn readers_refuse_attach_and_connection_pragmas_but_allow_introspection() {
+    let master = master_with_table();
+    let error = master
+        .database
+        .read(&sql("ATTACH DATABASE ':memory:' AS other"))
+        .expect_err("attach");
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable);
+    let error = master
+        .database
+        .read(&sql("PRAGMA query_only = OFF"))
+        .expect_err("query_only");
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable);
+    let columns = rows(&master.database, "PRAGMA table_info(t)");
+    assert_eq!(columns.len(), 2);
+}
+
+#[test]
+fn dollar_parameters_bind_by_number_not_by_appearance() {
+    let master = master_with_table();
+    let result = master
+        .database
+        .read(&sql_with(
+            "SELECT $2, $1, ?3, $2",
+            vec![
+                Value::Integer(1),
+                Value::Text("two".into()),
+                Value::Real(3.5),
+            ],
+        ))
+        .expect("select");
+    assert_eq!(
+        result.rows,
+        vec![vec![
+            Value::Text("two".into()),
+            Value::Integer(1),
+            Value::Real(3.5),
+            Value::Text("two".into())
+        ]]
+    );
+    let anonymous = master
+        .database
+        .read(&sql_with(
+            "SELECT ?, ?",
+            vec![Value::Integer(1), Value::Null],
+        ))
+        .expect("select");
+    assert_eq!(anonymous.rows, vec![vec![Value::Integer(1), Value::Null]]);
+    let missing = master
+        .database
+        .read(&sql_with("SELECT $2", vec![Value::Integer(1)]))
+        .expect_err("missing");
+    assert!(missing.message.contains("$2"), "{missing}");
+}
+
+#[test]
+fn parameters_replay_on_followers() {
+    let mut master = master_with_table();
+    let schema = master_with_table_value().remove(0);
+    let value = commit_batch(
+        &mut master.database,
+        TIME_MS,
+        1,
+        &[sql_with(
+            "INSERT INTO t (a, id) VALUES ($2, $1)",
+            vec![Value::Integer(10), Value::Blob(vec![1, 2])],
+        )],
+    );
+    let mut follower = node();
+    follower.database.apply(1, &schema).expect("schema");
+    follower.database.apply(2, &value).expect("replay");
+    assert_eq!(
+        rows(&follower.database, "SELECT id, a FROM t"),
+        vec![vec![Value::Integer(10), Value::Blob(vec![1, 2])]]
+    );
+}
+
+#[test]
+fn read_only_decision_follows_sqlite() {
+    let master = master_with_table();
+    assert!(master
+        .database
+        .is_read_only("SELECT * FROM t")
+        .expect("select"));
+    assert!(!master
+        .database
+        .is_read_only("INSERT INTO t (a) VALUES (1)")
+        .expect("insert"));
+    assert!(!master
+        .database
+        .is_read_only("CREATE TABLE u (a)")
+        .expect("create"));
+    assert!(!master
+        .database
+        .is_read_only("WITH x AS (SELECT 1) DELETE FROM t")
+        .expect("delete"));
+    let error = master.database.is_read_only("SELEC").expect_err("syntax");
+    assert_eq!(error.kind, SqlErrorKind::Syntax);
+}
+
+#[test]
+fn reads_report_declared_column_types_and_verbs() {
+    let master = master_with_table();
+    let result = master
+        .database
+        .read(&sql("SELECT id, a, 1 AS one FROM t"))
+        .expect("select");
+    let declared: Vec<_> = result
+        .columns
+        .iter()
+        .map(|column| (column.name.as_str(), column.decl_type.as_deref()))
+        .collect();
+    assert_eq!(
+        declared,
+        vec![("id", Some("INTEGER")), ("a", Some("TEXT")), ("one", None)]
+    );
+    assert_eq!(result.verb, "SELECT");
+}
+
+#[test]
+fn rows_changed_counts_only_rows_written_by_the_statement() {
+    let mut master = master_with_table();
+    let mut batch = master.database.begin_batch(1, TIME_MS, 1).expect("begin");
+    let inserted = batch
+        .execute(&sql("INSERT INTO t (a) VALUES ('x'), ('y')"))
+        .expect("insert");
+    assert_eq!(
+        (inserted.rows_changed, inserted.verb.as_str()),
+        (2, "INSERT")
+    );
+    let created = batch.execute(&sql("CREATE TABLE u (a)")).expect("create");
+    assert_eq!(
+        (created.rows_changed, created.verb.as_str()),
+        (0, "CREATE TABLE")
+    );
+    let selected = batch.execute(&sql("SELECT * FROM t")).expect("select");
+    assert_eq!((selected.rows_changed, selected.rows.len()), (0, 2));
+    let returning = batch
+        .execute(&sql("UPDATE t SET a = 'z' RETURNING id"))
+        .expect("update");
+    assert_eq!((returning.rows_changed, returning.rows.len()), (2, 2));
+}
+
+#[test]
+fn checkpoint_and_install_round_trip() {
+    // Phase 1: a master with content writes a checkpoint.
+    let mut master = master_with_table();
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        3,
+        &[sql(
+            "INSERT INTO t (a) SELECT hex(randomblob(8)) FROM (SELECT 1 UNION ALL SELECT 2)",
+        )],
+    );
+    let checkpoint = master.dir.path().join("checkpoint.sqlite");
+    assert_eq!(
+        master
+            .database
+            .checkpoint_to(&checkpoint)
+            .expect("checkpoint"),
+        2
+    );
+    assert_eq!(
+        checkpoint_instance(&checkpoint).expect("instance inside"),
+        2
+    );
+    // Phase 2: a fresh node installs it and continues from instance 3.
+    let mut follower = node();
+    let copied = follower.dir.path().join("incoming.sqlite");
+    std::fs::copy(&checkpoint, &copied).expect("transfer");
+    follower
+        .database
+        .install_checkpoint(&copied)
+        .expect("install");
+    let installed = follower.database;
+    assert_eq!(installed.applied_instance(), Some(2));
+    assert_eq!(
+        installed.content_hash().expect("hash"),
+        master.database.content_hash().expect("hash")
+    );
+    assert_eq!(installed.meta().expect("meta").cluster_gid, Some(42));
+    let mut installed = installed;
+    let next = commit_batch(
+        &mut master.database,
+        TIME_MS,
+        4,
+        &[sql("DELETE FROM t WHERE id = 1")],
+    );
+    installed.apply(3, &next).expect("apply after install");
+    assert_eq!(
+        installed.content_hash().expect("hash"),
+        master.database.content_hash().expect("hash")
+    );
+    // Phase 3: the installed replica survives a reopen.
+    let path = installed.path().to_path_buf();
+    drop(installed);
+    let reopened = Database::open(&path, DatabaseOptions::default()).expect("reopen");
+    assert_eq!(reopened.applied_instance(), Some(3));
+    let _keep = follower.dir;
+}
+
+#[test]
+fn a_checkpoint_install_waits_for_readers() {
+    let master = master_with_table();
+    let checkpoint = master.dir.path().join("checkpoint.sqlite");
+    master
+        .database
+        .checkpoint_to(&checkpoint)
+        .expect("checkpoint");
+    let mut follower = node();
+    let reader = follower.database.readers().get().expect("reader");
+    let error = follower
+        .database
+        .install_checkpoint(&checkpoint)
+        .expect_err("readers in use");
+    assert!(error.to_string().contains("reader"), "{error}");
+    // Nothing changed: the replica still works, and the install succeeds once the read ends.
+    assert_eq!(follower.database.applied_instance(), Some(0));
+    drop(reader);
+    follower
+        .database
+        .install_checkpoint(&checkpoint)
+        .expect("install");
+    assert_eq!(follower.database.applied_instance(), Some(1));
+}
+
+#[test]
+fn readers_are_bounded_and_shareable_across_threads() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Database>();
+    assert_send_sync::<paxsql_replicator::sqlite::ReaderPool>();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = DatabaseOptions {
+        readers_max: 2,
+        ..Default::default()
+    };
+    let database = Database::open(dir.path().join("db.sqlite"), options).expect("open");
+    let readers = database.readers();
+    let first = readers.get().expect("first");
+    let second = readers.get().expect("second");
+    let error = readers.get().err().expect("third is over the bound");
+    assert_eq!(error.kind, SqlErrorKind::Busy);
+    drop(first);
+    let from_thread =
+        std::thread::spawn(move || readers.read(&sql("SELECT 1")).map(|result| result.rows));
+    assert_eq!(
+        from_thread.join().expect("thread").expect("read"),
+        vec![vec![Value::Integer(1)]]
+    );
+    drop(second);
+}
