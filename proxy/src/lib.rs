@@ -11,4 +11,5 @@ pub mod config;
 pub mod forward;
 pub mod http;
 pub mod node;
+pub mod node_backend;
 pub mod routing;

@@ -1,10 +1,324 @@
 //! One running node: the replicator's groups, the SQL front end and the HTTP endpoint.
+//!
+//! Start-up order matters:
+//! 1. Each group's log is opened (a torn tail is cut; corruption stops the node) and its
+//!    SQLite replica is brought up to the log's chosen values *before* the core starts, so the
+//!    core's view ("everything in my log is delivered") holds.
+//! 2. The Paxos runtime starts (transport + one driver per group), then one SQL service per
+//!    group consumes chosen values.
+//! 3. Only then do the SQL and HTTP ports open.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use paxsql_binlog::{FileLog, FileLogOptions, LogStore, Record, RecordKind};
+use paxsql_replicator::paxos::Core;
+use paxsql_replicator::runtime::log_writer::abort_process;
+use paxsql_replicator::runtime::node::{GroupParts, Node, NodeConfig as RuntimeConfig};
+use paxsql_replicator::service::SqlService;
+use paxsql_replicator::sqlite::{Database, DatabaseOptions};
+use paxsql_schema::{ChosenValue, Message};
+use tokio::net::TcpListener;
+
+use crate::backend::Backend;
 use crate::config::NodeConfig;
+use crate::node_backend::NodeBackend;
+use crate::routing::{RoutingBackend, Topology};
+use crate::status::NodeStatus;
+
+/// The identity a data dir belongs to (`DIR/node.toml`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Identity {
+    node_id: u32,
+    cluster_name: String,
+    incarnation: u64,
+}
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "node {} cannot start yet: the node runtime is not wired in this build",
-        config.node_id
-    )
+    std::env::set_var("TZ", "UTC");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
+    let identity = load_identity(&config)?;
+    let fatal = abort_process();
+
+    let mut parts = Vec::new();
+    let mut databases = BTreeMap::new();
+    for group in &config.groups {
+        let (log, database) = open_group(&config, group)?;
+        let seed = process_seed(config.node_id);
+        let runtime_config = runtime_config(&config, &identity);
+        let records = all_records(&log)?;
+        let core = Core::new(runtime_config.core_config(group, seed), &records);
+        parts.push(GroupParts { name: group.clone(), engine: Box::new(core), log: Box::new(log) });
+        databases.insert(group.clone(), database);
+    }
+
+    let peer_listener = TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("cannot listen on --peer {}: is another node using it?", config.peer_addr))?;
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let mut receiver = stop_receiver.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut node = Node::start(runtime_config(&config, &identity), peer_listener, parts, fatal.clone(), shutdown)
+        .context("cannot start the Paxos runtime")?;
+
+    let mut services = BTreeMap::new();
+    for (group, database) in databases {
+        let channels = node.groups.remove(&group).expect("every configured group has channels");
+        let service = SqlService::start(config.node_id, database, channels.handle, channels.deliveries, fatal.clone())
+            .with_context(|| format!("cannot start the writer of group {group}"))?;
+        spawn_checkpoint_notices(group.clone(), channels.checkpoints_needed);
+        services.insert(group, service);
+    }
+    let local = Arc::new(NodeBackend::new(services));
+    let topology = Arc::new(NodeTopology {
+        node_id: config.node_id,
+        local: local.clone(),
+        transport: node.transport.clone(),
+        own_http: advertised(&config, config.http_addr),
+        master_wait: Duration::from_millis(config.lease_ms * 2 + 1_000),
+    });
+    let routing: Arc<dyn Backend> = Arc::new(RoutingBackend::new(local.clone(), topology));
+    let status = Arc::new(NodeStatus::new(config.clone(), local.clone(), node.metrics.clone()));
+
+    let sql_listener = TcpListener::bind(config.sql_addr)
+        .await
+        .with_context(|| format!("cannot listen on --sql {}: is another node using it?", config.sql_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on --http {}: is another node using it?", config.http_addr))?;
+    tracing::info!(
+        node_id = config.node_id,
+        sql = %config.sql_addr,
+        peer = %config.peer_addr,
+        http = %config.http_addr,
+        groups = ?config.groups,
+        "paxsql node started"
+    );
+    let sql_task = tokio::spawn(crate::pg::serve(
+        sql_listener,
+        routing,
+        crate::pg::ServerOptions::default(),
+        wait_stop(stop_receiver.clone()),
+    ));
+    let forward: Arc<dyn Backend> = local;
+    let http_task = tokio::spawn(crate::http::serve(http_listener, status, Some(forward), wait_stop(stop_receiver.clone())));
+
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_sender.send(true);
+    node.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = sql_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn wait_stop(mut receiver: tokio::sync::watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// Checks (or creates) `DIR/node.toml`: a data dir belongs to one node id for its whole life.
+fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
+    let path = config.data_dir.join("node.toml");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let identity: Identity = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        if identity.node_id != config.node_id {
+            bail!(
+                "{} belongs to node {}, not node {}: use that node's --id, or another --data-dir",
+                config.data_dir.display(),
+                identity.node_id,
+                config.node_id
+            );
+        }
+        if identity.cluster_name != config.cluster_name {
+            bail!(
+                "{} belongs to cluster {:?}, not {:?}",
+                config.data_dir.display(),
+                identity.cluster_name,
+                config.cluster_name
+            );
+        }
+        return Ok(identity);
+    }
+    let identity = Identity {
+        node_id: config.node_id,
+        cluster_name: config.cluster_name.clone(),
+        incarnation: process_seed(config.node_id) >> 1,
+    };
+    let text = toml::to_string(&identity).expect("identity serializes");
+    write_durably(&path, text.as_bytes())?;
+    Ok(identity)
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all().with_context(|| format!("fsync {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all().with_context(|| format!("fsync {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens a group's log and replica, and replays the log's chosen values the replica lacks.
+fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Database)> {
+    let group_dir = config.data_dir.join(group);
+    let (log, report) = FileLog::open(group_dir.join("log"), FileLogOptions::default())
+        .with_context(|| format!("cannot open the Paxos log of group {group}"))?;
+    if let Some(torn) = &report.torn_tail {
+        tracing::warn!(group, ?torn, "cut a torn record at the end of the log (a crash mid-write); peers fill in the rest");
+    }
+    let mut database = Database::open(group_dir.join("db.sqlite"), DatabaseOptions::default())
+        .with_context(|| format!("cannot open the database of group {group}"))?;
+    catch_up_from_log(&log, &mut database, group)?;
+    Ok((log, database))
+}
+
+fn all_records(log: &FileLog) -> anyhow::Result<Vec<Record>> {
+    match (log.first_instance(), log.last_instance()) {
+        (Some(first), Some(last)) => Ok(log.read_range(first, last + 1)?),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Applies chosen values from the log, in order, that the replica has not applied yet.
+fn catch_up_from_log(log: &FileLog, database: &mut Database, group: &str) -> anyhow::Result<()> {
+    let from = database.applied_instance().map_or(0, |applied| applied + 1);
+    let Some(last) = log.last_instance() else { return Ok(()) };
+    if last < from {
+        return Ok(());
+    }
+    let mut chosen = BTreeMap::new();
+    for record in log.read_range(from, last + 1)? {
+        if record.kind == RecordKind::Chosen {
+            let value = ChosenValue::decode(record.payload.clone())
+                .with_context(|| format!("chosen record of instance {} is malformed", record.instance_id))?;
+            chosen.insert(record.instance_id, value);
+        }
+    }
+    let mut next = from;
+    let mut replayed = 0;
+    while let Some(value) = chosen.remove(&next) {
+        let paxos_value = value.value.context("a chosen record without a value")?;
+        database
+            .apply(next, &paxos_value)
+            .with_context(|| format!("group {group}: replaying chosen instance {next} from the log"))?;
+        next += 1;
+        replayed += 1;
+    }
+    if replayed > 0 {
+        tracing::info!(group, replayed, applied = next - 1, "replayed chosen values from the log");
+    }
+    Ok(())
+}
+
+fn runtime_config(config: &NodeConfig, identity: &Identity) -> RuntimeConfig {
+    let peers = config
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != config.node_id)
+        .map(|(id, addr)| (*id, addr.clone()))
+        .collect();
+    let mut runtime = RuntimeConfig::new(config.node_id, peers);
+    runtime.incarnation = identity.incarnation;
+    runtime.cluster_name = config.cluster_name.clone();
+    runtime.lease_ms = config.lease_ms;
+    runtime.sql_addr = advertised(config, config.sql_addr);
+    runtime.http_addr = advertised(config, config.http_addr);
+    runtime.cluster_secret = config
+        .cluster_secret_file
+        .as_ref()
+        .map(|path| std::fs::read(path).unwrap_or_default());
+    runtime
+}
+
+/// The address peers should use for `bound`: a wildcard bind is replaced with the host this
+/// node has in `--peers`.
+fn advertised(config: &NodeConfig, bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let own = &config.peers[&config.node_id];
+    let host = own.rsplit_once(':').map_or(own.as_str(), |(host, _)| host);
+    format!("{host}:{}", bound.port())
+}
+
+/// A seed that differs on every process start (value ids and incarnations derive from it).
+fn process_seed(node_id: u32) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ (u64::from(node_id) << 56)
+}
+
+fn spawn_checkpoint_notices(
+    group: String,
+    mut notices: tokio::sync::mpsc::Receiver<paxsql_replicator::runtime::group::CheckpointNeeded>,
+) {
+    tokio::spawn(async move {
+        while let Some(notice) = notices.recv().await {
+            tracing::error!(
+                group,
+                peer = notice.peer,
+                first_instance = notice.first_instance,
+                "this node needs instances no peer's log holds any more; it must be bootstrapped from a checkpoint"
+            );
+        }
+    });
+}
+
+/// Who is master, and where peers' proxies listen.
+struct NodeTopology {
+    node_id: u32,
+    local: Arc<NodeBackend>,
+    transport: paxsql_replicator::runtime::transport::Transport,
+    own_http: String,
+    master_wait: Duration,
+}
+
+impl Topology for NodeTopology {
+    fn self_id(&self) -> u32 {
+        self.node_id
+    }
+
+    fn master_of(&self, group: &str) -> Option<u32> {
+        self.local.service(group).ok()?.group().status().master_id
+    }
+
+    fn forward_addr(&self, node_id: u32) -> Option<String> {
+        if node_id == self.node_id {
+            return Some(self.own_http.clone());
+        }
+        self.transport.peer_info(node_id).map(|info| info.http_addr)
+    }
+
+    fn master_wait(&self) -> Duration {
+        self.master_wait
+    }
 }
