@@ -22,11 +22,13 @@ pub struct InstrumentedLog {
     pub inner: MemLog,
     pub events: Events,
     pub fail_sync: bool,
+    /// When set, the next sync waits for one message on it (lets a test queue jobs meanwhile).
+    pub gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl InstrumentedLog {
     pub fn new(events: Events) -> Self {
-        InstrumentedLog { inner: MemLog::new(), events, fail_sync: false }
+        InstrumentedLog { inner: MemLog::new(), events, fail_sync: false, gate: None }
     }
 }
 
@@ -37,6 +39,9 @@ impl LogStore for InstrumentedLog {
     }
 
     fn sync(&mut self) -> Result<(), LogError> {
+        if let Some(gate) = self.gate.take() {
+            gate.recv().expect("the test opens the gate");
+        }
         if self.fail_sync {
             return Err(LogError::SyncFailed {
                 path: "/test/log".into(),
