@@ -24,7 +24,12 @@ type Outcome = Result<PeerInfo, HandshakeError>;
 
 /// Runs node `acceptor` (gid `acceptor_gid`) against node `connector` over an in-memory pipe.
 /// Each side drops its end when it finishes, as a real connection task does.
-async fn run(acceptor: LocalIdentity, acceptor_gid: u64, connector: LocalIdentity, connector_gid: u64) -> (Outcome, Outcome) {
+async fn run(
+    acceptor: LocalIdentity,
+    acceptor_gid: u64,
+    connector: LocalIdentity,
+    connector_gid: u64,
+) -> (Outcome, Outcome) {
     let (left, right) = tokio::io::duplex(64 * 1024);
     let expected = acceptor.node_id;
     let connector_id = connector.node_id;
@@ -68,16 +73,33 @@ async fn another_cluster_name_is_refused_naming_both() {
     other.cluster_name = "staging".into();
     let (accepted, connected) = run(identity(1), 0, other, 0).await;
     let refusal = connected.expect_err("connector sees the acceptor's name first");
-    assert!(matches!(&refusal, HandshakeError::ClusterName { local, remote } if local == "staging" && remote == "prod"));
+    assert!(
+        matches!(&refusal, HandshakeError::ClusterName { local, remote } if local == "staging" && remote == "prod")
+    );
     let message = refusal.to_string();
-    assert!(message.contains("staging") && message.contains("prod"), "{message}");
-    assert!(accepted.is_err(), "the acceptor never completes: {accepted:?}");
+    assert!(
+        message.contains("staging") && message.contains("prod"),
+        "{message}"
+    );
+    assert!(
+        accepted.is_err(),
+        "the acceptor never completes: {accepted:?}"
+    );
 }
 
 #[tokio::test]
 async fn another_cluster_gid_is_refused_by_both_sides() {
     let (accepted, connected) = run(identity(1), 5, identity(2), 6).await;
-    assert!(matches!(connected, Err(HandshakeError::ClusterGid { local: 6, remote: 5 })), "{connected:?}");
+    assert!(
+        matches!(
+            connected,
+            Err(HandshakeError::ClusterGid {
+                local: 6,
+                remote: 5
+            })
+        ),
+        "{connected:?}"
+    );
     assert!(accepted.is_err());
 
     // The acceptor runs the same check on what the connector sends.
@@ -92,7 +114,16 @@ async fn another_cluster_gid_is_refused_by_both_sides() {
         ..Default::default()
     };
     let refused = handshake::check_compatible(&identity(1), 5, &connector_says);
-    assert!(matches!(refused, Err(HandshakeError::ClusterGid { local: 5, remote: 6 })), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Err(HandshakeError::ClusterGid {
+                local: 5,
+                remote: 6
+            })
+        ),
+        "{refused:?}"
+    );
     assert!(handshake::check_compatible(&identity(1), 6, &connector_says).is_ok());
 }
 
@@ -101,12 +132,24 @@ async fn other_versions_are_refused() {
     let mut older_sqlite = identity(2);
     older_sqlite.sqlite_version = "3.45.0".into();
     let (_, connected) = run(identity(1), 0, older_sqlite, 0).await;
-    assert!(matches!(connected, Err(HandshakeError::SqliteVersion { .. })), "{connected:?}");
+    assert!(
+        matches!(connected, Err(HandshakeError::SqliteVersion { .. })),
+        "{connected:?}"
+    );
 
     let mut other_log = identity(2);
     other_log.log_format_version = 2;
     let (_, connected) = run(identity(1), 0, other_log, 0).await;
-    assert!(matches!(connected, Err(HandshakeError::LogFormatVersion { local: 2, remote: 1 })), "{connected:?}");
+    assert!(
+        matches!(
+            connected,
+            Err(HandshakeError::LogFormatVersion {
+                local: 2,
+                remote: 1
+            })
+        ),
+        "{connected:?}"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +164,16 @@ async fn the_connector_refuses_a_node_it_did_not_dial() {
         handshake::connect(&mut framed, &identity(2), 0, 1).await
     };
     let (_, connected) = tokio::join!(accept, connect);
-    assert!(matches!(connected, Err(HandshakeError::UnexpectedNode { expected: 1, remote: 3 })), "{connected:?}");
+    assert!(
+        matches!(
+            connected,
+            Err(HandshakeError::UnexpectedNode {
+                expected: 1,
+                remote: 3
+            })
+        ),
+        "{connected:?}"
+    );
 }
 
 #[tokio::test]
@@ -136,32 +188,52 @@ async fn the_acceptor_refuses_a_node_that_is_not_a_peer() {
         handshake::connect(&mut framed, &identity(9), 0, 1).await
     };
     let (accepted, connected) = tokio::join!(accept, connect);
-    assert!(matches!(accepted, Err(HandshakeError::UnknownNode { remote: 9 })), "{accepted:?}");
-    assert!(matches!(connected, Err(HandshakeError::Closed)), "{connected:?}");
+    assert!(
+        matches!(accepted, Err(HandshakeError::UnknownNode { remote: 9 })),
+        "{accepted:?}"
+    );
+    assert!(
+        matches!(connected, Err(HandshakeError::Closed)),
+        "{connected:?}"
+    );
 }
 
 fn with_secret(node_id: u32, secret: &[u8]) -> LocalIdentity {
-    LocalIdentity { secret: Some(Arc::from(secret)), ..identity(node_id) }
+    LocalIdentity {
+        secret: Some(Arc::from(secret)),
+        ..identity(node_id)
+    }
 }
 
 #[tokio::test]
 async fn nodes_with_the_same_secret_connect() {
-    let (accepted, connected) = run(with_secret(1, b"s3cret"), 0, with_secret(2, b"s3cret"), 0).await;
+    let (accepted, connected) =
+        run(with_secret(1, b"s3cret"), 0, with_secret(2, b"s3cret"), 0).await;
     assert!(accepted.is_ok(), "{accepted:?}");
     assert!(connected.is_ok(), "{connected:?}");
 }
 
 #[tokio::test]
 async fn a_wrong_secret_is_refused() {
-    let (accepted, connected) = run(with_secret(1, b"s3cret"), 0, with_secret(2, b"guess"), 0).await;
-    assert!(matches!(accepted, Err(HandshakeError::AuthFailed)), "{accepted:?}");
-    assert!(matches!(connected, Err(HandshakeError::Closed)), "{connected:?}");
+    let (accepted, connected) =
+        run(with_secret(1, b"s3cret"), 0, with_secret(2, b"guess"), 0).await;
+    assert!(
+        matches!(accepted, Err(HandshakeError::AuthFailed)),
+        "{accepted:?}"
+    );
+    assert!(
+        matches!(connected, Err(HandshakeError::Closed)),
+        "{connected:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_secret_is_refused_on_both_sides() {
     let (accepted, _) = run(with_secret(1, b"s3cret"), 0, identity(2), 0).await;
-    assert!(matches!(accepted, Err(HandshakeError::SecretPresence { .. })), "{accepted:?}");
+    assert!(
+        matches!(accepted, Err(HandshakeError::SecretPresence { .. })),
+        "{accepted:?}"
+    );
     let (_, connected) = run(identity(1), 0, with_secret(2, b"s3cret"), 0).await;
     // The connector proves itself first, so the acceptor without a secret refuses it.
     assert!(connected.is_err(), "{connected:?}");

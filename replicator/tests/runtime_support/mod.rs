@@ -28,13 +28,20 @@ pub struct InstrumentedLog {
 
 impl InstrumentedLog {
     pub fn new(events: Events) -> Self {
-        InstrumentedLog { inner: MemLog::new(), events, fail_sync: false, gate: None }
+        InstrumentedLog {
+            inner: MemLog::new(),
+            events,
+            fail_sync: false,
+            gate: None,
+        }
     }
 }
 
 impl LogStore for InstrumentedLog {
     fn append(&mut self, record: &Record) -> Result<(), LogError> {
-        self.events.lock().expect("events").push(Event::Appended { instance_id: record.instance_id });
+        self.events.lock().expect("events").push(Event::Appended {
+            instance_id: record.instance_id,
+        });
         self.inner.append(record)
     }
 
@@ -50,7 +57,10 @@ impl LogStore for InstrumentedLog {
         }
         self.inner.sync()?;
         let records_durable = self.inner.records().len();
-        self.events.lock().expect("events").push(Event::Synced { records_durable });
+        self.events
+            .lock()
+            .expect("events")
+            .push(Event::Synced { records_durable });
         Ok(())
     }
 
@@ -80,7 +90,10 @@ pub struct RecordingOutbox {
 
 impl RecordingOutbox {
     pub fn new(events: Events) -> Self {
-        RecordingOutbox { events, sent: Arc::default() }
+        RecordingOutbox {
+            events,
+            sent: Arc::default(),
+        }
     }
 
     pub fn sent(&self) -> Vec<Envelope> {
@@ -94,7 +107,10 @@ impl Outbox for RecordingOutbox {
             Some(envelope::Body::Heartbeat(heartbeat)) => heartbeat.chosen_instance,
             _ => u64::MAX,
         };
-        self.events.lock().expect("events").push(Event::Sent { to: envelope.to, chosen_instance });
+        self.events.lock().expect("events").push(Event::Sent {
+            to: envelope.to,
+            chosen_instance,
+        });
         self.sent.lock().expect("sent").push(envelope);
     }
 }
@@ -106,7 +122,10 @@ pub fn heartbeat(group: &str, from: u32, to: u32, marker: u64) -> Envelope {
         group: group.to_string(),
         from,
         to,
-        body: Some(envelope::Body::Heartbeat(Heartbeat { chosen_instance: marker, now_ms: 0 })),
+        body: Some(envelope::Body::Heartbeat(Heartbeat {
+            chosen_instance: marker,
+            now_ms: 0,
+        })),
     }
 }
 
