@@ -9,6 +9,8 @@
 //! the server maps to a SQLSTATE, so the same error reaches the client whether it was raised
 //! here or relayed from another node.
 
+pub mod local;
+
 use async_trait::async_trait;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, StatementRequest, StatementResult,

@@ -2,7 +2,11 @@
 //!
 //! - [`cli`]: the subcommands (`node`, `dev-cluster`, `status`, …).
 //! - [`config`]: a node's validated configuration (flags or TOML).
-//! - [`http`]: `/status`, `/metrics`, `/ready`.
+//! - [`pg`]: the PostgreSQL-wire server; [`sql`]: statement splitting and classification.
+//! - [`backend`]: what the wire server needs from the database; [`node_backend`] implements it
+//!   over this node's groups, [`routing`] sends writes and master reads to the master, and
+//!   [`forward`] carries them between nodes.
+//! - [`http`]: `/status`, `/metrics`, `/ready`; [`status`] builds those documents.
 //! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
 
 pub mod backend;
@@ -12,4 +16,7 @@ pub mod forward;
 pub mod http;
 pub mod node;
 pub mod node_backend;
+pub mod pg;
 pub mod routing;
+pub mod sql;
+pub mod status;

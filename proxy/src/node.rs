@@ -53,13 +53,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let runtime_config = runtime_config(&config, &identity);
         let records = all_records(&log)?;
         let core = Core::new(runtime_config.core_config(group, seed), &records);
-        parts.push(GroupParts { name: group.clone(), engine: Box::new(core), log: Box::new(log) });
+        parts.push(GroupParts {
+            name: group.clone(),
+            engine: Box::new(core),
+            log: Box::new(log),
+        });
         databases.insert(group.clone(), database);
     }
 
-    let peer_listener = TcpListener::bind(config.peer_addr)
-        .await
-        .with_context(|| format!("cannot listen on --peer {}: is another node using it?", config.peer_addr))?;
+    let peer_listener = TcpListener::bind(config.peer_addr).await.with_context(|| {
+        format!(
+            "cannot listen on --peer {}: is another node using it?",
+            config.peer_addr
+        )
+    })?;
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let shutdown = {
         let mut receiver = stop_receiver.clone();
@@ -67,14 +74,29 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             let _ = receiver.wait_for(|stop| *stop).await;
         }
     };
-    let mut node = Node::start(runtime_config(&config, &identity), peer_listener, parts, fatal.clone(), shutdown)
-        .context("cannot start the Paxos runtime")?;
+    let mut node = Node::start(
+        runtime_config(&config, &identity),
+        peer_listener,
+        parts,
+        fatal.clone(),
+        shutdown,
+    )
+    .context("cannot start the Paxos runtime")?;
 
     let mut services = BTreeMap::new();
     for (group, database) in databases {
-        let channels = node.groups.remove(&group).expect("every configured group has channels");
-        let service = SqlService::start(config.node_id, database, channels.handle, channels.deliveries, fatal.clone())
-            .with_context(|| format!("cannot start the writer of group {group}"))?;
+        let channels = node
+            .groups
+            .remove(&group)
+            .expect("every configured group has channels");
+        let service = SqlService::start(
+            config.node_id,
+            database,
+            channels.handle,
+            channels.deliveries,
+            fatal.clone(),
+        )
+        .with_context(|| format!("cannot start the writer of group {group}"))?;
         spawn_checkpoint_notices(group.clone(), channels.checkpoints_needed);
         services.insert(group, service);
     }
@@ -87,14 +109,24 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         master_wait: Duration::from_millis(config.lease_ms * 2 + 1_000),
     });
     let routing: Arc<dyn Backend> = Arc::new(RoutingBackend::new(local.clone(), topology));
-    let status = Arc::new(NodeStatus::new(config.clone(), local.clone(), node.metrics.clone()));
+    let status = Arc::new(NodeStatus::new(
+        config.clone(),
+        local.clone(),
+        node.metrics.clone(),
+    ));
 
-    let sql_listener = TcpListener::bind(config.sql_addr)
-        .await
-        .with_context(|| format!("cannot listen on --sql {}: is another node using it?", config.sql_addr))?;
-    let http_listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on --http {}: is another node using it?", config.http_addr))?;
+    let sql_listener = TcpListener::bind(config.sql_addr).await.with_context(|| {
+        format!(
+            "cannot listen on --sql {}: is another node using it?",
+            config.sql_addr
+        )
+    })?;
+    let http_listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "cannot listen on --http {}: is another node using it?",
+            config.http_addr
+        )
+    })?;
     tracing::info!(
         node_id = config.node_id,
         sql = %config.sql_addr,
@@ -110,7 +142,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         wait_stop(stop_receiver.clone()),
     ));
     let forward: Arc<dyn Backend> = local;
-    let http_task = tokio::spawn(crate::http::serve(http_listener, status, Some(forward), wait_stop(stop_receiver.clone())));
+    let http_task = tokio::spawn(crate::http::serve(
+        http_listener,
+        status,
+        Some(forward),
+        wait_stop(stop_receiver.clone()),
+    ));
 
     wait_for_signal().await;
     tracing::info!("stopping");
@@ -142,8 +179,10 @@ async fn wait_for_signal() {
 fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
     let path = config.data_dir.join("node.toml");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let identity: Identity = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let identity: Identity =
+            toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
         if identity.node_id != config.node_id {
             bail!(
                 "{} belongs to node {}, not node {}: use that node's --id, or another --data-dir",
@@ -175,12 +214,16 @@ fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    let mut file = std::fs::File::create(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(bytes)?;
-    file.sync_all().with_context(|| format!("fsync {}", temporary.display()))?;
+    file.sync_all()
+        .with_context(|| format!("fsync {}", temporary.display()))?;
     std::fs::rename(&temporary, path)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all().with_context(|| format!("fsync {}", parent.display()))?;
+        std::fs::File::open(parent)?
+            .sync_all()
+            .with_context(|| format!("fsync {}", parent.display()))?;
     }
     Ok(())
 }
@@ -191,7 +234,11 @@ fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Data
     let (log, report) = FileLog::open(group_dir.join("log"), FileLogOptions::default())
         .with_context(|| format!("cannot open the Paxos log of group {group}"))?;
     if let Some(torn) = &report.torn_tail {
-        tracing::warn!(group, ?torn, "cut a torn record at the end of the log (a crash mid-write); peers fill in the rest");
+        tracing::warn!(
+            group,
+            ?torn,
+            "cut a torn record at the end of the log (a crash mid-write); peers fill in the rest"
+        );
     }
     let mut database = Database::open(group_dir.join("db.sqlite"), DatabaseOptions::default())
         .with_context(|| format!("cannot open the database of group {group}"))?;
@@ -209,15 +256,21 @@ fn all_records(log: &FileLog) -> anyhow::Result<Vec<Record>> {
 /// Applies chosen values from the log, in order, that the replica has not applied yet.
 fn catch_up_from_log(log: &FileLog, database: &mut Database, group: &str) -> anyhow::Result<()> {
     let from = database.applied_instance().map_or(0, |applied| applied + 1);
-    let Some(last) = log.last_instance() else { return Ok(()) };
+    let Some(last) = log.last_instance() else {
+        return Ok(());
+    };
     if last < from {
         return Ok(());
     }
     let mut chosen = BTreeMap::new();
     for record in log.read_range(from, last + 1)? {
         if record.kind == RecordKind::Chosen {
-            let value = ChosenValue::decode(record.payload.clone())
-                .with_context(|| format!("chosen record of instance {} is malformed", record.instance_id))?;
+            let value = ChosenValue::decode(record.payload.clone()).with_context(|| {
+                format!(
+                    "chosen record of instance {} is malformed",
+                    record.instance_id
+                )
+            })?;
             chosen.insert(record.instance_id, value);
         }
     }
@@ -225,14 +278,19 @@ fn catch_up_from_log(log: &FileLog, database: &mut Database, group: &str) -> any
     let mut replayed = 0;
     while let Some(value) = chosen.remove(&next) {
         let paxos_value = value.value.context("a chosen record without a value")?;
-        database
-            .apply(next, &paxos_value)
-            .with_context(|| format!("group {group}: replaying chosen instance {next} from the log"))?;
+        database.apply(next, &paxos_value).with_context(|| {
+            format!("group {group}: replaying chosen instance {next} from the log")
+        })?;
         next += 1;
         replayed += 1;
     }
     if replayed > 0 {
-        tracing::info!(group, replayed, applied = next - 1, "replayed chosen values from the log");
+        tracing::info!(
+            group,
+            replayed,
+            applied = next - 1,
+            "replayed chosen values from the log"
+        );
     }
     Ok(())
 }

@@ -23,7 +23,10 @@ impl NodeBackend {
 
     pub fn service(&self, group: &str) -> Result<&SqlService, SqlError> {
         self.groups.get(group).ok_or_else(|| {
-            SqlError::new(SqlErrorKind::Other, format!("database \"{group}\" is not served by this node"))
+            SqlError::new(
+                SqlErrorKind::Other,
+                format!("database \"{group}\" is not served by this node"),
+            )
         })
     }
 
@@ -57,7 +60,9 @@ impl Backend for NodeBackend {
 
     async fn begin(&self, group: &str) -> Result<Box<dyn Transaction>, SqlError> {
         let transaction = self.service(group)?.begin().await?;
-        Ok(Box::new(NodeTransaction { inner: Some(transaction) }))
+        Ok(Box::new(NodeTransaction {
+            inner: Some(transaction),
+        }))
     }
 
     async fn is_read_only(&self, group: &str, sql: &str) -> Result<bool, SqlError> {
@@ -95,7 +100,10 @@ impl Transaction for NodeTransaction {
     async fn commit(mut self: Box<Self>) -> Result<(), SqlError> {
         match self.inner.take() {
             Some(transaction) => transaction.commit().await,
-            None => Err(SqlError::new(SqlErrorKind::Other, "the transaction has ended")),
+            None => Err(SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction has ended",
+            )),
         }
     }
 

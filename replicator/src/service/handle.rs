@@ -68,7 +68,11 @@ impl SqlService {
         let delivery_sender = sender.clone();
         runtime.spawn(async move {
             while let Some(delivered) = deliveries.recv().await {
-                if delivery_sender.send(WriterMessage::Delivered(delivered)).await.is_err() {
+                if delivery_sender
+                    .send(WriterMessage::Delivered(delivered))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -78,12 +82,20 @@ impl SqlService {
             let mut interval = tokio::time::interval(WRITER_TICK);
             loop {
                 interval.tick().await;
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tick_sender.try_send(WriterMessage::Tick) {
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    tick_sender.try_send(WriterMessage::Tick)
+                {
                     return;
                 }
             }
         });
-        Ok(SqlService { node_id, group, sender, readers, applied })
+        Ok(SqlService {
+            node_id,
+            group,
+            sender,
+            readers,
+            applied,
+        })
     }
 
     pub fn group(&self) -> &GroupHandle {
@@ -97,7 +109,9 @@ impl SqlService {
 
     fn serving(&self) -> bool {
         let status = self.group.status();
-        status.serving_as_master && status.master_id == Some(self.node_id) && status.halted.is_none()
+        status.serving_as_master
+            && status.master_id == Some(self.node_id)
+            && status.halted.is_none()
     }
 
     fn enqueue(&self, message: WriterMessage) -> Result<(), SqlError> {
@@ -114,7 +128,10 @@ impl SqlService {
     }
 
     /// One atomic unit of autocommit statements; answers once its value is chosen.
-    pub async fn write(&self, statements: Vec<StatementRequest>) -> Result<Vec<StatementResult>, SqlError> {
+    pub async fn write(
+        &self,
+        statements: Vec<StatementRequest>,
+    ) -> Result<Vec<StatementResult>, SqlError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(WriterMessage::Write { statements, reply })?;
         await_outcome(answer).await
@@ -125,11 +142,20 @@ impl SqlService {
         let (reply, answer) = oneshot::channel();
         self.enqueue(WriterMessage::Begin { reply })?;
         let id = await_outcome(answer).await?;
-        Ok(SqlTransaction { id, sender: self.sender.clone(), readers: self.readers.clone(), open: true })
+        Ok(SqlTransaction {
+            id,
+            sender: self.sender.clone(),
+            readers: self.readers.clone(),
+            open: true,
+        })
     }
 
     /// Reads at `consistency` (see the module docs).
-    pub async fn read(&self, statement: StatementRequest, consistency: Consistency) -> Result<StatementResult, SqlError> {
+    pub async fn read(
+        &self,
+        statement: StatementRequest,
+        consistency: Consistency,
+    ) -> Result<StatementResult, SqlError> {
         match consistency {
             Consistency::Local => {}
             Consistency::Lease => {
@@ -147,7 +173,9 @@ impl SqlService {
         let readers = self.readers.clone();
         let result = tokio::task::spawn_blocking(move || readers.read(&statement))
             .await
-            .map_err(|error| SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}")))??;
+            .map_err(|error| {
+                SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
+            })??;
         // Snapshot first, lease second: a lease that ended during the read is not trusted.
         if consistency != Consistency::Local && !self.serving() {
             return Err(not_serving());
@@ -156,10 +184,15 @@ impl SqlService {
     }
 
     async fn wait_applied_chosen(&self) -> Result<(), SqlError> {
-        let Some(target) = self.group.status().chosen_instance else { return Ok(()) };
+        let Some(target) = self.group.status().chosen_instance else {
+            return Ok(());
+        };
         let mut applied = self.applied.clone();
         let caught_up = tokio::time::timeout(READ_CATCH_UP_WAIT, async move {
-            applied.wait_for(|applied| applied.is_some_and(|applied| applied >= target)).await.is_ok()
+            applied
+                .wait_for(|applied| applied.is_some_and(|applied| applied >= target))
+                .await
+                .is_ok()
         });
         match caught_up.await {
             Ok(true) => Ok(()),
@@ -234,9 +267,17 @@ pub struct SqlTransaction {
 }
 
 impl SqlTransaction {
-    pub async fn execute(&mut self, statement: StatementRequest) -> Result<StatementResult, SqlError> {
+    pub async fn execute(
+        &mut self,
+        statement: StatementRequest,
+    ) -> Result<StatementResult, SqlError> {
         let (reply, answer) = oneshot::channel();
-        self.send(WriterMessage::TransactionStatement { transaction: self.id, statement, reply }).await?;
+        self.send(WriterMessage::TransactionStatement {
+            transaction: self.id,
+            statement,
+            reply,
+        })
+        .await?;
         await_outcome(answer).await
     }
 
@@ -249,20 +290,28 @@ impl SqlTransaction {
     pub async fn commit(mut self) -> Result<(), SqlError> {
         self.open = false;
         let (reply, answer) = oneshot::channel();
-        self.send(WriterMessage::Commit { transaction: self.id, reply }).await?;
+        self.send(WriterMessage::Commit {
+            transaction: self.id,
+            reply,
+        })
+        .await?;
         await_outcome(answer).await
     }
 
     pub async fn rollback(mut self) -> Result<(), SqlError> {
         self.open = false;
-        self.send(WriterMessage::Rollback { transaction: self.id }).await
+        self.send(WriterMessage::Rollback {
+            transaction: self.id,
+        })
+        .await
     }
 
     async fn send(&self, message: WriterMessage) -> Result<(), SqlError> {
         // Statements of an open transaction wait for room: the writer is theirs.
-        self.sender.send(message).await.map_err(|_| {
-            SqlError::new(SqlErrorKind::Unknown, "this group's writer has stopped")
-        })
+        self.sender
+            .send(message)
+            .await
+            .map_err(|_| SqlError::new(SqlErrorKind::Unknown, "this group's writer has stopped"))
     }
 }
 
@@ -270,7 +319,9 @@ impl Drop for SqlTransaction {
     fn drop(&mut self) {
         if self.open {
             // Best effort; if the queue is full the idle timeout ends the transaction.
-            let _ = self.sender.try_send(WriterMessage::Rollback { transaction: self.id });
+            let _ = self.sender.try_send(WriterMessage::Rollback {
+                transaction: self.id,
+            });
         }
     }
 }

@@ -22,7 +22,9 @@ use crate::paxos::{InstanceId, ProposalOutcome};
 use crate::runtime::error::RuntimeError;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
-use crate::sqlite::{Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest, StatementResult};
+use crate::sqlite::{
+    Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest, StatementResult,
+};
 
 /// Messages queued toward the writer thread.
 pub const WRITER_QUEUE_MAX: usize = 4096;
@@ -44,15 +46,32 @@ pub type Reply<T> = oneshot::Sender<Result<T, SqlError>>;
 /// What the writer thread is asked to do.
 pub enum WriterMessage {
     /// One atomic unit of autocommit statements.
-    Write { statements: Vec<StatementRequest>, reply: Reply<Vec<StatementResult>> },
-    Begin { reply: Reply<u64> },
-    TransactionStatement { transaction: u64, statement: StatementRequest, reply: Reply<StatementResult> },
-    Commit { transaction: u64, reply: Reply<()> },
-    Rollback { transaction: u64 },
+    Write {
+        statements: Vec<StatementRequest>,
+        reply: Reply<Vec<StatementResult>>,
+    },
+    Begin {
+        reply: Reply<u64>,
+    },
+    TransactionStatement {
+        transaction: u64,
+        statement: StatementRequest,
+        reply: Reply<StatementResult>,
+    },
+    Commit {
+        transaction: u64,
+        reply: Reply<()>,
+    },
+    Rollback {
+        transaction: u64,
+    },
     /// A chosen value, in instance order.
     Delivered(Delivered),
     /// The outcome of the proposal with this token.
-    Proposed { token: u64, outcome: Result<ProposalOutcome, RuntimeError> },
+    Proposed {
+        token: u64,
+        outcome: Result<ProposalOutcome, RuntimeError>,
+    },
     /// Time passes (idle-transaction timeouts).
     Tick,
 }
@@ -131,7 +150,9 @@ impl WriterContext {
     /// True when this node is the master that may execute writes now.
     fn serving(&self) -> bool {
         let status = self.group.status();
-        status.serving_as_master && status.master_id == Some(self.node_id) && status.halted.is_none()
+        status.serving_as_master
+            && status.master_id == Some(self.node_id)
+            && status.halted.is_none()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -155,7 +176,10 @@ impl WriterContext {
 
     fn ended_error(&mut self, transaction: u64) -> SqlError {
         self.ended.remove(&transaction).unwrap_or_else(|| {
-            SqlError::new(SqlErrorKind::Other, "the transaction is no longer open; start a new one")
+            SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction is no longer open; start a new one",
+            )
         })
     }
 
@@ -182,7 +206,9 @@ pub fn run(mut database: Database, mut context: WriterContext) {
             run_batch(&mut database, &mut context);
             continue;
         }
-        let Some(message) = context.receiver.blocking_recv() else { return };
+        let Some(message) = context.receiver.blocking_recv() else {
+            return;
+        };
         handle_idle(&mut database, &mut context, message);
     }
 }
@@ -221,7 +247,11 @@ fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
                     format!("{WRITE_UNITS_WAITING_MAX} writes are already waiting for this master; retry shortly"),
                 )));
             } else {
-                context.units.push_back(Unit { statements, reply, attempts: 0 });
+                context.units.push_back(Unit {
+                    statements,
+                    reply,
+                    attempts: 0,
+                });
             }
         }
         WriterMessage::Begin { reply } => {
@@ -234,7 +264,9 @@ fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
                 context.begins.push_back(reply);
             }
         }
-        WriterMessage::TransactionStatement { transaction, reply, .. } => {
+        WriterMessage::TransactionStatement {
+            transaction, reply, ..
+        } => {
             let _ = reply.send(Err(context.ended_error(transaction)));
         }
         WriterMessage::Commit { transaction, reply } => {
@@ -259,7 +291,10 @@ fn apply(database: &mut Database, context: &mut WriterContext, delivered: Delive
     match database.apply(delivered.instance_id, &delivered.value) {
         Ok(_) => applied(context, delivered.instance_id),
         Err(error) => context.fail_fatally(
-            &format!("applying chosen instance {} failed; this replica stops rather than diverge", delivered.instance_id),
+            &format!(
+                "applying chosen instance {} failed; this replica stops rather than diverge",
+                delivered.instance_id
+            ),
             &error,
         ),
     }
@@ -339,7 +374,12 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
         // A dead batch (a statement ended the whole transaction) fails every unit in it.
         let dead_error = batch
             .is_dead()
-            .then(|| outcomes.iter().rev().find_map(|outcome| outcome.as_ref().err().cloned()))
+            .then(|| {
+                outcomes
+                    .iter()
+                    .rev()
+                    .find_map(|outcome| outcome.as_ref().err().cloned())
+            })
             .flatten();
         drop(batch);
         for (unit, outcome) in units.into_iter().zip(outcomes) {
@@ -397,7 +437,9 @@ fn lost_error() -> SqlError {
 fn begin_error(error: SqliteError) -> SqlError {
     match error {
         SqliteError::NotAcceptingWrites | SqliteError::StaleBase { .. } => not_master(),
-        SqliteError::WriterBusy => SqlError::new(SqlErrorKind::Busy, "the writer is busy; retry shortly"),
+        SqliteError::WriterBusy => {
+            SqlError::new(SqlErrorKind::Busy, "the writer is busy; retry shortly")
+        }
         other => SqlError::new(SqlErrorKind::Other, other.to_string()),
     }
 }
@@ -418,26 +460,40 @@ fn propose_and_wait(
     let payload = Payload::Binlog(value.clone());
     context.runtime.spawn(async move {
         let outcome = group.propose(payload, Some(instance_id)).await;
-        let _ = sender.send(WriterMessage::Proposed { token, outcome }).await;
+        let _ = sender
+            .send(WriterMessage::Proposed { token, outcome })
+            .await;
     });
     loop {
         let Some(message) = context.receiver.blocking_recv() else {
             pending.rollback();
-            return Resolution::Failed(SqlError::new(SqlErrorKind::Unknown, "the node is stopping; the write's outcome is unknown"));
+            return Resolution::Failed(SqlError::new(
+                SqlErrorKind::Unknown,
+                "the node is stopping; the write's outcome is unknown",
+            ));
         };
         match message {
             WriterMessage::Delivered(delivered) => {
-                assert_eq!(delivered.instance_id, instance_id, "instances are delivered in order");
+                assert_eq!(
+                    delivered.instance_id, instance_id,
+                    "instances are delivered in order"
+                );
                 if delivered.value.payload.as_ref() == Some(&Payload::Binlog(value.clone())) {
                     if let Err(error) = pending.commit(instance_id, &delivered.value) {
-                        context.fail_fatally(&format!("COMMIT of chosen instance {instance_id} failed"), &error);
+                        context.fail_fatally(
+                            &format!("COMMIT of chosen instance {instance_id} failed"),
+                            &error,
+                        );
                     }
                     return Resolution::Committed(instance_id);
                 }
                 pending.rollback();
                 return Resolution::OtherChosen(delivered);
             }
-            WriterMessage::Proposed { token: answered, outcome } if answered == token => match outcome {
+            WriterMessage::Proposed {
+                token: answered,
+                outcome,
+            } if answered == token => match outcome {
                 // The delivery decides; Lost means another value's delivery is on its way.
                 Ok(ProposalOutcome::Chosen { .. }) | Ok(ProposalOutcome::Lost { .. }) => {}
                 Ok(ProposalOutcome::Busy) => {
@@ -492,14 +548,23 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
     }
     let mut idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
     loop {
-        let Some(message) = context.receiver.blocking_recv() else { return };
+        let Some(message) = context.receiver.blocking_recv() else {
+            return;
+        };
         match message {
-            WriterMessage::TransactionStatement { transaction: id, statement, reply } if id == transaction => {
+            WriterMessage::TransactionStatement {
+                transaction: id,
+                statement,
+                reply,
+            } if id == transaction => {
                 idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
                 let _ = reply.send(batch.execute(&statement));
             }
             WriterMessage::Rollback { transaction: id } if id == transaction => return,
-            WriterMessage::Commit { transaction: id, reply } if id == transaction => {
+            WriterMessage::Commit {
+                transaction: id,
+                reply,
+            } if id == transaction => {
                 if batch.statement_count() == 0 {
                     let _ = reply.send(Ok(()));
                     return;

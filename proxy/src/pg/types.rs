@@ -1,0 +1,344 @@
+//! SQLite values on the PostgreSQL wire: result column types, row encoding, parameter decoding.
+//!
+//! SQLite INTEGER → int8, REAL → float8, TEXT → text, BLOB → bytea. A column's declared type
+//! wins (a column declared INTEGER is int8 even when its first value is NULL; BOOLEAN is bool);
+//! otherwise the type is guessed from the expression (extended protocol, before any row
+//! exists) or from the first non-NULL value (simple protocol). Text-format columns accept any
+//! value; binary-format columns convert where it is lossless and fail with a clear error
+//! where it is not.
+
+use std::sync::Arc;
+
+use paxsql_replicator::sqlite::types::{Column, Value};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::api::Type;
+use pgwire::messages::data::DataRow;
+
+use super::errors::PgError;
+use crate::sql::params::ExprType;
+
+/// The PostgreSQL type for a SQLite declared column type (SQLite's affinity rules, plus
+/// BOOL → bool and NUMERIC/DECIMAL → float8).
+pub fn type_for_declared(declared: &str) -> Type {
+    let upper = declared.to_ascii_uppercase();
+    if upper.contains("BOOL") {
+        Type::BOOL
+    } else if upper.contains("INT") {
+        Type::INT8
+    } else if upper.contains("CHAR") || upper.contains("CLOB") || upper.contains("TEXT") {
+        Type::TEXT
+    } else if upper.contains("BLOB") || upper.contains("BYTEA") {
+        Type::BYTEA
+    } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
+        Type::FLOAT8
+    } else if upper.contains("NUM") || upper.contains("DEC") {
+        Type::FLOAT8
+    } else {
+        Type::TEXT
+    }
+}
+
+fn type_for_value(value: &Value) -> Option<Type> {
+    match value {
+        Value::Null => None,
+        Value::Integer(_) => Some(Type::INT8),
+        Value::Real(_) => Some(Type::FLOAT8),
+        Value::Text(_) => Some(Type::TEXT),
+        Value::Blob(_) => Some(Type::BYTEA),
+    }
+}
+
+/// Column types known before running: declared types, then expression guesses, then text.
+pub fn described_types(
+    columns: &[Column],
+    guesses: Option<&[ExprType]>,
+    param_types: &[Type],
+) -> Vec<Type> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            if let Some(declared) = &column.decl_type {
+                return type_for_declared(declared);
+            }
+            match guesses.and_then(|g| g.get(index)) {
+                Some(ExprType::Integer) => Type::INT8,
+                Some(ExprType::Real) => Type::FLOAT8,
+                Some(ExprType::TypeName(name)) => type_for_declared(name),
+                Some(ExprType::Param(n)) => param_types.get(*n).cloned().unwrap_or(Type::TEXT),
+                _ => Type::TEXT,
+            }
+        })
+        .collect()
+}
+
+/// Column types for a result already in hand (simple protocol): declared types, then the
+/// first non-NULL value of each column, then text.
+pub fn result_types(columns: &[Column], rows: &[Vec<Value>]) -> Vec<Type> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| match &column.decl_type {
+            Some(declared) => type_for_declared(declared),
+            None => rows
+                .iter()
+                .find_map(|row| type_for_value(&row[index]))
+                .unwrap_or(Type::TEXT),
+        })
+        .collect()
+}
+
+/// Field descriptions for `columns` typed `types`, in `format`.
+pub fn fields(columns: &[Column], types: &[Type], format: &Format) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(index, (column, pg_type))| {
+            FieldInfo::new(
+                column.name.clone(),
+                None,
+                None,
+                pg_type.clone(),
+                format.format_for(index),
+            )
+        })
+        .collect()
+}
+
+/// Encodes rows for `fields`.
+pub fn encode_rows(
+    fields: Arc<Vec<FieldInfo>>,
+    rows: &[Vec<Value>],
+) -> Result<Vec<DataRow>, PgError> {
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut encoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        for (value, field) in row.iter().zip(fields.iter()) {
+            encode_value(&mut encoder, value, field)?;
+        }
+        encoded.push(encoder.take_row());
+    }
+    Ok(encoded)
+}
+
+fn wire(error: pgwire::error::PgWireError) -> PgError {
+    PgError::new("XX000", format!("encoding a result value failed: {error}"))
+}
+
+fn encode_value(
+    encoder: &mut DataRowEncoder,
+    value: &Value,
+    field: &FieldInfo,
+) -> Result<(), PgError> {
+    if matches!(value, Value::Null) {
+        return encoder.encode_field(&None::<i64>).map_err(wire);
+    }
+    if field.format() == FieldFormat::Text {
+        let text = text_of(value, field.datatype());
+        return encoder
+            .encode_field_with_type_and_format(
+                &text,
+                &Type::TEXT,
+                FieldFormat::Text,
+                field.format_options(),
+            )
+            .map_err(wire);
+    }
+    let mismatch = || {
+        PgError::new(
+            "22P03",
+            format!(
+                "column \"{}\" holds {value:?}, which cannot be sent as {}; CAST it in the query \
+                 or ask for text results",
+                field.name(),
+                field.datatype().name()
+            ),
+        )
+    };
+    let pg_type = field.datatype();
+    match *pg_type {
+        Type::INT8 => encoder.encode_field(&as_integer(value).ok_or_else(mismatch)?),
+        Type::FLOAT8 => encoder.encode_field(&as_real(value).ok_or_else(mismatch)?),
+        Type::BOOL => encoder.encode_field(&(as_integer(value).ok_or_else(mismatch)? != 0)),
+        Type::BYTEA => match value {
+            Value::Blob(bytes) => encoder.encode_field(bytes),
+            Value::Text(text) => encoder.encode_field(&text.as_bytes()),
+            _ => return Err(mismatch()),
+        },
+        _ => encoder.encode_field(&text_of(value, &Type::TEXT)),
+    }
+    .map_err(wire)
+}
+
+fn as_integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Integer(v) => Some(*v),
+        Value::Real(v) if v.fract() == 0.0 && v.abs() < 9.2e18 => Some(*v as i64),
+        Value::Text(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_real(value: &Value) -> Option<f64> {
+    match value {
+        Value::Integer(v) => Some(*v as f64),
+        Value::Real(v) => Some(*v),
+        Value::Text(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's text form of a value shown as `pg_type`.
+fn text_of(value: &Value, pg_type: &Type) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Integer(v) if *pg_type == Type::BOOL => if *v != 0 { "t" } else { "f" }.to_owned(),
+        Value::Integer(v) => v.to_string(),
+        Value::Real(v) if v.is_nan() => "NaN".to_owned(),
+        Value::Real(v) if v.is_infinite() => {
+            if *v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+        }
+        Value::Real(v) => format!("{v:?}"),
+        Value::Text(text) => text.clone(),
+        Value::Blob(bytes) => {
+            let mut text = String::with_capacity(2 + bytes.len() * 2);
+            text.push_str("\\x");
+            for byte in bytes {
+                text.push_str(&format!("{byte:02x}"));
+            }
+            text
+        }
+    }
+}
+
+/// Decodes one bound parameter sent as `pg_type` in text or binary format.
+pub fn decode_param(bytes: Option<&[u8]>, pg_type: &Type, binary: bool) -> Result<Value, PgError> {
+    let Some(bytes) = bytes else {
+        return Ok(Value::Null);
+    };
+    let bad = |what: &str| {
+        PgError::new(
+            "22P02",
+            format!("invalid {what} for a parameter of type {}", pg_type.name()),
+        )
+    };
+    if binary {
+        let fixed = |n: usize| -> Result<&[u8], PgError> {
+            if bytes.len() == n {
+                Ok(bytes)
+            } else {
+                Err(bad("binary length"))
+            }
+        };
+        return Ok(match *pg_type {
+            Type::INT2 => Value::Integer(
+                i16::from_be_bytes(fixed(2)?.try_into().expect("length checked")).into(),
+            ),
+            Type::INT4 => Value::Integer(
+                i32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into(),
+            ),
+            Type::INT8 => Value::Integer(i64::from_be_bytes(
+                fixed(8)?.try_into().expect("length checked"),
+            )),
+            Type::FLOAT4 => Value::Real(
+                f32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into(),
+            ),
+            Type::FLOAT8 => Value::Real(f64::from_be_bytes(
+                fixed(8)?.try_into().expect("length checked"),
+            )),
+            Type::BOOL => Value::Integer(i64::from(fixed(1)?[0] != 0)),
+            Type::BYTEA => Value::Blob(bytes.to_vec()),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
+                Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| bad("UTF-8"))?)
+            }
+            _ => {
+                return Err(PgError::new(
+                    "0A000",
+                    format!(
+                        "parameters of type {} are not supported in binary format; send text, int, \
+                         float, bool or bytea",
+                        pg_type.name()
+                    ),
+                ))
+            }
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("UTF-8"))?;
+    Ok(match *pg_type {
+        Type::INT2 | Type::INT4 | Type::INT8 => {
+            Value::Integer(text.trim().parse().map_err(|_| bad("integer"))?)
+        }
+        Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+            Value::Real(text.trim().parse().map_err(|_| bad("number"))?)
+        }
+        Type::BOOL => match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "yes" | "on" | "y" => Value::Integer(1),
+            "f" | "false" | "0" | "no" | "off" | "n" => Value::Integer(0),
+            _ => return Err(bad("boolean")),
+        },
+        Type::BYTEA => Value::Blob(decode_bytea_text(text).ok_or_else(|| bad("bytea"))?),
+        _ => Value::Text(text.to_owned()),
+    })
+}
+
+fn decode_bytea_text(text: &str) -> Option<Vec<u8>> {
+    let Some(hex) = text.strip_prefix("\\x") else {
+        return Some(text.as_bytes().to_vec());
+    };
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_follow_sqlite_affinity() {
+        assert_eq!(type_for_declared("INTEGER"), Type::INT8);
+        assert_eq!(type_for_declared("varchar(20)"), Type::TEXT);
+        assert_eq!(type_for_declared("BOOLEAN"), Type::BOOL);
+        assert_eq!(type_for_declared("double precision"), Type::FLOAT8);
+        assert_eq!(type_for_declared("blob"), Type::BYTEA);
+    }
+
+    #[test]
+    fn params_decode_in_both_formats() {
+        assert_eq!(
+            decode_param(Some(&7i64.to_be_bytes()), &Type::INT8, true),
+            Ok(Value::Integer(7))
+        );
+        assert_eq!(
+            decode_param(Some(&7i32.to_be_bytes()), &Type::INT4, true),
+            Ok(Value::Integer(7))
+        );
+        assert_eq!(
+            decode_param(Some(&1.5f64.to_be_bytes()), &Type::FLOAT8, true),
+            Ok(Value::Real(1.5))
+        );
+        assert_eq!(
+            decode_param(Some(b"42"), &Type::INT8, false),
+            Ok(Value::Integer(42))
+        );
+        assert_eq!(
+            decode_param(Some(b"\\x0aff"), &Type::BYTEA, false),
+            Ok(Value::Blob(vec![10, 255]))
+        );
+        assert_eq!(
+            decode_param(Some(b"true"), &Type::BOOL, false),
+            Ok(Value::Integer(1))
+        );
+        assert_eq!(decode_param(None, &Type::INT8, true), Ok(Value::Null));
+        assert_eq!(
+            decode_param(Some(b"x"), &Type::INT8, false).map_err(|e| e.code),
+            Err("22P02")
+        );
+    }
+}

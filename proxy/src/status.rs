@@ -1,0 +1,140 @@
+//! The `/status`, `/metrics` and `/ready` documents of a running node.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use paxsql_replicator::runtime::metrics::RuntimeMetrics;
+use serde_json::{json, Value};
+
+use crate::config::NodeConfig;
+use crate::http::AdminSource;
+use crate::node_backend::NodeBackend;
+
+pub struct NodeStatus {
+    config: NodeConfig,
+    backend: Arc<NodeBackend>,
+    metrics: Arc<RuntimeMetrics>,
+    /// Per group, the chosen instance this node knew when it started: `/ready` waits for it.
+    chosen_at_start: BTreeMap<String, Option<u64>>,
+}
+
+impl NodeStatus {
+    pub fn new(
+        config: NodeConfig,
+        backend: Arc<NodeBackend>,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Self {
+        let chosen_at_start = backend
+            .services()
+            .iter()
+            .map(|(name, service)| (name.clone(), service.group().status().chosen_instance))
+            .collect();
+        NodeStatus {
+            config,
+            backend,
+            metrics,
+            chosen_at_start,
+        }
+    }
+
+    fn group_json(&self, name: &str) -> Value {
+        let Ok(service) = self.backend.service(name) else {
+            return Value::Null;
+        };
+        let status = service.group().status();
+        json!({
+            "role": status.role.as_str(),
+            "master_id": status.master_id,
+            "serving": status.serving_as_master,
+            "committed_instance": status.chosen_instance,
+            "applied_instance": service.applied_instance(),
+            "members": status.members,
+            "cluster_gid": format!("{:016x}", status.cluster_gid),
+            "halted": status.halted,
+            "foreign_gid_dropped": status.foreign_gid_dropped,
+            "non_member_dropped": status.non_member_dropped,
+        })
+    }
+}
+
+impl AdminSource for NodeStatus {
+    fn status_json(&self) -> Value {
+        let groups: serde_json::Map<String, Value> = self
+            .backend
+            .services()
+            .keys()
+            .map(|name| (name.clone(), self.group_json(name)))
+            .collect();
+        let primary = if groups.contains_key("main") {
+            "main"
+        } else {
+            self.config.groups[0].as_str()
+        };
+        let mut document = groups.get(primary).cloned().unwrap_or(Value::Null);
+        let object = document
+            .as_object_mut()
+            .expect("a group status is an object");
+        object.insert("node_id".into(), json!(self.config.node_id));
+        object.insert("pid".into(), json!(std::process::id()));
+        object.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        object.insert("sql_addr".into(), json!(self.config.sql_addr.to_string()));
+        object.insert("http_addr".into(), json!(self.config.http_addr.to_string()));
+        object.insert("lease_ms".into(), json!(self.config.lease_ms));
+        object.insert("groups".into(), Value::Object(groups));
+        document
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut text = self.metrics.render_prometheus();
+        let gauges: [(&str, &str); 5] = [
+            ("paxsql_chosen_instance", "Highest instance known chosen."),
+            (
+                "paxsql_applied_instance",
+                "Highest instance applied to SQLite.",
+            ),
+            (
+                "paxsql_apply_lag_instances",
+                "Chosen minus applied instances.",
+            ),
+            (
+                "paxsql_is_master",
+                "1 when this node serves as the group's master.",
+            ),
+            (
+                "paxsql_foreign_gid_dropped_total",
+                "Messages dropped for carrying another cluster id.",
+            ),
+        ];
+        for (name, help) in gauges {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (group, service) in self.backend.services() {
+                let status = service.group().status();
+                let chosen = status.chosen_instance.unwrap_or(0);
+                let applied = service.applied_instance().unwrap_or(0);
+                let value = match name {
+                    "paxsql_chosen_instance" => chosen,
+                    "paxsql_applied_instance" => applied,
+                    "paxsql_apply_lag_instances" => chosen.saturating_sub(applied),
+                    "paxsql_is_master" => u64::from(status.serving_as_master),
+                    _ => status.foreign_gid_dropped,
+                };
+                let _ = writeln!(text, "{name}{{group=\"{group}\"}} {value}");
+            }
+        }
+        text
+    }
+
+    fn ready(&self) -> bool {
+        self.backend.services().iter().all(|(name, service)| {
+            let status = service.group().status();
+            let caught_up = match self.chosen_at_start.get(name).copied().flatten() {
+                None => true,
+                Some(target) => service
+                    .applied_instance()
+                    .is_some_and(|applied| applied >= target),
+            };
+            status.master_id.is_some() && caught_up && status.halted.is_none()
+        })
+    }
+}
