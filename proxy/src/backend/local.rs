@@ -41,8 +41,13 @@ impl LocalSqliteBackend {
                 .execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
                 .map_err(|e| map_sqlite_error(&e))?;
             let reader = Connection::open(&path).map_err(|e| map_sqlite_error(&e))?;
-            reader.execute_batch("PRAGMA query_only=ON;").map_err(|e| map_sqlite_error(&e))?;
-            let group = Group { writer: Arc::new(AsyncMutex::new(writer)), reader: Mutex::new(reader) };
+            reader
+                .execute_batch("PRAGMA query_only=ON;")
+                .map_err(|e| map_sqlite_error(&e))?;
+            let group = Group {
+                writer: Arc::new(AsyncMutex::new(writer)),
+                reader: Mutex::new(reader),
+            };
             opened.insert((*name).to_owned(), group);
         }
         Ok(LocalSqliteBackend { groups: opened })
@@ -50,7 +55,10 @@ impl LocalSqliteBackend {
 
     fn group(&self, name: &str) -> Result<&Group, SqlError> {
         self.groups.get(name).ok_or_else(|| {
-            SqlError::new(SqlErrorKind::Other, format!("database \"{name}\" is not served here"))
+            SqlError::new(
+                SqlErrorKind::Other,
+                format!("database \"{name}\" is not served here"),
+            )
         })
     }
 }
@@ -67,7 +75,9 @@ impl Backend for LocalSqliteBackend {
         statements: Vec<StatementRequest>,
     ) -> Result<Vec<StatementResult>, SqlError> {
         let connection = self.group(group)?.writer.lock().await;
-        connection.execute_batch("BEGIN IMMEDIATE").map_err(|e| map_sqlite_error(&e))?;
+        connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| map_sqlite_error(&e))?;
         let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
             match run_statement(&connection, statement) {
@@ -89,7 +99,9 @@ impl Backend for LocalSqliteBackend {
                 "a statement rolled the whole unit back; nothing was written",
             ));
         }
-        connection.execute_batch("COMMIT").map_err(|e| map_sqlite_error(&e))?;
+        connection
+            .execute_batch("COMMIT")
+            .map_err(|e| map_sqlite_error(&e))?;
         Ok(results)
     }
 
@@ -99,24 +111,41 @@ impl Backend for LocalSqliteBackend {
         statement: StatementRequest,
         _consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
-        let reader = self.group(group)?.reader.lock().expect("reader mutex poisoned");
+        let reader = self
+            .group(group)?
+            .reader
+            .lock()
+            .expect("reader mutex poisoned");
         run_statement(&reader, &statement)
     }
 
     async fn begin(&self, group: &str) -> Result<Box<dyn Transaction>, SqlError> {
         let connection = self.group(group)?.writer.clone().lock_owned().await;
-        connection.execute_batch("BEGIN IMMEDIATE").map_err(|e| map_sqlite_error(&e))?;
-        Ok(Box::new(LocalTransaction { connection, open: true }))
+        connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| map_sqlite_error(&e))?;
+        Ok(Box::new(LocalTransaction {
+            connection,
+            open: true,
+        }))
     }
 
     async fn is_read_only(&self, group: &str, sql: &str) -> Result<bool, SqlError> {
-        let reader = self.group(group)?.reader.lock().expect("reader mutex poisoned");
+        let reader = self
+            .group(group)?
+            .reader
+            .lock()
+            .expect("reader mutex poisoned");
         let statement = reader.prepare(sql).map_err(|e| map_sqlite_error(&e))?;
         Ok(statement.readonly())
     }
 
     async fn describe(&self, group: &str, sql: &str) -> Result<Vec<Column>, SqlError> {
-        let reader = self.group(group)?.reader.lock().expect("reader mutex poisoned");
+        let reader = self
+            .group(group)?
+            .reader
+            .lock()
+            .expect("reader mutex poisoned");
         describe_on(&reader, sql)
     }
 }
@@ -132,7 +161,10 @@ struct LocalTransaction {
 impl Transaction for LocalTransaction {
     async fn execute(&mut self, statement: StatementRequest) -> Result<StatementResult, SqlError> {
         if !self.open {
-            return Err(SqlError::new(SqlErrorKind::Other, "the transaction was already rolled back"));
+            return Err(SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction was already rolled back",
+            ));
         }
         let result = run_statement(&self.connection, &statement);
         if self.connection.is_autocommit() {
@@ -147,19 +179,29 @@ impl Transaction for LocalTransaction {
 
     async fn commit(mut self: Box<Self>) -> Result<(), SqlError> {
         if !self.open {
-            return Err(SqlError::new(SqlErrorKind::Other, "the transaction was rolled back"));
+            return Err(SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction was rolled back",
+            ));
         }
         self.open = false;
-        let outcome = self.connection.execute_batch("COMMIT").map_err(|e| map_sqlite_error(&e));
+        let outcome = self
+            .connection
+            .execute_batch("COMMIT")
+            .map_err(|e| map_sqlite_error(&e));
         if outcome.is_err() && !self.connection.is_autocommit() {
-            self.connection.execute_batch("ROLLBACK").expect("ROLLBACK after a failed COMMIT");
+            self.connection
+                .execute_batch("ROLLBACK")
+                .expect("ROLLBACK after a failed COMMIT");
         }
         outcome
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<(), SqlError> {
         if self.open && !self.connection.is_autocommit() {
-            self.connection.execute_batch("ROLLBACK").map_err(|e| map_sqlite_error(&e))?;
+            self.connection
+                .execute_batch("ROLLBACK")
+                .map_err(|e| map_sqlite_error(&e))?;
         }
         self.open = false;
         Ok(())
@@ -181,7 +223,6 @@ fn describe_on(connection: &Connection, sql: &str) -> Result<Vec<Column>, SqlErr
     let statement = connection.prepare(sql).map_err(|e| map_sqlite_error(&e))?;
     Ok(statement
         .columns()
-        .into_iter()
         .map(|column| Column {
             name: column.name().to_owned(),
             decl_type: column.decl_type().map(str::to_owned),
@@ -190,12 +231,16 @@ fn describe_on(connection: &Connection, sql: &str) -> Result<Vec<Column>, SqlErr
 }
 
 /// Runs one statement, binding `$n` parameters by name (`params[n-1]`).
-fn run_statement(connection: &Connection, request: &StatementRequest) -> Result<StatementResult, SqlError> {
-    let mut statement = connection.prepare(&request.sql).map_err(|e| map_sqlite_error(&e))?;
+fn run_statement(
+    connection: &Connection,
+    request: &StatementRequest,
+) -> Result<StatementResult, SqlError> {
+    let mut statement = connection
+        .prepare(&request.sql)
+        .map_err(|e| map_sqlite_error(&e))?;
     bind_parameters(&mut statement, &request.params)?;
     let columns: Vec<Column> = statement
         .columns()
-        .into_iter()
         .map(|column| Column {
             name: column.name().to_owned(),
             decl_type: column.decl_type().map(str::to_owned),
@@ -217,10 +262,18 @@ fn run_statement(connection: &Connection, request: &StatementRequest) -> Result<
         }
     }
     let rows_changed = if read_only { 0 } else { connection.changes() };
-    Ok(StatementResult { columns, rows, rows_changed, verb: command_verb(&request.sql) })
+    Ok(StatementResult {
+        columns,
+        rows,
+        rows_changed,
+        verb: command_verb(&request.sql),
+    })
 }
 
-fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), SqlError> {
+fn bind_parameters(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[Value],
+) -> Result<(), SqlError> {
     for index in 1..=statement.parameter_count() {
         let number = match statement.parameter_name(index) {
             None => index,
@@ -234,7 +287,10 @@ fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) ->
         let value = params.get(number.wrapping_sub(1)).ok_or_else(|| {
             SqlError::new(
                 SqlErrorKind::Other,
-                format!("the statement uses ${number} but {} parameters were bound", params.len()),
+                format!(
+                    "the statement uses ${number} but {} parameters were bound",
+                    params.len()
+                ),
             )
         })?;
         let bound = match value {
@@ -244,7 +300,9 @@ fn bind_parameters(statement: &mut rusqlite::Statement<'_>, params: &[Value]) ->
             Value::Text(v) => rusqlite::types::Value::Text(v.clone()),
             Value::Blob(v) => rusqlite::types::Value::Blob(v.clone()),
         };
-        statement.raw_bind_parameter(index, bound).map_err(|e| map_sqlite_error(&e))?;
+        statement
+            .raw_bind_parameter(index, bound)
+            .map_err(|e| map_sqlite_error(&e))?;
     }
     Ok(())
 }
@@ -254,13 +312,17 @@ pub fn map_sqlite_error(error: &rusqlite::Error) -> SqlError {
     let message = error.to_string();
     let kind = match error.sqlite_error() {
         Some(failure) => match failure.extended_code {
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => SqlErrorKind::UniqueViolation,
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                SqlErrorKind::UniqueViolation
+            }
             ffi::SQLITE_CONSTRAINT_FOREIGNKEY => SqlErrorKind::ForeignKeyViolation,
             ffi::SQLITE_CONSTRAINT_NOTNULL => SqlErrorKind::NotNullViolation,
             ffi::SQLITE_CONSTRAINT_CHECK => SqlErrorKind::CheckViolation,
             _ => match failure.code {
                 rusqlite::ErrorCode::ReadOnly => SqlErrorKind::ReadOnly,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => SqlErrorKind::Busy,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    SqlErrorKind::Busy
+                }
                 rusqlite::ErrorCode::TooBig => SqlErrorKind::LimitExceeded,
                 _ => kind_from_message(&message),
             },

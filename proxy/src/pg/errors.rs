@@ -14,15 +14,27 @@ pub struct PgError {
 
 impl PgError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { code, message: message.into(), fatal: false }
+        PgError {
+            code,
+            message: message.into(),
+            fatal: false,
+        }
     }
 
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { code, message: message.into(), fatal: true }
+        PgError {
+            code,
+            message: message.into(),
+            fatal: true,
+        }
     }
 
     pub fn into_info(self) -> ErrorInfo {
-        let severity = if self.fatal { SEVERITY_FATAL } else { SEVERITY_ERROR };
+        let severity = if self.fatal {
+            SEVERITY_FATAL
+        } else {
+            SEVERITY_ERROR
+        };
         ErrorInfo::new(severity.to_owned(), self.code.to_owned(), self.message)
     }
 
@@ -55,7 +67,9 @@ pub fn sqlstate(error: &SqlError) -> &'static str {
 
 fn is_io_error(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    lower.contains("disk i/o") || lower.contains("database or disk is full") || lower.contains("unable to open")
+    lower.contains("disk i/o")
+        || lower.contains("database or disk is full")
+        || lower.contains("unable to open")
 }
 
 impl From<SqlError> for PgError {
@@ -89,8 +103,15 @@ mod tests {
             (SqlErrorKind::Other, "XX000"),
         ];
         for (kind, code) in cases {
-            assert_eq!(sqlstate(&SqlError::new(kind.clone(), "x")), code, "{kind:?}");
+            assert_eq!(
+                sqlstate(&SqlError::new(kind.clone(), "x")),
+                code,
+                "{kind:?}"
+            );
         }
-        assert_eq!(sqlstate(&SqlError::new(SqlErrorKind::Other, "disk I/O error")), "58000");
+        assert_eq!(
+            sqlstate(&SqlError::new(SqlErrorKind::Other, "disk I/O error")),
+            "58000"
+        );
     }
 }

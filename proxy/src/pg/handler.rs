@@ -12,19 +12,22 @@ use futures::{stream, Sink, SinkExt};
 use paxsql_replicator::sqlite::types::{Column, StatementResult};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, DefaultServerParameterProvider,
-    StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
-    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler, SimpleQueryHandler,
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
 };
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::Execute;
@@ -38,7 +41,8 @@ use super::types;
 use crate::sql::params::{param_hints, projection_types, ParamSource};
 use crate::sql::{classify, StatementKind};
 
-static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> = LazyLock::new(RandomPidSecretKeyGenerator::default);
+static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
+    LazyLock::new(RandomPidSecretKeyGenerator::default);
 
 /// Server parameters reported at startup (psql reads `server_version`).
 pub fn server_parameters() -> DefaultServerParameterProvider {
@@ -58,7 +62,11 @@ pub struct Activity {
 
 impl Activity {
     pub fn new() -> Self {
-        Activity { started: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) }
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -70,7 +78,8 @@ impl Activity {
         if self.busy.load(Ordering::Acquire) > 0 {
             return 0;
         }
-        self.now_ms().saturating_sub(self.last_ms.load(Ordering::Acquire))
+        self.now_ms()
+            .saturating_sub(self.last_ms.load(Ordering::Acquire))
     }
 
     fn enter(self: &Arc<Self>) -> BusyGuard {
@@ -119,11 +128,17 @@ pub struct ConnectionHandlers {
 
 impl PgWireServerHandlers for ConnectionHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(QueryHandler { session: self.session.clone(), activity: self.activity.clone() })
+        Arc::new(QueryHandler {
+            session: self.session.clone(),
+            activity: self.activity.clone(),
+        })
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(QueryHandler { session: self.session.clone(), activity: self.activity.clone() })
+        Arc::new(QueryHandler {
+            session: self.session.clone(),
+            activity: self.activity.clone(),
+        })
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -143,7 +158,11 @@ struct StartupGate {
 
 #[async_trait]
 impl StartupHandler for StartupGate {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -151,10 +170,16 @@ impl StartupHandler for StartupGate {
     {
         if let PgWireFrontendMessage::Startup(startup) = &message {
             if let Admission::OverConnectionLimit { connections_max } = self.admission {
-                let text = format!("sorry, too many clients already ({connections_max} connections); retry later");
+                let text = format!(
+                    "sorry, too many clients already ({connections_max} connections); retry later"
+                );
                 return Err(PgError::fatal("53300", text).into_wire());
             }
-            let database = startup.parameters.get("database").map(String::as_str).filter(|d| !d.is_empty());
+            let database = startup
+                .parameters
+                .get("database")
+                .map(String::as_str)
+                .filter(|d| !d.is_empty());
             let group = database.unwrap_or("main");
             if !self.session.backend().has_group(group) {
                 let text = format!(
@@ -204,7 +229,12 @@ struct PreparingParser {
 impl QueryParser for PreparingParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -222,19 +252,39 @@ impl QueryParser for PreparingParser {
         Ok(statement.param_types.clone())
     }
 
-    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        Ok(types::fields(&statement.columns, &statement.column_types, format.unwrap_or(&Format::UnifiedText)))
+    fn get_result_schema(
+        &self,
+        statement: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(types::fields(
+            &statement.columns,
+            &statement.column_types,
+            format.unwrap_or(&Format::UnifiedText),
+        ))
     }
 }
 
-async fn prepare(session: &Session, sql: &str, client_types: &[Option<Type>]) -> Result<Prepared, PgError> {
+async fn prepare(
+    session: &Session,
+    sql: &str,
+    client_types: &[Option<Type>],
+) -> Result<Prepared, PgError> {
     let sql = sql.trim().trim_end_matches(';').to_owned();
     let kind = classify(&sql);
     let param_types = infer_param_types(session, &sql, client_types).await;
     let columns = match &kind {
-        StatementKind::Read | StatementKind::Write | StatementKind::Undecided => session.describe(&sql).await?,
-        StatementKind::Show { column, .. } => vec![Column { name: column.clone(), decl_type: Some("TEXT".into()) }],
-        StatementKind::Version => vec![Column { name: "version".into(), decl_type: Some("TEXT".into()) }],
+        StatementKind::Read | StatementKind::Write | StatementKind::Undecided => {
+            session.describe(&sql).await?
+        }
+        StatementKind::Show { column, .. } => vec![Column {
+            name: column.clone(),
+            decl_type: Some("TEXT".into()),
+        }],
+        StatementKind::Version => vec![Column {
+            name: "version".into(),
+            decl_type: Some("TEXT".into()),
+        }],
         StatementKind::Catalog => match session.execute(&sql, &kind, Vec::new()).await? {
             Output::Result(result) => result.columns,
             _ => Vec::new(),
@@ -243,17 +293,30 @@ async fn prepare(session: &Session, sql: &str, client_types: &[Option<Type>]) ->
     };
     let guesses = projection_types(&sql);
     let column_types = types::described_types(&columns, guesses.as_deref(), &param_types);
-    Ok(Prepared { sql, kind, param_types, columns, column_types })
+    Ok(Prepared {
+        sql,
+        kind,
+        param_types,
+        columns,
+        column_types,
+    })
 }
 
 /// Client-given types win; otherwise the context's (see `sql::params`); otherwise text.
-async fn infer_param_types(session: &Session, sql: &str, client_types: &[Option<Type>]) -> Vec<Type> {
+async fn infer_param_types(
+    session: &Session,
+    sql: &str,
+    client_types: &[Option<Type>],
+) -> Vec<Type> {
     let hints = param_hints(sql);
     let count = hints.count.max(client_types.len());
     let mut tables: Vec<(String, Vec<Column>)> = Vec::new();
     for table in &hints.tables {
         let quoted = table.replace('"', "\"\"");
-        if let Ok(columns) = session.describe(&format!("SELECT * FROM \"{quoted}\"")).await {
+        if let Ok(columns) = session
+            .describe(&format!("SELECT * FROM \"{quoted}\""))
+            .await
+        {
             tables.push((table.clone(), columns));
         }
     }
@@ -277,10 +340,17 @@ async fn infer_param_types(session: &Session, sql: &str, client_types: &[Option<
                         .flat_map(|(_, columns)| columns)
                         .find(|c| c.name.eq_ignore_ascii_case(name))
                         .and_then(declared_of),
-                    ParamSource::TableColumn { table, column, position } => {
-                        let (_, columns) = tables.iter().find(|(t, _)| t.eq_ignore_ascii_case(table))?;
+                    ParamSource::TableColumn {
+                        table,
+                        column,
+                        position,
+                    } => {
+                        let (_, columns) =
+                            tables.iter().find(|(t, _)| t.eq_ignore_ascii_case(table))?;
                         let found = match column {
-                            Some(name) => columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)),
+                            Some(name) => {
+                                columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+                            }
                             None => columns.get(*position),
                         };
                         found.and_then(declared_of)
@@ -304,7 +374,11 @@ fn command_tag(result: &StatementResult) -> Tag {
 
 /// Turns a session output into a pgwire response, typed by `described` when Describe fixed
 /// the types already.
-fn to_response(output: Output, described: Option<&[Type]>, format: &Format) -> Result<Response, PgError> {
+fn to_response(
+    output: Output,
+    described: Option<&[Type]>,
+    format: &Format,
+) -> Result<Response, PgError> {
     let result = match output {
         Output::Begin => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
         Output::End(tag) => return Ok(Response::TransactionEnd(Tag::new(tag))),
@@ -346,15 +420,21 @@ impl SimpleQueryHandler for QueryHandler {
         client.set_state(PgWireConnectionState::QueryInProgress);
         let (outputs, error) = self.session.simple_query(&query.query).await;
         if outputs.is_empty() && error.is_none() {
-            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
         }
         let mut error = error;
         for output in outputs {
             match to_response(output, None, &Format::UnifiedText) {
                 Ok(Response::Query(results)) => send_query_response(client, results, true).await?,
-                Ok(Response::Execution(tag) | Response::TransactionStart(tag) | Response::TransactionEnd(tag)) => {
-                    send_execution_response(client, tag).await?
-                }
+                Ok(
+                    Response::Execution(tag)
+                    | Response::TransactionStart(tag)
+                    | Response::TransactionEnd(tag),
+                ) => send_execution_response(client, tag).await?,
                 Ok(_) => {}
                 Err(encoding_error) => {
                     error = Some(encoding_error);
@@ -364,7 +444,11 @@ impl SimpleQueryHandler for QueryHandler {
         }
         if let Some(error) = error {
             self.session.abort_if_open().await;
-            client.feed(PgWireBackendMessage::ErrorResponse(error.into_info().into())).await?;
+            client
+                .feed(PgWireBackendMessage::ErrorResponse(
+                    error.into_info().into(),
+                ))
+                .await?;
         }
         client.set_state(PgWireConnectionState::ReadyForQuery);
         let status = self.session.transaction_status().await;
@@ -386,7 +470,11 @@ impl SimpleQueryHandler for QueryHandler {
 impl QueryHandler {
     /// After an extended-protocol message: errors abort an open transaction (as in
     /// PostgreSQL), and the client's status follows the session's.
-    async fn settle<C: ClientInfo>(&self, client: &mut C, outcome: PgWireResult<()>) -> PgWireResult<()> {
+    async fn settle<C: ClientInfo>(
+        &self,
+        client: &mut C,
+        outcome: PgWireResult<()>,
+    ) -> PgWireResult<()> {
         if outcome.is_err() {
             self.session.abort_if_open().await;
         }
@@ -401,7 +489,9 @@ impl ExtendedQueryHandler for QueryHandler {
     type QueryParser = PreparingParser;
 
     fn query_parser(&self) -> Arc<PreparingParser> {
-        Arc::new(PreparingParser { session: self.session.clone() })
+        Arc::new(PreparingParser {
+            session: self.session.clone(),
+        })
     }
 
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
@@ -428,11 +518,22 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &target.statement;
-        let fields = types::fields(&prepared.columns, &prepared.column_types, &Format::UnifiedText);
-        Ok(DescribeStatementResponse::new(prepared.param_types.clone(), fields))
+        let fields = types::fields(
+            &prepared.columns,
+            &prepared.column_types,
+            &Format::UnifiedText,
+        );
+        Ok(DescribeStatementResponse::new(
+            prepared.param_types.clone(),
+            fields,
+        ))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -440,12 +541,22 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        check_formats(&portal.result_column_format, prepared.columns.len()).map_err(PgError::into_wire)?;
-        let fields = types::fields(&prepared.columns, &prepared.column_types, &portal.result_column_format);
+        check_formats(&portal.result_column_format, prepared.columns.len())
+            .map_err(PgError::into_wire)?;
+        let fields = types::fields(
+            &prepared.columns,
+            &prepared.column_types,
+            &portal.result_column_format,
+        );
         Ok(DescribePortalResponse::new(fields))
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -474,14 +585,28 @@ impl QueryHandler {
         for (index, bytes) in portal.parameters.iter().enumerate() {
             if let Format::Individual(codes) = &portal.parameter_format {
                 if codes.len() != portal.parameters.len() {
-                    return Err(PgError::new("08P01", "parameter format codes do not match the parameter count"));
+                    return Err(PgError::new(
+                        "08P01",
+                        "parameter format codes do not match the parameter count",
+                    ));
                 }
             }
             let binary = portal.parameter_format.is_binary(index);
-            params.push(types::decode_param(bytes.as_deref(), &prepared.param_types[index], binary)?);
+            params.push(types::decode_param(
+                bytes.as_deref(),
+                &prepared.param_types[index],
+                binary,
+            )?);
         }
-        let output = self.session.execute(&prepared.sql, &prepared.kind, params).await?;
-        to_response(output, Some(&prepared.column_types), &portal.result_column_format)
+        let output = self
+            .session
+            .execute(&prepared.sql, &prepared.kind, params)
+            .await?;
+        to_response(
+            output,
+            Some(&prepared.column_types),
+            &portal.result_column_format,
+        )
     }
 }
 
@@ -490,7 +615,10 @@ fn check_formats(format: &Format, columns: usize) -> Result<(), PgError> {
     match format {
         Format::Individual(codes) if codes.len() != columns => Err(PgError::new(
             "08P01",
-            format!("bind message has {} result formats but the query has {columns} columns", codes.len()),
+            format!(
+                "bind message has {} result formats but the query has {columns} columns",
+                codes.len()
+            ),
         )),
         _ => Ok(()),
     }

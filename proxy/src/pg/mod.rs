@@ -104,7 +104,10 @@ impl Default for ServerOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("reading TLS file {path}: {source}; check --tls-cert/--tls-key")]
-    TlsFile { path: PathBuf, source: std::io::Error },
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS configuration is invalid: {0}; the certificate and key must be PEM and match")]
     TlsConfig(String),
     #[error("SCRAM setup failed: {0}")]
@@ -129,7 +132,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let tls = options.tls.as_ref().map(load_tls).transpose()?;
     let authentication = Arc::new(authentication(&options)?);
-    let shared = Arc::new(Shared { backend, options, authentication, tls, connections: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        backend,
+        options,
+        authentication,
+        tls,
+        connections: AtomicUsize::new(0),
+    });
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -169,7 +178,11 @@ impl Drop for ConnectionCount {
     }
 }
 
-async fn run_connection(mut socket: TcpStream, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn run_connection(
+    mut socket: TcpStream,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let active = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _count = ConnectionCount(shared.clone());
     let connections_max = shared.options.connections_max;
@@ -182,8 +195,11 @@ async fn run_connection(mut socket: TcpStream, shared: Arc<Shared>, mut stop: to
         return;
     }
     let _ = socket.set_nodelay(true);
-    let admission =
-        if active > connections_max { Admission::OverConnectionLimit { connections_max } } else { Admission::Admitted };
+    let admission = if active > connections_max {
+        Admission::OverConnectionLimit { connections_max }
+    } else {
+        Admission::Admitted
+    };
     let session = Arc::new(Session::new(shared.backend.clone()));
     let activity = Arc::new(Activity::new());
     let handlers = Arc::new(ConnectionHandlers {
@@ -214,8 +230,11 @@ async fn watch_idle(session: &Session, activity: &Activity, options: &ServerOpti
     loop {
         tokio::time::sleep(limits::IDLE_CHECK_INTERVAL).await;
         let idle = Duration::from_millis(activity.idle_ms());
-        let limit =
-            if session.in_transaction().await { options.idle_in_transaction_timeout } else { options.idle_session_timeout };
+        let limit = if session.in_transaction().await {
+            options.idle_in_transaction_timeout
+        } else {
+            options.idle_session_timeout
+        };
         if limit.is_some_and(|limit| idle > limit) {
             return;
         }
@@ -267,7 +286,11 @@ fn protocol_violation_message() -> Vec<u8> {
     }
     fields.push(0);
     let mut message = vec![b'E'];
-    message.extend_from_slice(&u32::try_from(fields.len() + 4).expect("short message").to_be_bytes());
+    message.extend_from_slice(
+        &u32::try_from(fields.len() + 4)
+            .expect("short message")
+            .to_be_bytes(),
+    );
     message.extend_from_slice(&fields);
     message
 }
@@ -281,10 +304,15 @@ struct UserStore {
 impl AuthSource for UserStore {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        let password =
-            self.passwords.get(user).ok_or_else(|| PgWireError::InvalidPassword(user.to_owned()))?;
+        let password = self
+            .passwords
+            .get(user)
+            .ok_or_else(|| PgWireError::InvalidPassword(user.to_owned()))?;
         let salt: Vec<u8> = (0..16).map(|_| rand_byte()).collect();
-        Ok(Password::new(Some(salt.clone()), gen_salted_password(password, &salt, limits::SCRAM_ITERATIONS)))
+        Ok(Password::new(
+            Some(salt.clone()),
+            gen_salted_password(password, &salt, limits::SCRAM_ITERATIONS),
+        ))
     }
 }
 
@@ -298,19 +326,30 @@ fn authentication(options: &ServerOptions) -> Result<Authentication, ServeError>
     if options.users.is_empty() {
         return Ok(Authentication::Trust);
     }
-    let passwords = options.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect();
+    let passwords = options
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.password.clone()))
+        .collect();
     let mut scram = ScramAuth::new(Arc::new(UserStore { passwords }));
     scram.set_iterations(limits::SCRAM_ITERATIONS);
     if let Some(files) = &options.tls {
         let certificate = read(&files.certificate_path)?;
-        scram.configure_certificate(&certificate).map_err(|e| ServeError::Scram(e.to_string()))?;
+        scram
+            .configure_certificate(&certificate)
+            .map_err(|e| ServeError::Scram(e.to_string()))?;
     }
     let parameters = Arc::new(handler::server_parameters());
-    Ok(Authentication::Scram(SASLAuthStartupHandler::new(parameters).with_scram(scram)))
+    Ok(Authentication::Scram(
+        SASLAuthStartupHandler::new(parameters).with_scram(scram),
+    ))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::TlsFile { path: path.clone(), source })
+    std::fs::read(path).map_err(|source| ServeError::TlsFile {
+        path: path.clone(),
+        source,
+    })
 }
 
 fn load_tls(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {

@@ -56,7 +56,11 @@ impl Session {
         Session {
             backend,
             group: OnceLock::new(),
-            state: Mutex::new(State { consistency: Consistency::default(), settings: BTreeMap::new(), tx: TxState::Idle }),
+            state: Mutex::new(State {
+                consistency: Consistency::default(),
+                settings: BTreeMap::new(),
+                tx: TxState::Idle,
+            }),
         }
     }
 
@@ -111,12 +115,19 @@ impl Session {
     /// statements that contains a write is one atomic write unit (as PostgreSQL runs a
     /// multi-statement message in one implicit transaction).
     pub async fn simple_query(&self, text: &str) -> (Vec<Output>, Option<PgError>) {
-        let pieces: Vec<(String, StatementKind)> =
-            sql::split_statements(text).into_iter().map(|p| { let k = sql::classify(&p); (p, k) }).collect();
+        let pieces: Vec<(String, StatementKind)> = sql::split_statements(text)
+            .into_iter()
+            .map(|p| {
+                let k = sql::classify(&p);
+                (p, k)
+            })
+            .collect();
         let mut outputs = Vec::new();
         let mut index = 0;
         while index < pieces.len() {
-            let run_end = (index..pieces.len()).find(|&i| !is_data(&pieces[i].1)).unwrap_or(pieces.len());
+            let run_end = (index..pieces.len())
+                .find(|&i| !is_data(&pieces[i].1))
+                .unwrap_or(pieces.len());
             let outcome = if run_end > index + 1 && !self.in_transaction().await {
                 self.run_unit(&pieces[index..run_end]).await.map(|results| {
                     outputs.extend(results.into_iter().map(Output::Result));
@@ -138,19 +149,33 @@ impl Session {
 
     /// Several autocommit data statements of one message: one write unit if any writes,
     /// else one read each.
-    async fn run_unit(&self, pieces: &[(String, StatementKind)]) -> Result<Vec<StatementResult>, PgError> {
+    async fn run_unit(
+        &self,
+        pieces: &[(String, StatementKind)],
+    ) -> Result<Vec<StatementResult>, PgError> {
         let mut any_write = false;
         for (piece, kind) in pieces {
             any_write |= self.resolve(piece, kind).await? == StatementKind::Write;
         }
         if any_write {
-            let requests = pieces.iter().map(|(piece, _)| StatementRequest::new(piece.clone())).collect();
+            let requests = pieces
+                .iter()
+                .map(|(piece, _)| StatementRequest::new(piece.clone()))
+                .collect();
             return Ok(self.backend.execute_write(self.group(), requests).await?);
         }
         let consistency = self.state.lock().await.consistency;
         let mut results = Vec::with_capacity(pieces.len());
         for (piece, _) in pieces {
-            results.push(self.backend.read(self.group(), StatementRequest::new(piece.clone()), consistency).await?);
+            results.push(
+                self.backend
+                    .read(
+                        self.group(),
+                        StatementRequest::new(piece.clone()),
+                        consistency,
+                    )
+                    .await?,
+            );
         }
         Ok(results)
     }
@@ -158,32 +183,49 @@ impl Session {
     /// Read or Write for a data statement, asking SQLite when sqlparser could not tell.
     async fn resolve(&self, sql: &str, kind: &StatementKind) -> Result<StatementKind, PgError> {
         match kind {
-            StatementKind::Undecided => Ok(if self.backend.is_read_only(self.group(), sql).await? {
-                StatementKind::Read
-            } else {
-                StatementKind::Write
-            }),
+            StatementKind::Undecided => {
+                Ok(if self.backend.is_read_only(self.group(), sql).await? {
+                    StatementKind::Read
+                } else {
+                    StatementKind::Write
+                })
+            }
             other => Ok(other.clone()),
         }
     }
 
     /// Runs one statement with its parameters (`params[n-1]` binds `$n`).
-    pub async fn execute(&self, sql: &str, kind: &StatementKind, params: Vec<Value>) -> Result<Output, PgError> {
+    pub async fn execute(
+        &self,
+        sql: &str,
+        kind: &StatementKind,
+        params: Vec<Value>,
+    ) -> Result<Output, PgError> {
         let mut state = self.state.lock().await;
         match kind {
             StatementKind::Begin => self.begin(&mut state).await,
             StatementKind::Commit => end_transaction(&mut state, true).await,
             StatementKind::Rollback => end_transaction(&mut state, false).await,
-            _ if matches!(state.tx, TxState::Aborted(_)) && *kind != StatementKind::SavepointControl => {
+            _ if matches!(state.tx, TxState::Aborted(_))
+                && *kind != StatementKind::SavepointControl =>
+            {
                 Err(aborted_error())
             }
-            StatementKind::Set { name, value } => set(&mut state, name, value.as_deref()).map(|()| Output::Set),
+            StatementKind::Set { name, value } => {
+                set(&mut state, name, value.as_deref()).map(|()| Output::Set)
+            }
             StatementKind::Show { name, column } => show(&state, name, column).map(Output::Result),
-            StatementKind::Version => Ok(Output::Result(single_text("version", &format!("PostgreSQL {SERVER_VERSION}")))),
+            StatementKind::Version => Ok(Output::Result(single_text(
+                "version",
+                &format!("PostgreSQL {SERVER_VERSION}"),
+            ))),
             StatementKind::Catalog => {
                 let consistency = state.consistency;
                 drop(state);
-                Ok(Output::Result(sql::catalog::answer(self.backend.as_ref(), self.group(), sql, consistency).await?))
+                Ok(Output::Result(
+                    sql::catalog::answer(self.backend.as_ref(), self.group(), sql, consistency)
+                        .await?,
+                ))
             }
             _ => self.run_data(&mut state, sql, kind, params).await,
         }
@@ -247,7 +289,10 @@ impl Session {
     }
 
     /// Column descriptions for Describe, seen from inside the open transaction if any.
-    pub async fn describe(&self, sql: &str) -> Result<Vec<paxsql_replicator::sqlite::types::Column>, PgError> {
+    pub async fn describe(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<paxsql_replicator::sqlite::types::Column>, PgError> {
         let mut state = self.state.lock().await;
         match &mut state.tx {
             TxState::Open(tx) | TxState::Aborted(tx) => Ok(tx.describe(sql).await?),
@@ -260,7 +305,10 @@ impl Session {
 }
 
 fn is_data(kind: &StatementKind) -> bool {
-    matches!(kind, StatementKind::Read | StatementKind::Write | StatementKind::Undecided)
+    matches!(
+        kind,
+        StatementKind::Read | StatementKind::Write | StatementKind::Undecided
+    )
 }
 
 fn aborted_error() -> PgError {
@@ -270,7 +318,11 @@ fn aborted_error() -> PgError {
 async fn end_transaction(state: &mut State, commit: bool) -> Result<Output, PgError> {
     match std::mem::replace(&mut state.tx, TxState::Idle) {
         TxState::Idle => Ok(Output::End(if commit { "COMMIT" } else { "ROLLBACK" })),
-        TxState::Open(tx) if commit => tx.commit().await.map(|()| Output::End("COMMIT")).map_err(PgError::from),
+        TxState::Open(tx) if commit => tx
+            .commit()
+            .await
+            .map(|()| Output::End("COMMIT"))
+            .map_err(PgError::from),
         TxState::Open(tx) | TxState::Aborted(tx) => {
             tx.rollback().await?;
             Ok(Output::End("ROLLBACK"))
@@ -280,10 +332,25 @@ async fn end_transaction(state: &mut State, commit: bool) -> Result<Output, PgEr
 
 /// Settings clients commonly send that paxsql accepts and remembers but does not act on.
 const ACCEPTED_SETTINGS: &[&str] = &[
-    "client_encoding", "datestyle", "extra_float_digits", "application_name", "search_path", "timezone",
-    "intervalstyle", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-    "standard_conforming_strings", "client_min_messages", "bytea_output", "default_transaction_isolation",
-    "transaction", "transaction_isolation", "session_replication_role", "jit", "synchronous_commit",
+    "client_encoding",
+    "datestyle",
+    "extra_float_digits",
+    "application_name",
+    "search_path",
+    "timezone",
+    "intervalstyle",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "standard_conforming_strings",
+    "client_min_messages",
+    "bytea_output",
+    "default_transaction_isolation",
+    "transaction",
+    "transaction_isolation",
+    "session_replication_role",
+    "jit",
+    "synchronous_commit",
 ];
 
 fn set(state: &mut State, name: &str, value: Option<&str>) -> Result<(), PgError> {
@@ -301,7 +368,10 @@ fn set(state: &mut State, name: &str, value: Option<&str>) -> Result<(), PgError
     }
     let custom = name.contains('.') && !name.starts_with("paxsql.");
     if !custom && !ACCEPTED_SETTINGS.contains(&name) {
-        return Err(PgError::new("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        return Err(PgError::new(
+            "42704",
+            format!("unrecognized configuration parameter \"{name}\""),
+        ));
     }
     match value {
         Some(value) => state.settings.insert(name.to_owned(), value.to_owned()),
@@ -318,7 +388,12 @@ fn show(state: &State, name: &str, column: &str) -> Result<StatementResult, PgEr
         _ => match state.settings.get(name) {
             Some(value) => value.clone(),
             None => default_setting(name)
-                .ok_or_else(|| PgError::new("42704", format!("unrecognized configuration parameter \"{name}\"")))?
+                .ok_or_else(|| {
+                    PgError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                })?
                 .to_owned(),
         },
     };
@@ -349,9 +424,17 @@ fn default_setting(name: &str) -> Option<&'static str> {
 /// A one-row, one-column text result.
 pub fn single_text(column: &str, value: &str) -> StatementResult {
     StatementResult {
-        columns: vec![paxsql_replicator::sqlite::types::Column { name: column.to_owned(), decl_type: Some("TEXT".to_owned()) }],
+        columns: vec![paxsql_replicator::sqlite::types::Column {
+            name: column.to_owned(),
+            decl_type: Some("TEXT".to_owned()),
+        }],
         rows: vec![vec![Value::Text(value.to_owned())]],
         rows_changed: 0,
-        verb: if column == "version" || column == "current_setting" { "SELECT" } else { "SHOW" }.to_owned(),
+        verb: if column == "version" || column == "current_setting" {
+            "SELECT"
+        } else {
+            "SHOW"
+        }
+        .to_owned(),
     }
 }

@@ -30,9 +30,10 @@ pub fn type_for_declared(declared: &str) -> Type {
         Type::TEXT
     } else if upper.contains("BLOB") || upper.contains("BYTEA") {
         Type::BYTEA
-    } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
-        Type::FLOAT8
-    } else if upper.contains("NUM") || upper.contains("DEC") {
+    } else if ["REAL", "FLOA", "DOUB", "NUM", "DEC"]
+        .iter()
+        .any(|t| upper.contains(t))
+    {
         Type::FLOAT8
     } else {
         Type::TEXT
@@ -50,7 +51,11 @@ fn type_for_value(value: &Value) -> Option<Type> {
 }
 
 /// Column types known before running: declared types, then expression guesses, then text.
-pub fn described_types(columns: &[Column], guesses: Option<&[ExprType]>, param_types: &[Type]) -> Vec<Type> {
+pub fn described_types(
+    columns: &[Column],
+    guesses: Option<&[ExprType]>,
+    param_types: &[Type],
+) -> Vec<Type> {
     columns
         .iter()
         .enumerate()
@@ -77,7 +82,10 @@ pub fn result_types(columns: &[Column], rows: &[Vec<Value>]) -> Vec<Type> {
         .enumerate()
         .map(|(index, column)| match &column.decl_type {
             Some(declared) => type_for_declared(declared),
-            None => rows.iter().find_map(|row| type_for_value(&row[index])).unwrap_or(Type::TEXT),
+            None => rows
+                .iter()
+                .find_map(|row| type_for_value(&row[index]))
+                .unwrap_or(Type::TEXT),
         })
         .collect()
 }
@@ -89,13 +97,22 @@ pub fn fields(columns: &[Column], types: &[Type], format: &Format) -> Vec<FieldI
         .zip(types)
         .enumerate()
         .map(|(index, (column, pg_type))| {
-            FieldInfo::new(column.name.clone(), None, None, pg_type.clone(), format.format_for(index))
+            FieldInfo::new(
+                column.name.clone(),
+                None,
+                None,
+                pg_type.clone(),
+                format.format_for(index),
+            )
         })
         .collect()
 }
 
 /// Encodes rows for `fields`.
-pub fn encode_rows(fields: Arc<Vec<FieldInfo>>, rows: &[Vec<Value>]) -> Result<Vec<DataRow>, PgError> {
+pub fn encode_rows(
+    fields: Arc<Vec<FieldInfo>>,
+    rows: &[Vec<Value>],
+) -> Result<Vec<DataRow>, PgError> {
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut encoded = Vec::with_capacity(rows.len());
     for row in rows {
@@ -111,14 +128,23 @@ fn wire(error: pgwire::error::PgWireError) -> PgError {
     PgError::new("XX000", format!("encoding a result value failed: {error}"))
 }
 
-fn encode_value(encoder: &mut DataRowEncoder, value: &Value, field: &FieldInfo) -> Result<(), PgError> {
+fn encode_value(
+    encoder: &mut DataRowEncoder,
+    value: &Value,
+    field: &FieldInfo,
+) -> Result<(), PgError> {
     if matches!(value, Value::Null) {
         return encoder.encode_field(&None::<i64>).map_err(wire);
     }
     if field.format() == FieldFormat::Text {
         let text = text_of(value, field.datatype());
         return encoder
-            .encode_field_with_type_and_format(&text, &Type::TEXT, FieldFormat::Text, field.format_options())
+            .encode_field_with_type_and_format(
+                &text,
+                &Type::TEXT,
+                FieldFormat::Text,
+                field.format_options(),
+            )
             .map_err(wire);
     }
     let mismatch = || {
@@ -172,7 +198,9 @@ fn text_of(value: &Value, pg_type: &Type) -> String {
         Value::Integer(v) if *pg_type == Type::BOOL => if *v != 0 { "t" } else { "f" }.to_owned(),
         Value::Integer(v) => v.to_string(),
         Value::Real(v) if v.is_nan() => "NaN".to_owned(),
-        Value::Real(v) if v.is_infinite() => if *v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned(),
+        Value::Real(v) if v.is_infinite() => {
+            if *v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+        }
         Value::Real(v) => format!("{v:?}"),
         Value::Text(text) => text.clone(),
         Value::Blob(bytes) => {
@@ -188,20 +216,39 @@ fn text_of(value: &Value, pg_type: &Type) -> String {
 
 /// Decodes one bound parameter sent as `pg_type` in text or binary format.
 pub fn decode_param(bytes: Option<&[u8]>, pg_type: &Type, binary: bool) -> Result<Value, PgError> {
-    let Some(bytes) = bytes else { return Ok(Value::Null) };
+    let Some(bytes) = bytes else {
+        return Ok(Value::Null);
+    };
     let bad = |what: &str| {
-        PgError::new("22P02", format!("invalid {what} for a parameter of type {}", pg_type.name()))
+        PgError::new(
+            "22P02",
+            format!("invalid {what} for a parameter of type {}", pg_type.name()),
+        )
     };
     if binary {
         let fixed = |n: usize| -> Result<&[u8], PgError> {
-            if bytes.len() == n { Ok(bytes) } else { Err(bad("binary length")) }
+            if bytes.len() == n {
+                Ok(bytes)
+            } else {
+                Err(bad("binary length"))
+            }
         };
         return Ok(match *pg_type {
-            Type::INT2 => Value::Integer(i16::from_be_bytes(fixed(2)?.try_into().expect("length checked")).into()),
-            Type::INT4 => Value::Integer(i32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into()),
-            Type::INT8 => Value::Integer(i64::from_be_bytes(fixed(8)?.try_into().expect("length checked"))),
-            Type::FLOAT4 => Value::Real(f32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into()),
-            Type::FLOAT8 => Value::Real(f64::from_be_bytes(fixed(8)?.try_into().expect("length checked"))),
+            Type::INT2 => Value::Integer(
+                i16::from_be_bytes(fixed(2)?.try_into().expect("length checked")).into(),
+            ),
+            Type::INT4 => Value::Integer(
+                i32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into(),
+            ),
+            Type::INT8 => Value::Integer(i64::from_be_bytes(
+                fixed(8)?.try_into().expect("length checked"),
+            )),
+            Type::FLOAT4 => Value::Real(
+                f32::from_be_bytes(fixed(4)?.try_into().expect("length checked")).into(),
+            ),
+            Type::FLOAT8 => Value::Real(f64::from_be_bytes(
+                fixed(8)?.try_into().expect("length checked"),
+            )),
             Type::BOOL => Value::Integer(i64::from(fixed(1)?[0] != 0)),
             Type::BYTEA => Value::Blob(bytes.to_vec()),
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
@@ -221,8 +268,12 @@ pub fn decode_param(bytes: Option<&[u8]>, pg_type: &Type, binary: bool) -> Resul
     }
     let text = std::str::from_utf8(bytes).map_err(|_| bad("UTF-8"))?;
     Ok(match *pg_type {
-        Type::INT2 | Type::INT4 | Type::INT8 => Value::Integer(text.trim().parse().map_err(|_| bad("integer"))?),
-        Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => Value::Real(text.trim().parse().map_err(|_| bad("number"))?),
+        Type::INT2 | Type::INT4 | Type::INT8 => {
+            Value::Integer(text.trim().parse().map_err(|_| bad("integer"))?)
+        }
+        Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+            Value::Real(text.trim().parse().map_err(|_| bad("number"))?)
+        }
         Type::BOOL => match text.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "1" | "yes" | "on" | "y" => Value::Integer(1),
             "f" | "false" | "0" | "no" | "off" | "n" => Value::Integer(0),
@@ -234,11 +285,16 @@ pub fn decode_param(bytes: Option<&[u8]>, pg_type: &Type, binary: bool) -> Resul
 }
 
 fn decode_bytea_text(text: &str) -> Option<Vec<u8>> {
-    let Some(hex) = text.strip_prefix("\\x") else { return Some(text.as_bytes().to_vec()) };
+    let Some(hex) = text.strip_prefix("\\x") else {
+        return Some(text.as_bytes().to_vec());
+    };
     if hex.len() % 2 != 0 {
         return None;
     }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -256,13 +312,34 @@ mod tests {
 
     #[test]
     fn params_decode_in_both_formats() {
-        assert_eq!(decode_param(Some(&7i64.to_be_bytes()), &Type::INT8, true), Ok(Value::Integer(7)));
-        assert_eq!(decode_param(Some(&7i32.to_be_bytes()), &Type::INT4, true), Ok(Value::Integer(7)));
-        assert_eq!(decode_param(Some(&1.5f64.to_be_bytes()), &Type::FLOAT8, true), Ok(Value::Real(1.5)));
-        assert_eq!(decode_param(Some(b"42"), &Type::INT8, false), Ok(Value::Integer(42)));
-        assert_eq!(decode_param(Some(b"\\x0aff"), &Type::BYTEA, false), Ok(Value::Blob(vec![10, 255])));
-        assert_eq!(decode_param(Some(b"true"), &Type::BOOL, false), Ok(Value::Integer(1)));
+        assert_eq!(
+            decode_param(Some(&7i64.to_be_bytes()), &Type::INT8, true),
+            Ok(Value::Integer(7))
+        );
+        assert_eq!(
+            decode_param(Some(&7i32.to_be_bytes()), &Type::INT4, true),
+            Ok(Value::Integer(7))
+        );
+        assert_eq!(
+            decode_param(Some(&1.5f64.to_be_bytes()), &Type::FLOAT8, true),
+            Ok(Value::Real(1.5))
+        );
+        assert_eq!(
+            decode_param(Some(b"42"), &Type::INT8, false),
+            Ok(Value::Integer(42))
+        );
+        assert_eq!(
+            decode_param(Some(b"\\x0aff"), &Type::BYTEA, false),
+            Ok(Value::Blob(vec![10, 255]))
+        );
+        assert_eq!(
+            decode_param(Some(b"true"), &Type::BOOL, false),
+            Ok(Value::Integer(1))
+        );
         assert_eq!(decode_param(None, &Type::INT8, true), Ok(Value::Null));
-        assert_eq!(decode_param(Some(b"x"), &Type::INT8, false).map_err(|e| e.code), Err("22P02"));
+        assert_eq!(
+            decode_param(Some(b"x"), &Type::INT8, false).map_err(|e| e.code),
+            Err("22P02")
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! A relation's oid is `16384 + its sqlite_schema rowid`.
 
-use paxsql_replicator::sqlite::types::{Column, Consistency, SqlError, StatementRequest, StatementResult, Value};
+use paxsql_replicator::sqlite::types::{
+    Column, Consistency, SqlError, StatementRequest, StatementResult, Value,
+};
 
 use crate::backend::Backend;
 
@@ -36,7 +38,13 @@ pub async fn answer(
         let rows = relations
             .iter()
             .filter(|r| r.name.eq_ignore_ascii_case(&pattern))
-            .map(|r| vec![Value::Text(r.oid.to_string()), text("public"), text(&r.name)])
+            .map(|r| {
+                vec![
+                    Value::Text(r.oid.to_string()),
+                    text("public"),
+                    text(&r.name),
+                ]
+            })
             .collect();
         return Ok(result(&["oid", "nspname", "relname"], rows));
     }
@@ -55,9 +63,21 @@ pub async fn answer(
             .into_iter()
             .collect();
         let names = [
-            "relchecks", "relkind", "relhasindex", "relhasrules", "relhastriggers", "relrowsecurity",
-            "relforcerowsecurity", "relhasoids", "relispartition", "reloptions", "reltablespace",
-            "reloftype", "relpersistence", "relreplident", "amname",
+            "relchecks",
+            "relkind",
+            "relhasindex",
+            "relhasrules",
+            "relhastriggers",
+            "relrowsecurity",
+            "relforcerowsecurity",
+            "relhasoids",
+            "relispartition",
+            "reloptions",
+            "reltablespace",
+            "reloftype",
+            "relpersistence",
+            "relreplident",
+            "amname",
         ];
         return Ok(result(&names, rows));
     }
@@ -79,16 +99,37 @@ pub async fn answer(
             .rows
             .into_iter()
             .map(|row| {
-                let [name, declared, not_null, default] = <[Value; 4]>::try_from(row).expect("four columns selected");
+                let [name, declared, not_null, default] =
+                    <[Value; 4]>::try_from(row).expect("four columns selected");
                 let declared = match declared {
                     Value::Text(t) if !t.is_empty() => Value::Text(t),
                     _ => text("any"),
                 };
-                let not_null = text(if not_null == Value::Integer(1) { "t" } else { "f" });
-                vec![name, declared, default, not_null, Value::Null, text(""), text("")]
+                let not_null = text(if not_null == Value::Integer(1) {
+                    "t"
+                } else {
+                    "f"
+                });
+                vec![
+                    name,
+                    declared,
+                    default,
+                    not_null,
+                    Value::Null,
+                    text(""),
+                    text(""),
+                ]
             })
             .collect();
-        let names = ["attname", "format_type", "default", "attnotnull", "attcollation", "attidentity", "attgenerated"];
+        let names = [
+            "attname",
+            "format_type",
+            "default",
+            "attnotnull",
+            "attcollation",
+            "attidentity",
+            "attgenerated",
+        ];
         return Ok(result(&names, rows));
     }
     if lower.contains("c.relkind") && lower.contains("\"name\"") {
@@ -110,7 +151,13 @@ fn text(value: &str) -> Value {
 
 fn result(names: &[&str], rows: Vec<Vec<Value>>) -> StatementResult {
     StatementResult {
-        columns: names.iter().map(|n| Column { name: (*n).to_owned(), decl_type: Some("TEXT".to_owned()) }).collect(),
+        columns: names
+            .iter()
+            .map(|n| Column {
+                name: (*n).to_owned(),
+                decl_type: Some("TEXT".to_owned()),
+            })
+            .collect(),
         rows,
         rows_changed: 0,
         verb: "SELECT".to_owned(),
@@ -123,7 +170,11 @@ fn between(text: &str, start: &str, end: &str) -> Option<String> {
     Some(text[from..to].to_owned())
 }
 
-async fn relations(backend: &dyn Backend, group: &str, consistency: Consistency) -> Result<Vec<Relation>, SqlError> {
+async fn relations(
+    backend: &dyn Backend,
+    group: &str,
+    consistency: Consistency,
+) -> Result<Vec<Relation>, SqlError> {
     let listing = backend
         .read(
             group,
@@ -139,9 +190,11 @@ async fn relations(backend: &dyn Backend, group: &str, consistency: Consistency)
         .rows
         .into_iter()
         .filter_map(|row| match row.as_slice() {
-            [Value::Integer(rowid), Value::Text(name), Value::Text(kind)] => {
-                Some(Relation { oid: OID_BASE + rowid, name: name.clone(), kind: kind.clone() })
-            }
+            [Value::Integer(rowid), Value::Text(name), Value::Text(kind)] => Some(Relation {
+                oid: OID_BASE + rowid,
+                name: name.clone(),
+                kind: kind.clone(),
+            }),
             _ => None,
         })
         .collect())
@@ -160,5 +213,8 @@ async fn relation_by_oid(
         .find_map(|marker| between(&lower, marker, "'"))
         .and_then(|oid| oid.parse::<i64>().ok());
     let Some(oid) = oid else { return Ok(None) };
-    Ok(relations(backend, group, consistency).await?.into_iter().find(|r| r.oid == oid))
+    Ok(relations(backend, group, consistency)
+        .await?
+        .into_iter()
+        .find(|r| r.oid == oid))
 }

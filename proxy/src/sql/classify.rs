@@ -62,10 +62,16 @@ pub fn classify(sql: &str) -> StatementKind {
         Some(Keyword::ROLLBACK | Keyword::ABORT) => StatementKind::Rollback,
         Some(Keyword::SAVEPOINT | Keyword::RELEASE) => StatementKind::SavepointControl,
         Some(Keyword::SET) => classify_set(&tokens[1..]),
-        Some(Keyword::RESET) => StatementKind::Set { name: setting_name(&tokens[1..]), value: None },
+        Some(Keyword::RESET) => StatementKind::Set {
+            name: setting_name(&tokens[1..]),
+            value: None,
+        },
         Some(Keyword::SHOW) => {
             let name = setting_name(&tokens[1..]);
-            StatementKind::Show { column: name.clone(), name }
+            StatementKind::Show {
+                column: name.clone(),
+                name,
+            }
         }
         Some(Keyword::PRAGMA) if tokens.contains(&Token::Eq) => StatementKind::Write,
         Some(Keyword::PRAGMA | Keyword::EXPLAIN) => StatementKind::Read,
@@ -87,7 +93,10 @@ pub fn classify(sql: &str) -> StatementKind {
             if lower.contains("pg_catalog") || lower.contains("information_schema") {
                 StatementKind::Catalog
             } else if let Some(name) = current_setting_name(&tokens) {
-                StatementKind::Show { name, column: "current_setting".to_owned() }
+                StatementKind::Show {
+                    name,
+                    column: "current_setting".to_owned(),
+                }
             } else if is_version_call(&tokens) {
                 StatementKind::Version
             } else {
@@ -102,12 +111,15 @@ fn classify_query(sql: &str) -> StatementKind {
     match Parser::parse_sql(&SQLiteDialect {}, sql) {
         Ok(statements) if statements.len() == 1 => match &statements[0] {
             Statement::Query(query) => match query.body.as_ref() {
-                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
-                    StatementKind::Write
-                }
+                SetExpr::Insert(_)
+                | SetExpr::Update(_)
+                | SetExpr::Delete(_)
+                | SetExpr::Merge(_) => StatementKind::Write,
                 _ => StatementKind::Read,
             },
-            Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => StatementKind::Write,
+            Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+                StatementKind::Write
+            }
             _ => StatementKind::Undecided,
         },
         _ => StatementKind::Undecided,
@@ -124,12 +136,21 @@ fn classify_set(tokens: &[Token]) -> StatementKind {
     }
     if let [Token::Word(a), Token::Word(b), value @ ..] = rest {
         if a.keyword == Keyword::TIME && b.keyword == Keyword::ZONE {
-            return StatementKind::Set { name: "timezone".to_owned(), value: Some(value_text(value)) };
+            return StatementKind::Set {
+                name: "timezone".to_owned(),
+                value: Some(value_text(value)),
+            };
         }
     }
     if let Some(Token::Word(w)) = rest.first() {
-        if matches!(w.keyword, Keyword::TRANSACTION | Keyword::SESSION | Keyword::CHARACTERISTICS) {
-            return StatementKind::Set { name: "transaction".to_owned(), value: Some(value_text(&rest[1..])) };
+        if matches!(
+            w.keyword,
+            Keyword::TRANSACTION | Keyword::SESSION | Keyword::CHARACTERISTICS
+        ) {
+            return StatementKind::Set {
+                name: "transaction".to_owned(),
+                value: Some(value_text(&rest[1..])),
+            };
         }
     }
     let name = setting_name(rest);
@@ -209,7 +230,12 @@ pub fn command_verb(sql: &str) -> String {
             let object = words
                 .iter()
                 .skip(1)
-                .find(|w| !matches!(w.as_str(), "TEMP" | "TEMPORARY" | "UNIQUE" | "VIRTUAL" | "OR"))
+                .find(|w| {
+                    !matches!(
+                        w.as_str(),
+                        "TEMP" | "TEMPORARY" | "UNIQUE" | "VIRTUAL" | "OR"
+                    )
+                })
                 .map(String::as_str)
                 .unwrap_or("");
             format!("{first} {object}").trim().to_owned()
@@ -219,7 +245,13 @@ pub fn command_verb(sql: &str) -> String {
             StatementKind::Write => words
                 .iter()
                 .find(|w| matches!(w.as_str(), "INSERT" | "UPDATE" | "DELETE" | "REPLACE"))
-                .map(|w| if w == "REPLACE" { "INSERT".to_owned() } else { w.clone() })
+                .map(|w| {
+                    if w == "REPLACE" {
+                        "INSERT".to_owned()
+                    } else {
+                        w.clone()
+                    }
+                })
                 .unwrap_or_else(|| "SELECT".to_owned()),
             _ => "SELECT".to_owned(),
         },
@@ -234,56 +266,101 @@ mod tests {
     use super::*;
 
     fn set(name: &str, value: Option<&str>) -> StatementKind {
-        StatementKind::Set { name: name.to_owned(), value: value.map(str::to_owned) }
+        StatementKind::Set {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        }
     }
 
     #[test]
     fn transaction_control_is_recognized() {
         assert_eq!(classify("begin"), StatementKind::Begin);
-        assert_eq!(classify("START TRANSACTION ISOLATION LEVEL SERIALIZABLE"), StatementKind::Begin);
+        assert_eq!(
+            classify("START TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            StatementKind::Begin
+        );
         assert_eq!(classify("BEGIN IMMEDIATE"), StatementKind::Begin);
         assert_eq!(classify("end"), StatementKind::Commit);
         assert_eq!(classify("ROLLBACK"), StatementKind::Rollback);
-        assert_eq!(classify("ROLLBACK TO SAVEPOINT a"), StatementKind::SavepointControl);
+        assert_eq!(
+            classify("ROLLBACK TO SAVEPOINT a"),
+            StatementKind::SavepointControl
+        );
         assert_eq!(classify("release a"), StatementKind::SavepointControl);
     }
 
     #[test]
     fn session_commands_are_recognized() {
-        assert_eq!(classify("SET paxsql.consistency = 'local'"), set("paxsql.consistency", Some("local")));
-        assert_eq!(classify("set DateStyle to ISO, MDY"), set("datestyle", Some("ISO, MDY")));
-        assert_eq!(classify("SET TIME ZONE 'UTC'"), set("timezone", Some("UTC")));
-        assert_eq!(classify("SET extra_float_digits = 3"), set("extra_float_digits", Some("3")));
-        assert_eq!(classify("RESET paxsql.consistency"), set("paxsql.consistency", None));
+        assert_eq!(
+            classify("SET paxsql.consistency = 'local'"),
+            set("paxsql.consistency", Some("local"))
+        );
+        assert_eq!(
+            classify("set DateStyle to ISO, MDY"),
+            set("datestyle", Some("ISO, MDY"))
+        );
+        assert_eq!(
+            classify("SET TIME ZONE 'UTC'"),
+            set("timezone", Some("UTC"))
+        );
+        assert_eq!(
+            classify("SET extra_float_digits = 3"),
+            set("extra_float_digits", Some("3"))
+        );
+        assert_eq!(
+            classify("RESET paxsql.consistency"),
+            set("paxsql.consistency", None)
+        );
         assert_eq!(
             classify("SHOW server_version"),
-            StatementKind::Show { name: "server_version".into(), column: "server_version".into() }
+            StatementKind::Show {
+                name: "server_version".into(),
+                column: "server_version".into()
+            }
         );
         assert_eq!(
             classify("select current_setting('TimeZone')"),
-            StatementKind::Show { name: "timezone".into(), column: "current_setting".into() }
+            StatementKind::Show {
+                name: "timezone".into(),
+                column: "current_setting".into()
+            }
         );
         assert_eq!(classify("SELECT version()"), StatementKind::Version);
     }
 
     #[test]
     fn reads_and_writes_are_told_apart() {
-        assert_eq!(classify("SELECT a FROM t WHERE b = $1"), StatementKind::Read);
-        assert_eq!(classify("WITH x AS (SELECT 1) SELECT * FROM x"), StatementKind::Read);
+        assert_eq!(
+            classify("SELECT a FROM t WHERE b = $1"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            classify("WITH x AS (SELECT 1) SELECT * FROM x"),
+            StatementKind::Read
+        );
         assert_eq!(classify("INSERT INTO t VALUES (1)"), StatementKind::Write);
         assert_eq!(classify("create table t (a integer)"), StatementKind::Write);
         assert_eq!(classify("PRAGMA user_version = 3"), StatementKind::Write);
         assert_eq!(classify("PRAGMA table_info(t)"), StatementKind::Read);
-        assert_eq!(classify("SELECT c.relname FROM pg_catalog.pg_class c"), StatementKind::Catalog);
+        assert_eq!(
+            classify("SELECT c.relname FROM pg_catalog.pg_class c"),
+            StatementKind::Catalog
+        );
         assert_eq!(classify("SELEC oops"), StatementKind::Undecided);
     }
 
     #[test]
     fn command_verbs_match_postgres_tags() {
         assert_eq!(command_verb("create table t (a int)"), "CREATE TABLE");
-        assert_eq!(command_verb("CREATE UNIQUE INDEX i ON t(a)"), "CREATE INDEX");
+        assert_eq!(
+            command_verb("CREATE UNIQUE INDEX i ON t(a)"),
+            "CREATE INDEX"
+        );
         assert_eq!(command_verb("replace into t values (1)"), "INSERT");
-        assert_eq!(command_verb("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"), "INSERT");
+        assert_eq!(
+            command_verb("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"),
+            "INSERT"
+        );
         assert_eq!(command_verb("update t set a = 1"), "UPDATE");
         assert_eq!(command_verb("VALUES (1)"), "SELECT");
     }

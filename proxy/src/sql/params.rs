@@ -20,7 +20,11 @@ pub enum ParamSource {
     /// The declared type of this column of one of [`ParamHints::tables`].
     Column(String),
     /// This declared column of this table (INSERT).
-    TableColumn { table: String, column: Option<String>, position: usize },
+    TableColumn {
+        table: String,
+        column: Option<String>,
+        position: usize,
+    },
     /// An explicit SQLite type name (`CAST($1 AS INTEGER)`).
     TypeName(String),
     /// Always an integer (`LIMIT`, `OFFSET`).
@@ -40,13 +44,27 @@ pub struct ParamHints {
 
 fn placeholder_index(token: &Token) -> Option<usize> {
     match token {
-        Token::Placeholder(text) => text.strip_prefix('$')?.parse::<usize>().ok().filter(|n| *n > 0).map(|n| n - 1),
+        Token::Placeholder(text) => text
+            .strip_prefix('$')?
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| n - 1),
         _ => None,
     }
 }
 
 fn is_comparison(token: &Token) -> bool {
-    matches!(token, Token::Eq | Token::DoubleEq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq)
+    matches!(
+        token,
+        Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+    )
 }
 
 fn word(token: &Token) -> Option<&sqlparser::tokenizer::Word> {
@@ -62,13 +80,21 @@ pub fn param_hints(sql: &str) -> ParamHints {
         return ParamHints::default();
     };
     let mut hints = ParamHints {
-        count: tokens.iter().filter_map(placeholder_index).map(|i| i + 1).max().unwrap_or(0),
+        count: tokens
+            .iter()
+            .filter_map(placeholder_index)
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0),
         ..ParamHints::default()
     };
     for (position, token) in tokens.iter().enumerate() {
         let window = &tokens[position..];
         if let Some(w) = word(token) {
-            if matches!(w.keyword, Keyword::FROM | Keyword::JOIN | Keyword::UPDATE | Keyword::INTO) {
+            if matches!(
+                w.keyword,
+                Keyword::FROM | Keyword::JOIN | Keyword::UPDATE | Keyword::INTO
+            ) {
                 if let Some(table) = table_name(&window[1..]) {
                     hints.tables.push(table);
                 }
@@ -79,9 +105,13 @@ pub fn param_hints(sql: &str) -> ParamHints {
                 }
             }
             if w.keyword == Keyword::CAST {
-                if let [_, Token::LParen, p, Token::Word(as_word), Token::Word(type_word), ..] = window {
+                if let [_, Token::LParen, p, Token::Word(as_word), Token::Word(type_word), ..] =
+                    window
+                {
                     if let (Some(index), Keyword::AS) = (placeholder_index(p), as_word.keyword) {
-                        hints.sources.push((index, ParamSource::TypeName(type_word.value.clone())));
+                        hints
+                            .sources
+                            .push((index, ParamSource::TypeName(type_word.value.clone())));
                     }
                 }
             }
@@ -89,12 +119,16 @@ pub fn param_hints(sql: &str) -> ParamHints {
         match window {
             [Token::Word(column), op, p, ..] if is_comparison(op) => {
                 if let Some(index) = placeholder_index(p) {
-                    hints.sources.push((index, ParamSource::Column(column.value.clone())));
+                    hints
+                        .sources
+                        .push((index, ParamSource::Column(column.value.clone())));
                 }
             }
             [p, op, Token::Word(column), ..] if is_comparison(op) => {
                 if let Some(index) = placeholder_index(p) {
-                    hints.sources.push((index, ParamSource::Column(column.value.clone())));
+                    hints
+                        .sources
+                        .push((index, ParamSource::Column(column.value.clone())));
                 }
             }
             _ => {}
@@ -108,7 +142,9 @@ pub fn param_hints(sql: &str) -> ParamHints {
 fn table_name(tokens: &[Token]) -> Option<String> {
     match tokens {
         [Token::Word(_), Token::Period, Token::Word(name), ..] => Some(name.value.clone()),
-        [Token::Word(name), ..] if name.keyword == Keyword::NoKeyword || name.quote_style.is_some() => {
+        [Token::Word(name), ..]
+            if name.keyword == Keyword::NoKeyword || name.quote_style.is_some() =>
+        {
             Some(name.value.clone())
         }
         _ => None,
@@ -117,10 +153,15 @@ fn table_name(tokens: &[Token]) -> Option<String> {
 
 /// `INSERT INTO t [(c1, c2)] VALUES ($1, $2), (…)`: each bare `$n` takes its column's type.
 fn insert_hints(tokens: &[Token], hints: &mut ParamHints) {
-    let Some(into) = tokens.iter().position(|t| word(t).is_some_and(|w| w.keyword == Keyword::INTO)) else {
+    let Some(into) = tokens
+        .iter()
+        .position(|t| word(t).is_some_and(|w| w.keyword == Keyword::INTO))
+    else {
         return;
     };
-    let Some(table) = table_name(&tokens[into + 1..]) else { return };
+    let Some(table) = table_name(&tokens[into + 1..]) else {
+        return;
+    };
     let mut cursor = into + 2;
     if matches!(tokens.get(cursor), Some(Token::Period)) {
         cursor += 2;
@@ -139,7 +180,11 @@ fn insert_hints(tokens: &[Token], hints: &mut ParamHints) {
         }
         columns = Some(names);
     }
-    if !tokens.get(cursor).and_then(word).is_some_and(|w| w.keyword == Keyword::VALUES) {
+    if tokens
+        .get(cursor)
+        .and_then(word)
+        .is_none_or(|w| w.keyword != Keyword::VALUES)
+    {
         return;
     }
     cursor += 1;
@@ -184,7 +229,14 @@ fn push_insert_hint(
     if let [single] = item {
         if let Some(index) = placeholder_index(single) {
             let column = columns.as_ref().and_then(|c| c.get(position).cloned());
-            hints.sources.push((index, ParamSource::TableColumn { table: table.to_owned(), column, position }));
+            hints.sources.push((
+                index,
+                ParamSource::TableColumn {
+                    table: table.to_owned(),
+                    column,
+                    position,
+                },
+            ));
         }
     }
 }
@@ -206,13 +258,19 @@ pub enum ExprType {
 /// a plain SELECT or uses `*` (then the item count does not match the result columns).
 pub fn projection_types(sql: &str) -> Option<Vec<ExprType>> {
     let statements = Parser::parse_sql(&SQLiteDialect {}, sql).ok()?;
-    let [Statement::Query(query)] = statements.as_slice() else { return None };
-    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
     select
         .projection
         .iter()
         .map(|item| match item {
-            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => Some(expr_type(expr)),
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                Some(expr_type(expr))
+            }
             _ => None,
         })
         .collect()
@@ -232,19 +290,23 @@ fn expr_type(expr: &Expr) -> ExprType {
                 .map_or(ExprType::Unknown, |n| ExprType::Param(n - 1)),
             _ => ExprType::Unknown,
         },
-        Expr::Cast { kind: CastKind::Cast, data_type, .. } => ExprType::TypeName(data_type.to_string()),
+        Expr::Cast {
+            kind: CastKind::Cast,
+            data_type,
+            ..
+        } => ExprType::TypeName(data_type.to_string()),
         Expr::Function(function) => {
             let name = function.name.to_string().to_ascii_lowercase();
             match name.as_str() {
-                "count" | "length" | "octet_length" | "instr" | "unicode" | "changes" | "total_changes"
-                | "last_insert_rowid" | "random" | "sign" => ExprType::Integer,
-                "avg" | "total" | "julianday" | "pi" | "sqrt" | "exp" | "ln" | "log" | "pow" | "power" => {
-                    ExprType::Real
-                }
-                "lower" | "upper" | "substr" | "substring" | "trim" | "ltrim" | "rtrim" | "replace" | "hex"
-                | "quote" | "printf" | "format" | "group_concat" | "string_agg" | "typeof" | "date" | "time"
-                | "datetime" | "strftime" | "sqlite_version" | "char" | "concat" | "concat_ws" | "json"
-                | "json_object" | "json_array" | "json_extract" => ExprType::Text,
+                "count" | "length" | "octet_length" | "instr" | "unicode" | "changes"
+                | "total_changes" | "last_insert_rowid" | "random" | "sign" => ExprType::Integer,
+                "avg" | "total" | "julianday" | "pi" | "sqrt" | "exp" | "ln" | "log" | "pow"
+                | "power" => ExprType::Real,
+                "lower" | "upper" | "substr" | "substring" | "trim" | "ltrim" | "rtrim"
+                | "replace" | "hex" | "quote" | "printf" | "format" | "group_concat"
+                | "string_agg" | "typeof" | "date" | "time" | "datetime" | "strftime"
+                | "sqlite_version" | "char" | "concat" | "concat_ws" | "json" | "json_object"
+                | "json_array" | "json_extract" => ExprType::Text,
                 _ => ExprType::Unknown,
             }
         }
@@ -252,13 +314,17 @@ fn expr_type(expr: &Expr) -> ExprType {
             use sqlparser::ast::BinaryOperator as Op;
             match op {
                 Op::StringConcat => ExprType::Text,
-                Op::Eq | Op::NotEq | Op::Lt | Op::Gt | Op::LtEq | Op::GtEq | Op::And | Op::Or => ExprType::Integer,
+                Op::Eq | Op::NotEq | Op::Lt | Op::Gt | Op::LtEq | Op::GtEq | Op::And | Op::Or => {
+                    ExprType::Integer
+                }
                 _ => ExprType::Unknown,
             }
         }
-        Expr::IsNull(_) | Expr::IsNotNull(_) | Expr::Like { .. } | Expr::InList { .. } | Expr::Between { .. } => {
-            ExprType::Integer
-        }
+        Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::Like { .. }
+        | Expr::InList { .. }
+        | Expr::Between { .. } => ExprType::Integer,
         _ => ExprType::Unknown,
     }
 }
@@ -277,19 +343,34 @@ mod tests {
     fn finds_column_cast_limit_and_insert_contexts() {
         let hints = param_hints("SELECT a FROM t WHERE b = $1 AND $2 < c LIMIT $3");
         assert_eq!(hints.tables, vec!["t".to_owned()]);
-        assert!(hints.sources.contains(&(0, ParamSource::Column("b".into()))));
-        assert!(hints.sources.contains(&(1, ParamSource::Column("c".into()))));
+        assert!(hints
+            .sources
+            .contains(&(0, ParamSource::Column("b".into()))));
+        assert!(hints
+            .sources
+            .contains(&(1, ParamSource::Column("c".into()))));
         assert!(hints.sources.contains(&(2, ParamSource::Integer)));
         let hints = param_hints("SELECT CAST($1 AS REAL)");
-        assert_eq!(hints.sources, vec![(0, ParamSource::TypeName("REAL".into()))]);
+        assert_eq!(
+            hints.sources,
+            vec![(0, ParamSource::TypeName("REAL".into()))]
+        );
         let hints = param_hints("INSERT INTO t (x, y) VALUES ($2, lower($1)), ($3, 4)");
         assert!(hints.sources.contains(&(
             1,
-            ParamSource::TableColumn { table: "t".into(), column: Some("x".into()), position: 0 }
+            ParamSource::TableColumn {
+                table: "t".into(),
+                column: Some("x".into()),
+                position: 0
+            }
         )));
         assert!(hints.sources.contains(&(
             2,
-            ParamSource::TableColumn { table: "t".into(), column: Some("x".into()), position: 0 }
+            ParamSource::TableColumn {
+                table: "t".into(),
+                column: Some("x".into()),
+                position: 0
+            }
         )));
         assert!(!hints.sources.iter().any(|(index, _)| *index == 0));
     }

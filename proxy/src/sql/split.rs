@@ -8,7 +8,9 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 /// Tokenizes `sql` with the SQLite dialect, or `None` when it cannot (an unterminated string
 /// or comment): the caller then hands the text to SQLite whole, which reports the error.
 pub fn tokens(sql: &str) -> Option<Vec<TokenWithSpan>> {
-    Tokenizer::new(&SQLiteDialect {}, sql).tokenize_with_location().ok()
+    Tokenizer::new(&SQLiteDialect {}, sql)
+        .tokenize_with_location()
+        .ok()
 }
 
 /// The significant tokens (no whitespace or comments) of `sql`, or `None` as for [`tokens`].
@@ -49,7 +51,12 @@ pub fn split_statements(sql: &str) -> Vec<String> {
                 }
             }
             Token::SemiColon if depth <= 0 => {
-                let end_byte = byte_offset(sql, &line_starts, token.span.start.line, token.span.start.column);
+                let end_byte = byte_offset(
+                    sql,
+                    &line_starts,
+                    token.span.start.line,
+                    token.span.start.column,
+                );
                 push_piece(&mut pieces, &sql[start_byte..end_byte]);
                 start_byte = end_byte + 1;
                 words.clear();
@@ -74,7 +81,9 @@ fn push_piece(pieces: &mut Vec<String>, text: &str) {
 }
 
 fn line_starts(sql: &str) -> Vec<usize> {
-    std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect()
+    std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
 }
 
 /// Byte offset of the 1-based (line, character column) position sqlparser reports.

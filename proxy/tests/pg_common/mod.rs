@@ -18,11 +18,16 @@ pub struct TestServer {
 
 pub async fn start(options: ServerOptions) -> TestServer {
     let directory = tempfile::tempdir().expect("temp dir");
-    let backend = LocalSqliteBackend::open(directory.path(), &["main", "orders"]).expect("open backend");
+    let backend =
+        LocalSqliteBackend::open(directory.path(), &["main", "orders"]).expect("open backend");
     start_with(Arc::new(backend), options, directory).await
 }
 
-pub async fn start_with(backend: Arc<dyn Backend>, options: ServerOptions, directory: tempfile::TempDir) -> TestServer {
+pub async fn start_with(
+    backend: Arc<dyn Backend>,
+    options: ServerOptions,
+    directory: tempfile::TempDir,
+) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -33,11 +38,18 @@ pub async fn start_with(backend: Arc<dyn Backend>, options: ServerOptions, direc
         .await
         .expect("serve");
     });
-    TestServer { address, _directory: directory, _stop: stop }
+    TestServer {
+        address,
+        _directory: directory,
+        _stop: stop,
+    }
 }
 
 pub async fn connect(server: &TestServer, database: &str) -> Result<Client, tokio_postgres::Error> {
-    let text = format!("host=127.0.0.1 port={} user=tester dbname={database}", server.address.port());
+    let text = format!(
+        "host=127.0.0.1 port={} user=tester dbname={database}",
+        server.address.port()
+    );
     let (client, connection) = tokio_postgres::connect(&text, NoTls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -46,5 +58,8 @@ pub async fn connect(server: &TestServer, database: &str) -> Result<Client, toki
 }
 
 pub fn code(error: &tokio_postgres::Error) -> String {
-    error.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+    error
+        .code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
 }
