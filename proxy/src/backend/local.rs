@@ -223,7 +223,6 @@ fn describe_on(connection: &Connection, sql: &str) -> Result<Vec<Column>, SqlErr
     let statement = connection.prepare(sql).map_err(|e| map_sqlite_error(&e))?;
     Ok(statement
         .columns()
-        .into_iter()
         .map(|column| Column {
             name: column.name().to_owned(),
             decl_type: column.decl_type().map(str::to_owned),
@@ -242,7 +241,6 @@ fn run_statement(
     bind_parameters(&mut statement, &request.params)?;
     let columns: Vec<Column> = statement
         .columns()
-        .into_iter()
         .map(|column| Column {
             name: column.name().to_owned(),
             decl_type: column.decl_type().map(str::to_owned),

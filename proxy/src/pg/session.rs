@@ -94,9 +94,10 @@ impl Session {
     /// aborts an open transaction, as in PostgreSQL.
     pub async fn abort_if_open(&self) {
         let mut state = self.state.lock().await;
-        if let TxState::Open(tx) = std::mem::replace(&mut state.tx, TxState::Idle) {
-            state.tx = TxState::Aborted(tx);
-        }
+        state.tx = match std::mem::replace(&mut state.tx, TxState::Idle) {
+            TxState::Open(tx) | TxState::Aborted(tx) => TxState::Aborted(tx),
+            TxState::Idle => TxState::Idle,
+        };
     }
 
     /// Ends the session: an open transaction rolls back.

@@ -30,9 +30,10 @@ pub fn type_for_declared(declared: &str) -> Type {
         Type::TEXT
     } else if upper.contains("BLOB") || upper.contains("BYTEA") {
         Type::BYTEA
-    } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
-        Type::FLOAT8
-    } else if upper.contains("NUM") || upper.contains("DEC") {
+    } else if ["REAL", "FLOA", "DOUB", "NUM", "DEC"]
+        .iter()
+        .any(|t| upper.contains(t))
+    {
         Type::FLOAT8
     } else {
         Type::TEXT

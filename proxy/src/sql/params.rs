@@ -180,10 +180,10 @@ fn insert_hints(tokens: &[Token], hints: &mut ParamHints) {
         }
         columns = Some(names);
     }
-    if !tokens
+    if tokens
         .get(cursor)
         .and_then(word)
-        .is_some_and(|w| w.keyword == Keyword::VALUES)
+        .is_none_or(|w| w.keyword != Keyword::VALUES)
     {
         return;
     }
