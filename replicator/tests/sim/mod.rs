@@ -61,6 +61,8 @@ enum Event {
     Partition,
     HealPartitions,
     HealAll,
+    /// After healing: propose the value whose choice proves liveness.
+    Marker,
 }
 
 struct Node {
@@ -252,6 +254,10 @@ impl World {
             Event::Partition => self.handle_partition(),
             Event::HealPartitions => self.blocked.clear(),
             Event::HealAll => self.handle_heal_all(),
+            Event::Marker => {
+                let index = self.rng.below(self.nodes.len() as u64) as usize;
+                self.marker = self.propose_at(index, None);
+            }
         }
     }
 
@@ -284,7 +290,15 @@ impl World {
         if self.healed {
             return;
         }
-        let index = self.rng.below(self.nodes.len() as u64) as usize;
+        // Power cuts like to strike while a sync is pending: prefer a node with unsynced
+        // records half of the time, else pick any node.
+        let syncing: Vec<usize> =
+            (0..self.nodes.len()).filter(|&index| self.nodes[index].log.unsynced_len() > 0).collect();
+        let index = if !syncing.is_empty() && self.rng.below(2) == 0 {
+            syncing[self.rng.below(syncing.len() as u64) as usize]
+        } else {
+            self.rng.below(self.nodes.len() as u64) as usize
+        };
         let node = &mut self.nodes[index];
         if node.core.is_some() {
             if self.trace {
@@ -295,7 +309,8 @@ impl World {
             node.unsynced.clear();
             node.sync_scheduled = false;
             node.incarnation += 1;
-            let down_ms = self.rng.range(5, 800);
+            // Half the restarts are quick, while the peers' rounds are still open.
+            let down_ms = if self.rng.below(2) == 0 { self.rng.range(5, 60) } else { self.rng.range(60, 800) };
             self.schedule(down_ms, Event::Restart(index));
         }
         let next_ms = self.rng.range(20, 500);
@@ -345,8 +360,7 @@ impl World {
                 self.start_node(index);
             }
         }
-        let proposal_id = self.propose_at(0, None);
-        self.marker = proposal_id;
+        self.schedule(0, Event::Marker);
     }
 
     fn handle_client(&mut self) {
@@ -463,6 +477,10 @@ impl World {
     }
 
     fn check_outcome(&mut self, index: usize, proposal_id: u64, outcome: ProposalOutcome) {
+        if Some(proposal_id) == self.marker && !matches!(outcome, ProposalOutcome::Chosen { .. }) {
+            // Busy (a queue filled during the faults) or refused: the client retries.
+            self.schedule(20, Event::Marker);
+        }
         let ProposalOutcome::Chosen { instance_id, value_id } = outcome else { return };
         if Some(proposal_id) == self.marker {
             self.marker_chosen = true;
