@@ -16,7 +16,12 @@ const DEFAULT_SEEDS: u64 = 1_000;
 const PLANTED_SEEDS_MAX: u64 = 2_000;
 
 fn scenario(nodes: usize, planted_bug: PlantedBug) -> Scenario {
-    Scenario { nodes, planted_bug, fault_ms: 4_000, liveness_ms: 4_000 }
+    Scenario {
+        nodes,
+        planted_bug,
+        fault_ms: 4_000,
+        liveness_ms: 4_000,
+    }
 }
 
 fn seeds_to_run() -> Vec<u64> {
@@ -46,8 +51,14 @@ fn simulate(nodes: usize) {
         }
         chosen_total += chosen;
     }
-    println!("simulated {} seeds, 0 violations ({nodes} nodes, {chosen_total} instances chosen)", seeds.len());
-    assert!(chosen_total >= seeds.len() as u64, "the runs chose almost nothing: the simulator is not exercising Paxos");
+    println!(
+        "simulated {} seeds, 0 violations ({nodes} nodes, {chosen_total} instances chosen)",
+        seeds.len()
+    );
+    assert!(
+        chosen_total >= seeds.len() as u64,
+        "the runs chose almost nothing: the simulator is not exercising Paxos"
+    );
 }
 
 #[test]
@@ -67,7 +78,9 @@ fn find_planted(planted_bug: PlantedBug, nodes: usize) {
     };
     for seed in seeds {
         if let (Some(violation), _) = run_seed(seed, scenario(nodes, planted_bug)) {
-            println!("planted {planted_bug:?} ({nodes} nodes): first failing seed {seed}: {violation}");
+            println!(
+                "planted {planted_bug:?} ({nodes} nodes): first failing seed {seed}: {violation}"
+            );
             return;
         }
     }

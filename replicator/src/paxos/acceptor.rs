@@ -9,7 +9,9 @@
 //!   proposer our chosen instance so it learns), a newer one means this node must learn first.
 
 use paxsql_binlog::{Record, RecordKind};
-use paxsql_schema::{envelope::Body, Accept, Accepted, Ballot, Message, PaxosValue, Prepare, Promise};
+use paxsql_schema::{
+    envelope::Body, Accept, Accepted, Ballot, Message, PaxosValue, Prepare, Promise,
+};
 
 use super::api::{Action, NodeId, PlantedBug};
 use super::core::Core;
@@ -41,7 +43,11 @@ impl Core {
             accepted_ballot: Some(self.acceptor.accepted_ballot),
             accepted_value: self.acceptor.accepted_value.clone(),
         };
-        Record::new(self.instance_id, RecordKind::Acceptor, state.encode_to_vec())
+        Record::new(
+            self.instance_id,
+            RecordKind::Acceptor,
+            state.encode_to_vec(),
+        )
     }
 
     /// Our chosen instance for hints in replies (0 also when nothing is chosen; peers tell the
@@ -51,7 +57,12 @@ impl Core {
     }
 
     /// Whether this acceptor may answer `from` about `instance_id` at all.
-    fn acceptor_may_answer(&mut self, from: NodeId, instance_id: u64, actions: &mut Vec<Action>) -> bool {
+    fn acceptor_may_answer(
+        &mut self,
+        from: NodeId,
+        instance_id: u64,
+        actions: &mut Vec<Action>,
+    ) -> bool {
         if !self.config.may_vote {
             return false;
         }
@@ -67,7 +78,12 @@ impl Core {
         true
     }
 
-    pub(super) fn handle_prepare(&mut self, from: NodeId, prepare: Prepare, actions: &mut Vec<Action>) {
+    pub(super) fn handle_prepare(
+        &mut self,
+        from: NodeId,
+        prepare: Prepare,
+        actions: &mut Vec<Action>,
+    ) {
         if !self.acceptor_may_answer(from, prepare.instance_id, actions) {
             return;
         }
@@ -98,23 +114,36 @@ impl Core {
         };
         let reply = self.envelope(from, Body::Promise(promise));
         let record = self.acceptor_record();
-        if self.config.planted_bug == PlantedBug::PromiseBeforePersist && from != self.config.node_id {
+        if self.config.planted_bug == PlantedBug::PromiseBeforePersist
+            && from != self.config.node_id
+        {
             let token = self.take_token();
             actions.push(Action::Send(reply));
-            actions.push(Action::Persist { token, records: vec![record], then_send: Vec::new() });
+            actions.push(Action::Persist {
+                token,
+                records: vec![record],
+                then_send: Vec::new(),
+            });
             return;
         }
         self.persist_then_reply(record, reply, actions);
     }
 
-    pub(super) fn handle_accept(&mut self, from: NodeId, accept: Accept, actions: &mut Vec<Action>) {
+    pub(super) fn handle_accept(
+        &mut self,
+        from: NodeId,
+        accept: Accept,
+        actions: &mut Vec<Action>,
+    ) {
         if !self.acceptor_may_answer(from, accept.instance_id, actions) {
             return;
         }
         let ballot = accept.ballot.unwrap_or_default();
         let current = accept.instance_id == self.instance_id;
         let lower_allowed = self.config.planted_bug == PlantedBug::AcceptLowerBallot;
-        let Some(value) = accept.value.filter(|_| current && (ballot >= self.acceptor.promised || lower_allowed))
+        let Some(value) = accept
+            .value
+            .filter(|_| current && (ballot >= self.acceptor.promised || lower_allowed))
         else {
             let reject = Accepted {
                 instance_id: accept.instance_id,
@@ -163,6 +192,8 @@ impl Core {
             ok,
             promised: Some(self.acceptor.promised),
         };
-        actions.push(Action::Send(self.envelope(from, Body::ReadIndexReply(reply))));
+        actions.push(Action::Send(
+            self.envelope(from, Body::ReadIndexReply(reply)),
+        ));
     }
 }

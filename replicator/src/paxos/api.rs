@@ -129,7 +129,10 @@ pub enum Input {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposalOutcome {
     /// Chosen at this instance, with this value id.
-    Chosen { instance_id: InstanceId, value_id: u64 },
+    Chosen {
+        instance_id: InstanceId,
+        value_id: u64,
+    },
     /// The instance is known to hold another value (SQLSTATE 40001 for SQL batches).
     Lost { instance_id: InstanceId },
     /// The proposal queue is full (SQLSTATE 53000).
@@ -142,18 +145,35 @@ pub enum ProposalOutcome {
 #[derive(Clone, Debug)]
 pub enum Action {
     /// Append `records`, sync, then send `then_send`, then feed `Input::Persisted { token }`.
-    Persist { token: u64, records: Vec<Record>, then_send: Vec<Envelope> },
+    Persist {
+        token: u64,
+        records: Vec<Record>,
+        then_send: Vec<Envelope>,
+    },
     /// Send at once (nothing in it depends on an unsynced record).
     Send(Envelope),
     /// Instance `instance_id` chose `value`. Delivered exactly once, in instance order.
-    Deliver { instance_id: InstanceId, value: PaxosValue },
+    Deliver {
+        instance_id: InstanceId,
+        value: PaxosValue,
+    },
     /// A local proposal ended.
-    ProposalDone { proposal_id: u64, outcome: ProposalOutcome },
+    ProposalDone {
+        proposal_id: u64,
+        outcome: ProposalOutcome,
+    },
     /// A peer asked for chosen values from `from_instance` on: read them from the log and send
     /// a `LearnedValues` reply (or `needs_checkpoint` when the log no longer holds them).
-    ServeLearn { to: NodeId, from_instance: InstanceId, max_values: u32 },
+    ServeLearn {
+        to: NodeId,
+        from_instance: InstanceId,
+        max_values: u32,
+    },
     /// This node needs instances no peer's log holds any more: fetch `peer`'s checkpoint.
-    NeedCheckpoint { peer: NodeId, first_instance: InstanceId },
+    NeedCheckpoint {
+        peer: NodeId,
+        first_instance: InstanceId,
+    },
     /// A read-index round ended: `ok` means this node was master with the highest ballot.
     /// The read may then be served once the state machine applied every instance that was
     /// chosen when the driver fed [`Input::ReadIndex`] (read [`Core::chosen_instance`] then).

@@ -129,9 +129,11 @@ impl Core {
         }
         let mut actions = Vec::new();
         match input {
-            Input::Propose { proposal_id, payload, expected_instance } => {
-                self.handle_propose(proposal_id, payload, expected_instance, &mut actions)
-            }
+            Input::Propose {
+                proposal_id,
+                payload,
+                expected_instance,
+            } => self.handle_propose(proposal_id, payload, expected_instance, &mut actions),
             Input::Message(envelope) => self.handle_message(envelope, &mut actions),
             Input::Tick { now_ms } => self.handle_tick(now_ms, &mut actions),
             Input::Persisted { token } => self.handle_persisted(token, &mut actions),
@@ -242,9 +244,17 @@ impl Core {
         let token = self.take_token();
         if reply.to == self.config.node_id {
             self.held_self_replies.entry(token).or_default().push(reply);
-            actions.push(Action::Persist { token, records: vec![record], then_send: Vec::new() });
+            actions.push(Action::Persist {
+                token,
+                records: vec![record],
+                then_send: Vec::new(),
+            });
         } else {
-            actions.push(Action::Persist { token, records: vec![record], then_send: vec![reply] });
+            actions.push(Action::Persist {
+                token,
+                records: vec![record],
+                then_send: vec![reply],
+            });
         }
     }
 
@@ -283,7 +293,9 @@ impl Core {
                     self.note_peer_chosen(from, heartbeat.chosen_instance, actions);
                 }
             }
-            Body::ReadIndexRequest(request) => self.handle_read_index_request(from, request, actions),
+            Body::ReadIndexRequest(request) => {
+                self.handle_read_index_request(from, request, actions)
+            }
             Body::ReadIndexReply(reply) => self.handle_read_index_reply(from, reply, actions),
             // Checkpoint streaming is the runtime's business.
             Body::CheckpointRequest(_) | Body::CheckpointChunk(_) => {}
@@ -331,7 +343,10 @@ impl Core {
             instance_id < self.instance_id,
             "the state machine applied instance {instance_id}, which is not chosen"
         );
-        self.applied_instance = Some(self.applied_instance.map_or(instance_id, |a| a.max(instance_id)));
+        self.applied_instance = Some(
+            self.applied_instance
+                .map_or(instance_id, |a| a.max(instance_id)),
+        );
     }
 
     /// Emits `Deliver` (and the outcomes that wait on it) for every durable chosen value at
@@ -343,7 +358,10 @@ impl Core {
             }
             let instance_id = *entry.key();
             let pending = entry.remove();
-            actions.push(Action::Deliver { instance_id, value: pending.value });
+            actions.push(Action::Deliver {
+                instance_id,
+                value: pending.value,
+            });
             actions.extend(pending.after);
         }
     }
@@ -358,7 +376,10 @@ impl Core {
         value: PaxosValue,
         actions: &mut Vec<Action>,
     ) {
-        assert_eq!(instance_id, self.instance_id, "instances are chosen strictly in order");
+        assert_eq!(
+            instance_id, self.instance_id,
+            "instances are chosen strictly in order"
+        );
         if value.checksum_before != self.checksum {
             let reason = format!(
                 "instance {instance_id}: the chosen value's log checksum {:#x} differs from this \
@@ -377,12 +398,24 @@ impl Core {
         let token = self.take_token();
         actions.push(Action::Persist {
             token,
-            records: vec![Record::new(instance_id, RecordKind::Chosen, chosen.encode_to_vec())],
+            records: vec![Record::new(
+                instance_id,
+                RecordKind::Chosen,
+                chosen.encode_to_vec(),
+            )],
             then_send: Vec::new(),
         });
         let mut after = Vec::new();
         self.apply_chosen(instance_id, &value, &mut after, actions);
-        self.pending_deliveries.insert(instance_id, PendingDelivery { token, durable: false, value, after });
+        self.pending_deliveries.insert(
+            instance_id,
+            PendingDelivery {
+                token,
+                durable: false,
+                value,
+                after,
+            },
+        );
     }
 
     /// The state changes of a chosen value, shared with recovery (which passes no outcomes).
@@ -406,7 +439,10 @@ impl Core {
             return;
         }
         self.next_heartbeat_ms = now_ms + self.config.heartbeat_interval_ms;
-        let heartbeat = paxsql_schema::Heartbeat { chosen_instance: self.instance_id - 1, now_ms };
+        let heartbeat = paxsql_schema::Heartbeat {
+            chosen_instance: self.instance_id - 1,
+            now_ms,
+        };
         self.broadcast(Body::Heartbeat(heartbeat), actions);
     }
 }

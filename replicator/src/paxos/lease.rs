@@ -6,15 +6,18 @@
 //! - Followers treat the master as alive for `lease_ms` from the tick time at which they
 //!   learned the lease (their own clock). A lease recovered from the log counts from the first
 //!   tick after a restart.
-//! - The master's own lease ends at the tick time read **before** its proposal was first sent
-//!   + lease_ms × (1 − max drift) − margin. Ticks never extend it; a restarted node has no
-//!   start time for older leases, so it is never master until it wins a new one.
+//! - The master's own lease ends at: the tick time read **before** its proposal was first
+//!   sent, plus lease_ms × (1 − max drift), minus the margin. Ticks never extend it; a
+//!   restarted node has no start time for older leases, so it is never master until it wins
+//!   a new one.
 //! - The master serves (writes, lease reads) only once it applied every instance chosen before
 //!   the first lease of its term. It renews at about lease/4.
 
 use std::collections::BTreeSet;
 
-use paxsql_schema::{envelope::Body, paxos_value::Payload, ClusterInit, MasterLease, PaxosValue, ReadIndexReply};
+use paxsql_schema::{
+    envelope::Body, paxos_value::Payload, ClusterInit, MasterLease, PaxosValue, ReadIndexReply,
+};
 
 use super::api::{Action, InstanceId, NodeId};
 use super::core::{Core, ReadRound, READ_INDEX_PENDING_MAX};
@@ -57,18 +60,27 @@ impl Core {
         self.halted.is_none()
             && lease.master_id == Some(self.config.node_id)
             && lease.own_end_ms.is_some_and(|end_ms| now_ms < end_ms)
-            && self.applied_instance.is_some_and(|applied| applied + 1 >= lease.term_start_instance)
+            && self
+                .applied_instance
+                .is_some_and(|applied| applied + 1 >= lease.term_start_instance)
     }
 
     /// The master this node believes alive at `now_ms`.
     pub fn live_master(&self, now_ms: u64) -> Option<NodeId> {
         let lease = &self.lease;
-        let alive = lease.learned_at_ms.is_some_and(|learned_ms| now_ms < learned_ms + lease.lease_ms);
+        let alive = lease
+            .learned_at_ms
+            .is_some_and(|learned_ms| now_ms < learned_ms + lease.lease_ms);
         lease.master_id.filter(|_| alive)
     }
 
     /// A chosen `MasterLease` at `instance_id`.
-    pub(super) fn apply_lease(&mut self, instance_id: InstanceId, lease: &MasterLease, value: &PaxosValue) {
+    pub(super) fn apply_lease(
+        &mut self,
+        instance_id: InstanceId,
+        lease: &MasterLease,
+        value: &PaxosValue,
+    ) {
         if lease.expected_version != self.lease.version {
             return;
         }
@@ -82,7 +94,10 @@ impl Core {
             .and_then(|inflight| inflight.lease_start_ms)
             .filter(|_| lease.master_id == node_id);
         let continuing = self.lease.master_id == Some(node_id)
-            && self.lease.own_end_ms.is_some_and(|end_ms| now_ms.is_some_and(|now_ms| now_ms < end_ms));
+            && self
+                .lease
+                .own_end_ms
+                .is_some_and(|end_ms| now_ms.is_some_and(|now_ms| now_ms < end_ms));
         let state = &mut self.lease;
         state.master_id = Some(lease.master_id);
         state.lease_ms = lease.lease_ms;
@@ -104,7 +119,10 @@ impl Core {
     /// On each tick: schedules this node's cluster-init proposal while instance 0 is open.
     pub(super) fn maintain_lease(&mut self) {
         let node_id = self.config.node_id;
-        if self.instance_id == 0 && self.config.initial_members.contains(&node_id) && self.lease.init_at_ms.is_none() {
+        if self.instance_id == 0
+            && self.config.initial_members.contains(&node_id)
+            && self.lease.init_at_ms.is_none()
+        {
             let window_ms = self.config.lease_ms / 4 + 1;
             self.lease.init_at_ms = Some(self.now() + self.rng.below(window_ms));
         }
@@ -120,9 +138,13 @@ impl Core {
             return false;
         }
         if lease.master_id == Some(node_id) {
-            return lease.own_start_ms.is_none_or(|start_ms| now_ms >= start_ms + self.config.lease_ms / 4);
+            return lease
+                .own_start_ms
+                .is_none_or(|start_ms| now_ms >= start_ms + self.config.lease_ms / 4);
         }
-        if self.live_master(now_ms).is_some() || (lease.master_id.is_some() && lease.learned_at_ms.is_none()) {
+        if self.live_master(now_ms).is_some()
+            || (lease.master_id.is_some() && lease.learned_at_ms.is_none())
+        {
             self.lease.campaign_at_ms = None;
             return false;
         }
@@ -150,7 +172,10 @@ impl Core {
     }
 
     pub(super) fn init_payload_if_due(&mut self) -> Option<Payload> {
-        let due = self.lease.init_at_ms.is_some_and(|at_ms| self.now() >= at_ms);
+        let due = self
+            .lease
+            .init_at_ms
+            .is_some_and(|at_ms| self.now() >= at_ms);
         if !due {
             return None;
         }
@@ -169,7 +194,9 @@ impl Core {
     /// step down, or its lease run out, first: two masters must never overlap).
     pub(super) fn handle_campaign(&mut self, actions: &mut Vec<Action>) {
         let now_ms = self.now();
-        let other_alive = self.live_master(now_ms).is_some_and(|master| master != self.config.node_id);
+        let other_alive = self
+            .live_master(now_ms)
+            .is_some_and(|master| master != self.config.node_id);
         if self.instance_id > 0 && self.is_member(self.config.node_id) && !other_alive {
             self.lease.campaign_requested = true;
             self.try_propose(actions);
@@ -194,18 +221,36 @@ impl Core {
             actions.push(Action::ReadIndexDone { read_id, ok: true });
             return;
         }
-        self.reads.insert(read_id, ReadRound { ballot, granted, started_ms: self.now() });
-        let request = paxsql_schema::ReadIndexRequest { read_id, ballot: Some(ballot), instance_id: self.instance_id };
+        self.reads.insert(
+            read_id,
+            ReadRound {
+                ballot,
+                granted,
+                started_ms: self.now(),
+            },
+        );
+        let request = paxsql_schema::ReadIndexRequest {
+            read_id,
+            ballot: Some(ballot),
+            instance_id: self.instance_id,
+        };
         self.broadcast(Body::ReadIndexRequest(request), actions);
     }
 
-    pub(super) fn handle_read_index_reply(&mut self, from: NodeId, reply: ReadIndexReply, actions: &mut Vec<Action>) {
+    pub(super) fn handle_read_index_reply(
+        &mut self,
+        from: NodeId,
+        reply: ReadIndexReply,
+        actions: &mut Vec<Action>,
+    ) {
         if !self.is_member(from) {
             self.non_member_dropped += 1;
             return;
         }
         let quorum = self.quorum();
-        let Some(round) = self.reads.get_mut(&reply.read_id) else { return };
+        let Some(round) = self.reads.get_mut(&reply.read_id) else {
+            return;
+        };
         if !reply.ok {
             let promised = reply.promised.unwrap_or_default();
             if promised > round.ballot {
@@ -213,13 +258,19 @@ impl Core {
                 self.proposer.highest_seen = self.proposer.highest_seen.max(promised.number);
             }
             self.reads.remove(&reply.read_id);
-            actions.push(Action::ReadIndexDone { read_id: reply.read_id, ok: false });
+            actions.push(Action::ReadIndexDone {
+                read_id: reply.read_id,
+                ok: false,
+            });
             return;
         }
         round.granted.insert(from);
         if round.granted.len() >= quorum {
             self.reads.remove(&reply.read_id);
-            actions.push(Action::ReadIndexDone { read_id: reply.read_id, ok: true });
+            actions.push(Action::ReadIndexDone {
+                read_id: reply.read_id,
+                ok: true,
+            });
         }
     }
 

@@ -12,7 +12,12 @@ use super::api::{Action, InstanceId, NodeId};
 use super::core::Core;
 
 impl Core {
-    pub(super) fn apply_system_value(&mut self, instance_id: InstanceId, value: &PaxosValue, actions: &mut Vec<Action>) {
+    pub(super) fn apply_system_value(
+        &mut self,
+        instance_id: InstanceId,
+        value: &PaxosValue,
+        actions: &mut Vec<Action>,
+    ) {
         match &value.payload {
             Some(Payload::ClusterInit(init)) if instance_id == 0 => {
                 if self.config.cluster_gid != 0 && self.config.cluster_gid != init.cluster_gid {
@@ -27,7 +32,9 @@ impl Core {
                 self.cluster_gid = init.cluster_gid;
                 self.set_members(&init.members, 0);
             }
-            Some(Payload::Membership(change)) if change.expected_version == self.members_version => {
+            Some(Payload::Membership(change))
+                if change.expected_version == self.members_version =>
+            {
                 self.set_members(&change.members, instance_id);
             }
             Some(Payload::MasterLease(lease)) => self.apply_lease(instance_id, lease, value),

@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 
 use paxsql_schema::{
-    envelope::Body, paxos_value::Payload, Accept, Accepted, Ballot, BatchedOpaque, Chosen, PaxosValue,
-    Prepare, Promise,
+    envelope::Body, paxos_value::Payload, Accept, Accepted, Ballot, BatchedOpaque, Chosen,
+    PaxosValue, Prepare, Promise,
 };
 
 use super::api::{Action, InstanceId, NodeId, PlantedBug, ProposalOutcome};
@@ -34,7 +34,9 @@ pub struct Proposer {
 
 impl Proposer {
     pub fn campaigning(&self) -> bool {
-        self.inflight.as_ref().is_some_and(|inflight| inflight.lease_start_ms.is_some())
+        self.inflight
+            .as_ref()
+            .is_some_and(|inflight| inflight.lease_start_ms.is_some())
     }
 }
 
@@ -80,17 +82,26 @@ impl Core {
             let instance_id = expected_instance.expect("checked just above");
             Some(ProposalOutcome::Lost { instance_id })
         } else if self.cluster_gid != 0 && !self.is_member(self.config.node_id) {
-            Some(ProposalOutcome::Refused("this node is not a member of the group".into()))
+            Some(ProposalOutcome::Refused(
+                "this node is not a member of the group".into(),
+            ))
         } else if self.queue.len() >= self.config.proposal_queue_max {
             Some(ProposalOutcome::Busy)
         } else {
             None
         };
         if let Some(outcome) = outcome {
-            actions.push(Action::ProposalDone { proposal_id, outcome });
+            actions.push(Action::ProposalDone {
+                proposal_id,
+                outcome,
+            });
             return;
         }
-        self.queue.push_back(QueuedProposal { proposal_id, payload, expected_instance });
+        self.queue.push_back(QueuedProposal {
+            proposal_id,
+            payload,
+            expected_instance,
+        });
         self.try_propose(actions);
     }
 
@@ -107,8 +118,13 @@ impl Core {
         if self.proposer.inflight.is_none() {
             self.proposer.inflight = self.next_inflight(actions);
         }
-        let Some(inflight) = &self.proposer.inflight else { return };
-        assert_eq!(inflight.instance_id, self.instance_id, "an in-flight value belongs to the current instance");
+        let Some(inflight) = &self.proposer.inflight else {
+            return;
+        };
+        assert_eq!(
+            inflight.instance_id, self.instance_id,
+            "an in-flight value belongs to the current instance"
+        );
         if self.proposer.prepared {
             let value = inflight.value.clone();
             self.start_accept(self.proposer.ballot, value, actions);
@@ -128,19 +144,31 @@ impl Core {
             return Some(self.make_inflight(payload, Vec::new(), Some(start_ms)));
         }
         while let Some(front) = self.queue.front() {
-            if front.expected_instance.is_none_or(|expected| expected == self.instance_id) {
+            if front
+                .expected_instance
+                .is_none_or(|expected| expected == self.instance_id)
+            {
                 break;
             }
             let stale = self.queue.pop_front().expect("front exists");
             let instance_id = stale.expected_instance.expect("bound, checked above");
-            actions.push(Action::ProposalDone { proposal_id: stale.proposal_id, outcome: ProposalOutcome::Lost { instance_id } });
+            actions.push(Action::ProposalDone {
+                proposal_id: stale.proposal_id,
+                outcome: ProposalOutcome::Lost { instance_id },
+            });
         }
         let first = self.queue.pop_front()?;
         let mut proposals = vec![first];
-        if let (None, Payload::Opaque(first_bytes)) = (proposals[0].expected_instance, &proposals[0].payload) {
+        if let (None, Payload::Opaque(first_bytes)) =
+            (proposals[0].expected_instance, &proposals[0].payload)
+        {
             let mut bytes = first_bytes.len();
             while proposals.len() < self.config.batch_count_max {
-                let Some(QueuedProposal { expected_instance: None, payload: Payload::Opaque(next), .. }) = self.queue.front()
+                let Some(QueuedProposal {
+                    expected_instance: None,
+                    payload: Payload::Opaque(next),
+                    ..
+                }) = self.queue.front()
                 else {
                     break;
                 };
@@ -166,19 +194,41 @@ impl Core {
         Some(self.make_inflight(payload, proposals, None))
     }
 
-    fn make_inflight(&mut self, payload: Payload, proposals: Vec<QueuedProposal>, lease_start_ms: Option<u64>) -> Inflight {
-        let value = PaxosValue { value_id: self.take_value_id(), checksum_before: self.checksum, payload: Some(payload) };
-        Inflight { instance_id: self.instance_id, value, proposals, lease_start_ms }
+    fn make_inflight(
+        &mut self,
+        payload: Payload,
+        proposals: Vec<QueuedProposal>,
+        lease_start_ms: Option<u64>,
+    ) -> Inflight {
+        let value = PaxosValue {
+            value_id: self.take_value_id(),
+            checksum_before: self.checksum,
+            payload: Some(payload),
+        };
+        Inflight {
+            instance_id: self.instance_id,
+            value,
+            proposals,
+            lease_start_ms,
+        }
     }
 
     fn start_prepare(&mut self, actions: &mut Vec<Action>) {
-        let number = self.proposer.highest_seen.max(self.proposer.ballot.number).max(self.acceptor.promised.number) + 1;
+        let number = self
+            .proposer
+            .highest_seen
+            .max(self.proposer.ballot.number)
+            .max(self.acceptor.promised.number)
+            + 1;
         let ballot = Ballot::new(number, self.config.node_id);
         self.proposer.ballot = ballot;
         self.proposer.phase = Phase::Preparing(Round::new(self.instance_id, ballot, self.now()));
         // Our own promise goes first; the peers hear of the ballot only once it is durable, so
         // after a crash this node never reuses a ballot it already sent.
-        let prepare = Prepare { instance_id: self.instance_id, ballot: Some(ballot) };
+        let prepare = Prepare {
+            instance_id: self.instance_id,
+            ballot: Some(ballot),
+        };
         self.handle_prepare(self.config.node_id, prepare, actions);
     }
 
@@ -186,12 +236,22 @@ impl Core {
         let mut round = Round::new(self.instance_id, ballot, self.now());
         round.value = Some((ballot, value.clone()));
         self.proposer.phase = Phase::Accepting(round);
-        let accept = Accept { instance_id: self.instance_id, ballot: Some(ballot), value: Some(value) };
+        let accept = Accept {
+            instance_id: self.instance_id,
+            ballot: Some(ballot),
+            value: Some(value),
+        };
         self.broadcast(Body::Accept(accept.clone()), actions);
         self.handle_accept(self.config.node_id, accept, actions);
     }
 
-    pub(super) fn handle_promise(&mut self, from: NodeId, gid_known: bool, promise: Promise, actions: &mut Vec<Action>) {
+    pub(super) fn handle_promise(
+        &mut self,
+        from: NodeId,
+        gid_known: bool,
+        promise: Promise,
+        actions: &mut Vec<Action>,
+    ) {
         if gid_known && promise.chosen_instance >= self.instance_id {
             self.note_peer_chosen(from, promise.chosen_instance, actions);
         }
@@ -201,7 +261,9 @@ impl Core {
         }
         let ballot = promise.ballot.unwrap_or_default();
         let quorum = self.quorum();
-        let Phase::Preparing(round) = &mut self.proposer.phase else { return };
+        let Phase::Preparing(round) = &mut self.proposer.phase else {
+            return;
+        };
         if round.instance_id != promise.instance_id || round.ballot != ballot {
             return;
         }
@@ -216,8 +278,15 @@ impl Core {
         }
         round.granted.insert(from);
         let accepted_ballot = promise.accepted_ballot.unwrap_or_default();
-        if let Some(value) = promise.accepted_value.filter(|_| !accepted_ballot.is_zero()) {
-            if round.value.as_ref().is_none_or(|(best, _)| accepted_ballot > *best) {
+        if let Some(value) = promise
+            .accepted_value
+            .filter(|_| !accepted_ballot.is_zero())
+        {
+            if round
+                .value
+                .as_ref()
+                .is_none_or(|(best, _)| accepted_ballot > *best)
+            {
                 round.value = Some((accepted_ballot, value));
             }
         }
@@ -225,21 +294,38 @@ impl Core {
         round.announced |= announce;
         let reached = round.granted.len() >= quorum;
         if announce {
-            let prepare = Prepare { instance_id: promise.instance_id, ballot: Some(ballot) };
+            let prepare = Prepare {
+                instance_id: promise.instance_id,
+                ballot: Some(ballot),
+            };
             self.broadcast(Body::Prepare(prepare), actions);
         }
         if !reached {
             return;
         }
-        let Phase::Preparing(round) = &mut self.proposer.phase else { unreachable!("matched above") };
+        let Phase::Preparing(round) = &mut self.proposer.phase else {
+            unreachable!("matched above")
+        };
         let adopted = round.value.take().map(|(_, value)| value);
-        let own = self.proposer.inflight.as_ref().map(|inflight| inflight.value.clone());
-        let value = adopted.or(own).expect("a prepare round always has a value of its own");
+        let own = self
+            .proposer
+            .inflight
+            .as_ref()
+            .map(|inflight| inflight.value.clone());
+        let value = adopted
+            .or(own)
+            .expect("a prepare round always has a value of its own");
         self.proposer.prepared = true;
         self.start_accept(ballot, value, actions);
     }
 
-    pub(super) fn handle_accepted(&mut self, from: NodeId, gid_known: bool, accepted: Accepted, actions: &mut Vec<Action>) {
+    pub(super) fn handle_accepted(
+        &mut self,
+        from: NodeId,
+        gid_known: bool,
+        accepted: Accepted,
+        actions: &mut Vec<Action>,
+    ) {
         if gid_known && accepted.chosen_instance >= self.instance_id {
             self.note_peer_chosen(from, accepted.chosen_instance, actions);
         }
@@ -249,7 +335,9 @@ impl Core {
         }
         let ballot = accepted.ballot.unwrap_or_default();
         let quorum = self.quorum();
-        let Phase::Accepting(round) = &mut self.proposer.phase else { return };
+        let Phase::Accepting(round) = &mut self.proposer.phase else {
+            return;
+        };
         if round.instance_id != accepted.instance_id || round.ballot != ballot {
             return;
         }
@@ -270,8 +358,15 @@ impl Core {
             return;
         }
         let instance_id = round.instance_id;
-        let (_, value) = round.value.take().expect("an accept round carries its value");
-        let chosen = Chosen { instance_id, ballot: Some(ballot), value_id: value.value_id };
+        let (_, value) = round
+            .value
+            .take()
+            .expect("an accept round carries its value");
+        let chosen = Chosen {
+            instance_id,
+            ballot: Some(ballot),
+            value_id: value.value_id,
+        };
         self.broadcast(Body::Chosen(chosen), actions);
         self.commit_chosen(instance_id, ballot, value, actions);
     }
@@ -283,14 +378,17 @@ impl Core {
     /// Another proposer got in the way: end the round, pause a random while, retry.
     fn on_conflict(&mut self, actions: &mut Vec<Action>) {
         self.proposer.phase = Phase::Idle;
-        if self.config.planted_bug == PlantedBug::SkipPrepareAfterRejection && self.proposer.prepared {
+        if self.config.planted_bug == PlantedBug::SkipPrepareAfterRejection
+            && self.proposer.prepared
+        {
             // The bug: raise the ballot and keep skipping prepare.
             let number = self.proposer.highest_seen.max(self.proposer.ballot.number) + 1;
             self.proposer.ballot = Ballot::new(number, self.config.node_id);
         } else {
             self.proposer.prepared = false;
         }
-        self.proposer.backoff_until_ms = self.now() + 1 + self.rng.below(self.config.backoff_max_ms);
+        self.proposer.backoff_until_ms =
+            self.now() + 1 + self.rng.below(self.config.backoff_max_ms);
         self.fail_reads(actions);
     }
 
@@ -307,22 +405,36 @@ impl Core {
 
     /// Instance `instance_id` chose `value`: settle this node's value and queued proposals
     /// bound to that instance. `outcomes` are emitted after the value's delivery.
-    pub(super) fn proposer_on_chosen(&mut self, instance_id: InstanceId, value: &PaxosValue, outcomes: &mut Vec<Action>) {
+    pub(super) fn proposer_on_chosen(
+        &mut self,
+        instance_id: InstanceId,
+        value: &PaxosValue,
+        outcomes: &mut Vec<Action>,
+    ) {
         self.proposer.phase = Phase::Idle;
         if let Some(inflight) = self.proposer.inflight.take() {
-            assert_eq!(inflight.instance_id, instance_id, "an in-flight value belongs to the current instance");
+            assert_eq!(
+                inflight.instance_id, instance_id,
+                "an in-flight value belongs to the current instance"
+            );
             let won = inflight.value.value_id == value.value_id;
             let mut requeue = Vec::new();
             for proposal in inflight.proposals {
                 let outcome = if won {
-                    ProposalOutcome::Chosen { instance_id, value_id: value.value_id }
+                    ProposalOutcome::Chosen {
+                        instance_id,
+                        value_id: value.value_id,
+                    }
                 } else if proposal.expected_instance.is_some() {
                     ProposalOutcome::Lost { instance_id }
                 } else {
                     requeue.push(proposal);
                     continue;
                 };
-                outcomes.push(Action::ProposalDone { proposal_id: proposal.proposal_id, outcome });
+                outcomes.push(Action::ProposalDone {
+                    proposal_id: proposal.proposal_id,
+                    outcome,
+                });
             }
             for proposal in requeue.into_iter().rev() {
                 self.queue.push_front(proposal);
@@ -333,7 +445,9 @@ impl Core {
             match proposal.expected_instance {
                 Some(expected) if expected <= instance_id => outcomes.push(Action::ProposalDone {
                     proposal_id: proposal.proposal_id,
-                    outcome: ProposalOutcome::Lost { instance_id: expected },
+                    outcome: ProposalOutcome::Lost {
+                        instance_id: expected,
+                    },
                 }),
                 _ => kept.push_back(proposal),
             }
@@ -344,6 +458,14 @@ impl Core {
 
 impl Round {
     fn new(instance_id: InstanceId, ballot: Ballot, started_ms: u64) -> Self {
-        Round { instance_id, ballot, started_ms, granted: BTreeSet::new(), rejected: BTreeSet::new(), announced: false, value: None }
+        Round {
+            instance_id,
+            ballot,
+            started_ms,
+            granted: BTreeSet::new(),
+            rejected: BTreeSet::new(),
+            announced: false,
+            value: None,
+        }
     }
 }

@@ -19,8 +19,9 @@ pub(super) fn rebuild(core: &mut Core, records: &[Record]) {
     for record in records {
         match record.kind {
             RecordKind::Chosen => {
-                let value = ChosenValue::decode(record.payload.as_ref())
-                    .expect("a Chosen record the log returned intact decodes (it was written by this code)");
+                let value = ChosenValue::decode(record.payload.as_ref()).expect(
+                    "a Chosen record the log returned intact decodes (it was written by this code)",
+                );
                 chosen.entry(record.instance_id).or_insert(value);
             }
             RecordKind::Acceptor => {
@@ -33,12 +34,17 @@ pub(super) fn rebuild(core: &mut Core, records: &[Record]) {
     }
     let mut ignored = Vec::new();
     for (position, (instance_id, chosen_value)) in chosen.into_iter().enumerate() {
-        let Some(value) = chosen_value.value else { continue };
+        let Some(value) = chosen_value.value else {
+            continue;
+        };
         if position == 0 {
             core.instance_id = instance_id;
             core.checksum = value.checksum_before;
         }
-        assert_eq!(instance_id, core.instance_id, "the log's chosen instances have a gap");
+        assert_eq!(
+            instance_id, core.instance_id,
+            "the log's chosen instances have a gap"
+        );
         if value.checksum_before != core.checksum {
             core.halted = Some(format!(
                 "instance {instance_id}: the log's checksum chain breaks ({:#x} recorded, {:#x} \

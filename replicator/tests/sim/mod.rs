@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use paxsql_binlog::{LogStore, MemLog, RecordKind};
 use paxsql_replicator::paxos::{Action, Config, Core, Input, NodeId, PlantedBug, ProposalOutcome};
-use paxsql_schema::{envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Message, PaxosValue};
+use paxsql_schema::{
+    envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Message, PaxosValue,
+};
 
 /// A tiny splitmix64 for the world's own choices.
 pub struct SimRng(u64);
@@ -54,7 +56,10 @@ const MAX_DRIFT_PPM: u64 = 20_000;
 enum Event {
     Message(Envelope),
     Tick(usize),
-    Sync { node: usize, incarnation: u64 },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
     Crash,
     Restart(usize),
     Client,
@@ -182,7 +187,8 @@ impl World {
 
     fn schedule(&mut self, after_ms: u64, event: Event) {
         self.sequence += 1;
-        self.events.insert((self.now_ms + after_ms, self.sequence), event);
+        self.events
+            .insert((self.now_ms + after_ms, self.sequence), event);
     }
 
     fn start_node(&mut self, index: usize) {
@@ -194,7 +200,9 @@ impl World {
             .records()
             .iter()
             .filter(|record| record.kind == RecordKind::Chosen)
-            .map(|record| ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes"))
+            .map(|record| {
+                ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes")
+            })
             .collect();
         for chosen in records {
             if chosen.instance_id as usize == self.nodes[index].delivered.len() {
@@ -206,7 +214,12 @@ impl World {
         let applied = self.nodes[index].delivered.len() as u64;
         self.nodes[index].core = Some(core);
         if applied > 0 {
-            self.feed(index, Input::Applied { instance_id: applied - 1 });
+            self.feed(
+                index,
+                Input::Applied {
+                    instance_id: applied - 1,
+                },
+            );
         }
         self.schedule(0, Event::Tick(index));
     }
@@ -215,7 +228,9 @@ impl World {
     pub fn run(&mut self) {
         let end_ms = self.scenario.fault_ms + self.scenario.liveness_ms;
         while self.violation.is_none() {
-            let Some(((at_ms, _), event)) = self.events.pop_first() else { break };
+            let Some(((at_ms, _), event)) = self.events.pop_first() else {
+                break;
+            };
             if at_ms > end_ms {
                 break;
             }
@@ -262,7 +277,9 @@ impl World {
     }
 
     fn handle_tick(&mut self, index: usize) {
-        let Some(_) = &self.nodes[index].core else { return };
+        let Some(_) = &self.nodes[index].core else {
+            return;
+        };
         let now_ms = self.nodes[index].local_ms(self.now_ms);
         self.feed(index, Input::Tick { now_ms });
         // TICK_MS of local time, in global time.
@@ -292,8 +309,9 @@ impl World {
         }
         // Power cuts like to strike while a sync is pending: prefer a node with unsynced
         // records half of the time, else pick any node.
-        let syncing: Vec<usize> =
-            (0..self.nodes.len()).filter(|&index| self.nodes[index].log.unsynced_len() > 0).collect();
+        let syncing: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| self.nodes[index].log.unsynced_len() > 0)
+            .collect();
         let index = if !syncing.is_empty() && self.rng.below(2) == 0 {
             syncing[self.rng.below(syncing.len() as u64) as usize]
         } else {
@@ -310,7 +328,11 @@ impl World {
             node.sync_scheduled = false;
             node.incarnation += 1;
             // Half the restarts are quick, while the peers' rounds are still open.
-            let down_ms = if self.rng.below(2) == 0 { self.rng.range(5, 60) } else { self.rng.range(60, 800) };
+            let down_ms = if self.rng.below(2) == 0 {
+                self.rng.range(5, 60)
+            } else {
+                self.rng.range(60, 800)
+            };
             self.schedule(down_ms, Event::Restart(index));
         }
         let next_ms = self.rng.range(20, 500);
@@ -368,7 +390,10 @@ impl World {
             let index = self.rng.below(self.nodes.len() as u64) as usize;
             let bound = self.rng.below(5) == 0;
             let expected = if bound {
-                self.nodes[index].core.as_ref().map(|core| core.chosen_instance().map_or(0, |c| c + 1))
+                self.nodes[index]
+                    .core
+                    .as_ref()
+                    .map(|core| core.chosen_instance().map_or(0, |c| c + 1))
             } else {
                 None
             };
@@ -390,12 +415,21 @@ impl World {
         self.next_proposal_id += 1;
         let payload = bytes::Bytes::from(format!("s{}-p{proposal_id}", self.seed));
         self.proposals.insert(proposal_id, payload.clone());
-        self.feed(index, Input::Propose { proposal_id, payload: Payload::Opaque(payload), expected_instance });
+        self.feed(
+            index,
+            Input::Propose {
+                proposal_id,
+                payload: Payload::Opaque(payload),
+                expected_instance,
+            },
+        );
         Some(proposal_id)
     }
 
     fn send(&mut self, envelope: Envelope) {
-        if self.blocked.contains(&(envelope.from, envelope.to)) || self.rng.chance_ppm(self.drop_ppm) {
+        if self.blocked.contains(&(envelope.from, envelope.to))
+            || self.rng.chance_ppm(self.drop_ppm)
+        {
             return;
         }
         if self.rng.chance_ppm(self.duplicate_ppm) {
@@ -410,7 +444,9 @@ impl World {
     fn feed(&mut self, index: usize, input: Input) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
-            let Some(core) = self.nodes[index].core.as_mut() else { return };
+            let Some(core) = self.nodes[index].core.as_mut() else {
+                return;
+            };
             let actions = core.step(input);
             for action in actions {
                 self.carry_out(index, action, &mut inputs);
@@ -420,7 +456,11 @@ impl World {
 
     fn carry_out(&mut self, index: usize, action: Action, inputs: &mut VecDeque<Input>) {
         match action {
-            Action::Persist { token, records, then_send } => {
+            Action::Persist {
+                token,
+                records,
+                then_send,
+            } => {
                 let node = &mut self.nodes[index];
                 for record in &records {
                     node.log.append(record).expect("memlog append");
@@ -430,30 +470,54 @@ impl World {
                     node.sync_scheduled = true;
                     let incarnation = node.incarnation;
                     let delay_ms = self.rng.range(0, 25);
-                    self.schedule(delay_ms, Event::Sync { node: index, incarnation });
+                    self.schedule(
+                        delay_ms,
+                        Event::Sync {
+                            node: index,
+                            incarnation,
+                        },
+                    );
                 }
             }
             Action::Send(envelope) => self.send(envelope),
             Action::Deliver { instance_id, value } => {
                 if instance_id as usize != self.nodes[index].delivered.len() {
                     let have = self.nodes[index].delivered.len();
-                    self.violate(format!("node {} delivered instance {instance_id} after {have} values", node_id(index)));
+                    self.violate(format!(
+                        "node {} delivered instance {instance_id} after {have} values",
+                        node_id(index)
+                    ));
                     return;
                 }
                 self.check_delivery(index, instance_id, &value);
                 if self.trace {
-                    println!("{} ms: node {} delivers {instance_id}: {:?}", self.now_ms, node_id(index), value.payload);
+                    println!(
+                        "{} ms: node {} delivers {instance_id}: {:?}",
+                        self.now_ms,
+                        node_id(index),
+                        value.payload
+                    );
                 }
                 self.nodes[index].delivered.push(value);
                 inputs.push_back(Input::Applied { instance_id });
             }
-            Action::ProposalDone { proposal_id, outcome } => self.check_outcome(index, proposal_id, outcome),
-            Action::ServeLearn { to, from_instance, max_values } => self.serve_learn(index, to, from_instance, max_values),
-            Action::NeedCheckpoint { .. } => {
-                self.violate(format!("node {} asked for a checkpoint, but no log was truncated", node_id(index)))
-            }
+            Action::ProposalDone {
+                proposal_id,
+                outcome,
+            } => self.check_outcome(index, proposal_id, outcome),
+            Action::ServeLearn {
+                to,
+                from_instance,
+                max_values,
+            } => self.serve_learn(index, to, from_instance, max_values),
+            Action::NeedCheckpoint { .. } => self.violate(format!(
+                "node {} asked for a checkpoint, but no log was truncated",
+                node_id(index)
+            )),
             Action::ReadIndexDone { .. } => {}
-            Action::Halt { reason } => self.violate(format!("node {} halted: {reason}", node_id(index))),
+            Action::Halt { reason } => {
+                self.violate(format!("node {} halted: {reason}", node_id(index)))
+            }
         }
     }
 
@@ -481,11 +545,21 @@ impl World {
             // Busy (a queue filled during the faults) or refused: the client retries.
             self.schedule(20, Event::Marker);
         }
-        let ProposalOutcome::Chosen { instance_id, value_id } = outcome else { return };
+        let ProposalOutcome::Chosen {
+            instance_id,
+            value_id,
+        } = outcome
+        else {
+            return;
+        };
         if Some(proposal_id) == self.marker {
             self.marker_chosen = true;
         }
-        let payload = self.proposals.get(&proposal_id).cloned().unwrap_or_default();
+        let payload = self
+            .proposals
+            .get(&proposal_id)
+            .cloned()
+            .unwrap_or_default();
         let holds = self.chosen.get(&instance_id).is_some_and(|value| {
             value.value_id == value_id
                 && match &value.payload {
@@ -504,14 +578,21 @@ impl World {
 
     fn serve_learn(&mut self, index: usize, to: NodeId, from_instance: u64, max_values: u32) {
         let node = &self.nodes[index];
-        let core = node.core.as_ref().expect("a live node serves learn requests");
+        let core = node
+            .core
+            .as_ref()
+            .expect("a live node serves learn requests");
         let values: Vec<ChosenValue> = node
             .log
             .records()
             .iter()
-            .filter(|record| record.kind == RecordKind::Chosen && record.instance_id >= from_instance)
+            .filter(|record| {
+                record.kind == RecordKind::Chosen && record.instance_id >= from_instance
+            })
             .take(max_values as usize)
-            .map(|record| ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes"))
+            .map(|record| {
+                ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes")
+            })
             .collect();
         let learned = LearnedValues {
             values,
@@ -528,7 +609,9 @@ impl World {
         let serving: Vec<NodeId> = (0..self.nodes.len())
             .filter(|&index| {
                 let node = &self.nodes[index];
-                node.core.as_ref().is_some_and(|core| core.is_serving_as_master(node.local_ms(self.now_ms)))
+                node.core
+                    .as_ref()
+                    .is_some_and(|core| core.is_serving_as_master(node.local_ms(self.now_ms)))
             })
             .map(node_id)
             .collect();
@@ -540,7 +623,9 @@ impl World {
             }
         }
         if serving.len() > 1 {
-            self.violate(format!("two masters: nodes {serving:?} serve as master at the same time"));
+            self.violate(format!(
+                "two masters: nodes {serving:?} serve as master at the same time"
+            ));
         }
     }
 
@@ -552,7 +637,12 @@ impl World {
             ));
             return;
         }
-        let longest = self.nodes.iter().map(|node| node.delivered.len()).max().unwrap_or(0);
+        let longest = self
+            .nodes
+            .iter()
+            .map(|node| node.delivered.len())
+            .max()
+            .unwrap_or(0);
         for index in 0..self.nodes.len() {
             let have = self.nodes[index].delivered.len();
             if have + 2 < longest {
