@@ -35,29 +35,36 @@ fn seeds_to_run() -> Vec<u64> {
 }
 
 /// Runs one seed; returns the violation, if any.
-fn run_seed(seed: u64, scenario: Scenario) -> (Option<String>, u64) {
+fn run_seed(seed: u64, scenario: Scenario) -> (Option<String>, u64, u64) {
     let mut world = World::new(seed, scenario);
     world.run();
-    (world.violation, world.chosen_count)
+    (world.violation, world.chosen_count, world.serving_events)
 }
 
 fn simulate(nodes: usize) {
     let seeds = seeds_to_run();
     let mut chosen_total = 0;
+    let mut serving_total = 0;
     for &seed in &seeds {
-        let (violation, chosen) = run_seed(seed, scenario(nodes, PlantedBug::None));
+        let (violation, chosen, serving) = run_seed(seed, scenario(nodes, PlantedBug::None));
+        serving_total += serving;
         if let Some(violation) = violation {
             panic!("simulation of {nodes} nodes: seed {seed} violates: {violation} (replay: PAXSQL_SIM_SEED={seed})");
         }
         chosen_total += chosen;
     }
     println!(
-        "simulated {} seeds, 0 violations ({nodes} nodes, {chosen_total} instances chosen)",
+        "simulated {} seeds, 0 violations ({nodes} nodes, {chosen_total} instances chosen, \
+         {serving_total} events with a serving master)",
         seeds.len()
     );
     assert!(
         chosen_total >= seeds.len() as u64,
         "the runs chose almost nothing: the simulator is not exercising Paxos"
+    );
+    assert!(
+        serving_total > 0,
+        "no node ever served as master: the single-master check proved nothing"
     );
 }
 
@@ -77,7 +84,7 @@ fn find_planted(planted_bug: PlantedBug, nodes: usize) {
         Err(_) => (0..PLANTED_SEEDS_MAX).collect(),
     };
     for seed in seeds {
-        if let (Some(violation), _) = run_seed(seed, scenario(nodes, planted_bug)) {
+        if let (Some(violation), _, _) = run_seed(seed, scenario(nodes, planted_bug)) {
             println!(
                 "planted {planted_bug:?} ({nodes} nodes): first failing seed {seed}: {violation}"
             );

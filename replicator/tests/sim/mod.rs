@@ -111,6 +111,8 @@ pub struct World {
     marker_chosen: bool,
     pub violation: Option<String>,
     pub chosen_count: u64,
+    /// Events after which some node served as master (proves the master check is not vacuous).
+    pub serving_events: u64,
     /// Print deliveries and crashes (set by `PAXSQL_SIM_TRACE`).
     pub trace: bool,
 }
@@ -153,6 +155,7 @@ impl World {
             marker_chosen: false,
             violation: None,
             chosen_count: 0,
+            serving_events: 0,
             trace: std::env::var("PAXSQL_SIM_TRACE").is_ok(),
         };
         for index in 0..scenario.nodes {
@@ -615,6 +618,9 @@ impl World {
             })
             .map(node_id)
             .collect();
+        if !serving.is_empty() {
+            self.serving_events += 1;
+        }
         if serving.len() > 1 && self.trace {
             for node in &self.nodes {
                 if let Some(core) = &node.core {
