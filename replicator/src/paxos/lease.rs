@@ -6,9 +6,10 @@
 //! - Followers treat the master as alive for `lease_ms` from the tick time at which they
 //!   learned the lease (their own clock). A lease recovered from the log counts from the first
 //!   tick after a restart.
-//! - The master's own lease ends at the tick time read **before** its proposal was first sent
-//!   + lease_ms × (1 − max drift) − margin. Ticks never extend it; a restarted node has no
-//!   start time for older leases, so it is never master until it wins a new one.
+//! - The master's own lease ends at: the tick time read **before** its proposal was first
+//!   sent, plus lease_ms × (1 − max drift), minus the margin. Ticks never extend it; a
+//!   restarted node has no start time for older leases, so it is never master until it wins
+//!   a new one.
 //! - The master serves (writes, lease reads) only once it applied every instance chosen before
 //!   the first lease of its term. It renews at about lease/4.
 
@@ -36,7 +37,8 @@ pub struct LeaseState {
     pub term_start_instance: InstanceId,
     pub campaign_at_ms: Option<u64>,
     pub init_at_ms: Option<u64>,
-    pub proposal_due: bool,
+    /// `Input::Campaign` asked to skip the random pause (cleared by any chosen lease).
+    pub campaign_requested: bool,
 }
 
 impl LeaseState {
@@ -102,6 +104,7 @@ impl Core {
         state.version = instance_id;
         state.learned_at_ms = now_ms;
         state.campaign_at_ms = None;
+        state.campaign_requested = false;
         state.own_start_ms = own_start_ms;
         state.own_end_ms = own_start_ms.map(|start_ms| {
             let drift_ppm = self.config.max_drift_ppm.min(1_000_000);
@@ -113,42 +116,52 @@ impl Core {
         }
     }
 
-    /// Decides, on each tick, whether this node should propose the init or a lease.
+    /// On each tick: schedules this node's cluster-init proposal while instance 0 is open.
     pub(super) fn maintain_lease(&mut self) {
+        let node_id = self.config.node_id;
+        if self.instance_id == 0
+            && self.config.initial_members.contains(&node_id)
+            && self.lease.init_at_ms.is_none()
+        {
+            let window_ms = self.config.lease_ms / 4 + 1;
+            self.lease.init_at_ms = Some(self.now() + self.rng.below(window_ms));
+        }
+    }
+
+    /// Whether this node should propose a lease now, decided on the current state (never on
+    /// an earlier tick's view: a lease learned since then changes the answer).
+    fn lease_due(&mut self) -> bool {
         let now_ms = self.now();
         let node_id = self.config.node_id;
-        let window_ms = self.config.lease_ms / 4 + 1;
-        if self.instance_id == 0 {
-            if self.config.initial_members.contains(&node_id) && self.lease.init_at_ms.is_none() {
-                self.lease.init_at_ms = Some(now_ms + self.rng.below(window_ms));
-            }
-            return;
-        }
         let lease = &self.lease;
-        let due = if !self.is_member(node_id) {
-            false
-        } else if lease.master_id == Some(node_id) {
-            lease
+        if self.instance_id == 0 || !self.is_member(node_id) {
+            return false;
+        }
+        if lease.master_id == Some(node_id) {
+            return lease
                 .own_start_ms
-                .is_none_or(|start_ms| now_ms >= start_ms + self.config.lease_ms / 4)
-        } else if self.live_master(now_ms).is_some()
+                .is_none_or(|start_ms| now_ms >= start_ms + self.config.lease_ms / 4);
+        }
+        if self.live_master(now_ms).is_some()
             || (lease.master_id.is_some() && lease.learned_at_ms.is_none())
         {
             self.lease.campaign_at_ms = None;
-            false
-        } else {
-            let campaign_at_ms = match self.lease.campaign_at_ms {
-                Some(at_ms) => at_ms,
-                None => now_ms + self.rng.below(window_ms),
-            };
-            self.lease.campaign_at_ms = Some(campaign_at_ms);
-            now_ms >= campaign_at_ms
+            return false;
+        }
+        if std::mem::take(&mut self.lease.campaign_requested) {
+            return true;
+        }
+        let window_ms = self.config.lease_ms / 4 + 1;
+        let campaign_at_ms = match self.lease.campaign_at_ms {
+            Some(at_ms) => at_ms,
+            None => now_ms + self.rng.below(window_ms),
         };
-        self.lease.proposal_due = due;
+        self.lease.campaign_at_ms = Some(campaign_at_ms);
+        now_ms >= campaign_at_ms
     }
 
     pub(super) fn lease_payload_if_due(&mut self) -> Option<Payload> {
-        if !std::mem::take(&mut self.lease.proposal_due) {
+        if !self.lease_due() {
             return None;
         }
         Some(Payload::MasterLease(MasterLease {
@@ -185,7 +198,7 @@ impl Core {
             .live_master(now_ms)
             .is_some_and(|master| master != self.config.node_id);
         if self.instance_id > 0 && self.is_member(self.config.node_id) && !other_alive {
-            self.lease.proposal_due = true;
+            self.lease.campaign_requested = true;
             self.try_propose(actions);
         }
     }
