@@ -138,13 +138,30 @@ pub fn param_hints(sql: &str) -> ParamHints {
     hints
 }
 
+/// Keywords that can stand where a table name would: a subquery, a row source, a clause.
+fn is_structural(keyword: Keyword) -> bool {
+    matches!(
+        keyword,
+        Keyword::SELECT
+            | Keyword::VALUES
+            | Keyword::WITH
+            | Keyword::WHERE
+            | Keyword::SET
+            | Keyword::DEFAULT
+            | Keyword::OR
+            | Keyword::ON
+            | Keyword::LATERAL
+            | Keyword::JSON_TABLE
+    )
+}
+
 /// `name` or `schema.name` at the start of `tokens`.
 fn table_name(tokens: &[Token]) -> Option<String> {
     match tokens {
         [Token::Word(_), Token::Period, Token::Word(name), ..] => Some(name.value.clone()),
-        [Token::Word(name), ..]
-            if name.keyword == Keyword::NoKeyword || name.quote_style.is_some() =>
-        {
+        // Many ordinary names are keywords to sqlparser (`items`, `data`, `name`…): refuse
+        // only the words that can follow FROM/INTO/JOIN/UPDATE in place of a table name.
+        [Token::Word(name), ..] if name.quote_style.is_some() || !is_structural(name.keyword) => {
             Some(name.value.clone())
         }
         _ => None,
@@ -373,6 +390,22 @@ mod tests {
             }
         )));
         assert!(!hints.sources.iter().any(|(index, _)| *index == 0));
+    }
+
+    #[test]
+    fn table_names_that_are_sqlparser_keywords_still_give_hints() {
+        let hints = param_hints("INSERT INTO items (id, data) VALUES ($1, $2)");
+        assert_eq!(hints.tables, vec!["items".to_owned()]);
+        assert!(hints.sources.contains(&(
+            0,
+            ParamSource::TableColumn {
+                table: "items".into(),
+                column: Some("id".into()),
+                position: 0
+            }
+        )));
+        assert_eq!(param_hints("UPDATE data SET v = $1 WHERE id = $2").tables, vec!["data".to_owned()]);
+        assert!(param_hints("SELECT * FROM (SELECT 1)").tables.is_empty());
     }
 
     #[test]
