@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node of a cluster.
-    Node(cli::node::NodeArgs),
+    Node(Box<cli::node::NodeArgs>),
     /// Start N nodes on loopback as separate processes; Ctrl-C stops them all.
     DevCluster(cli::dev_cluster::DevClusterArgs),
     /// Show a node's role, master, and how far it has chosen and applied.
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => cli::node::run(args).await,
+            Command::Node(args) => cli::node::run(*args).await,
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
         }

@@ -49,6 +49,8 @@ fn status(chosen_instance: Option<u64>) -> Status {
         cluster_gid: 77,
         serving_as_master: false,
         foreign_gid_dropped: 0,
+        non_member_dropped: 0,
+        halted: None,
     }
 }
 

@@ -52,6 +52,8 @@ impl Engine for PingEngine {
             cluster_gid: 0,
             serving_as_master: false,
             foreign_gid_dropped: 0,
+            non_member_dropped: 0,
+            halted: None,
         }
     }
 }

@@ -404,7 +404,10 @@ mod tests {
                 position: 0
             }
         )));
-        assert_eq!(param_hints("UPDATE data SET v = $1 WHERE id = $2").tables, vec!["data".to_owned()]);
+        assert_eq!(
+            param_hints("UPDATE data SET v = $1 WHERE id = $2").tables,
+            vec!["data".to_owned()]
+        );
         assert!(param_hints("SELECT * FROM (SELECT 1)").tables.is_empty());
     }
 
