@@ -64,7 +64,8 @@ async fn bounded<T>(
 pub struct Recorder {
     started: Instant,
     pub stop: AtomicBool,
-    /// Completion times (µs) of successful operations, for the unavailability figure.
+    /// Completion times (µs) of successful writes, for the unavailability figure (reads with
+    /// `local` consistency succeed through any fault, so they would hide it).
     successes: Mutex<Vec<u64>>,
     pub operations: AtomicU64,
     pub maybes: AtomicU64,
@@ -97,9 +98,10 @@ impl Recorder {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn count(&self, result: &Result<(), Failure>) {
+    fn count(&self, result: &Result<(), Failure>, is_write: bool) {
         self.operations.fetch_add(1, Ordering::Relaxed);
         match result {
+            Ok(()) if !is_write => {}
             Ok(()) => self
                 .successes
                 .lock()
@@ -117,7 +119,7 @@ impl Recorder {
         self.anomalies.lock().expect("recorder lock").push(message);
     }
 
-    /// The longest time (ms) between two successful operations in `[from_us, to_us]`.
+    /// The longest time (ms) between two successful writes in `[from_us, to_us]`.
     pub fn max_gap_ms(&self, from_us: u64, to_us: u64) -> u64 {
         let mut times: Vec<u64> = self
             .successes
@@ -250,7 +252,7 @@ pub async fn register_client(recorder: Arc<Recorder>, mut session: Session, clie
             )
         };
         let complete_us = recorder.now_us();
-        recorder.count(&result);
+        recorder.count(&result, !matches!(kind, RegisterOpKind::Read(_)));
         let complete_us = match &result {
             Ok(()) => Some(complete_us),
             Err(Failure::Maybe(_)) => None,
@@ -325,7 +327,7 @@ pub async fn bank_transfer_client(recorder: Arc<Recorder>, mut session: Session,
             // Leave no transaction open on a connection we keep.
             let _ = bounded(client.batch_execute("ROLLBACK")).await;
         }
-        recorder.count(&result);
+        recorder.count(&result, true);
         session.reset_after(&result);
         if matches!(result, Err(Failure::Definite(_))) {
             session.client = None;
@@ -364,7 +366,7 @@ pub async fn bank_read_client(recorder: Arc<Recorder>, mut session: Session, cli
                 .collect();
             check_bank(&recorder, &balances, session.consistency);
         });
-        recorder.count(&result);
+        recorder.count(&result, false);
         session.reset_after(&result);
     }
 }
@@ -414,7 +416,7 @@ pub async fn set_client(recorder: Arc<Recorder>, mut session: Session, client_id
         ))
         .await;
         let result = insert.map(|_| ());
-        recorder.count(&result);
+        recorder.count(&result, true);
         match &result {
             Ok(()) => {
                 recorder.set_acked.lock().expect("recorder lock").insert(value);
