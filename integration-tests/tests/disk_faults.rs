@@ -19,7 +19,11 @@ async fn insert_rows(cluster: &Cluster, first_id: i64, count: i64) {
     let mut id = first_id;
     let deadline = Instant::now() + Duration::from_secs(60);
     while id < first_id + count {
-        assert!(Instant::now() < deadline, "writes stalled at id {id}\n{}", cluster.logs_tail());
+        assert!(
+            Instant::now() < deadline,
+            "writes stalled at id {id}\n{}",
+            cluster.logs_tail()
+        );
         let Some(node) = cluster.nodes.iter().find(|node| node.is_running()) else {
             panic!("no node is running");
         };
@@ -28,7 +32,9 @@ async fn insert_rows(cluster: &Cluster, first_id: i64, count: i64) {
             continue;
         };
         while id < first_id + count {
-            let sql = format!("INSERT OR REPLACE INTO t (id, payload) VALUES ({id}, hex(randomblob(64)))");
+            let sql = format!(
+                "INSERT OR REPLACE INTO t (id, payload) VALUES ({id}, hex(randomblob(64)))"
+            );
             match client.execute(&sql, &[]).await {
                 Ok(_) => id += 1,
                 Err(_) => {
@@ -44,7 +50,10 @@ async fn start_with_table(options: ClusterOptions) -> Cluster {
     let cluster = Cluster::start_with(3, &["--lease-ms", "1000"], options)
         .await
         .expect("cluster starts");
-    let master = cluster.wait_for_master(Duration::from_secs(30)).await.expect("master");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
     connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
         .await
         .expect("connect")
@@ -55,7 +64,10 @@ async fn start_with_table(options: ClusterOptions) -> Cluster {
 }
 
 async fn settle(cluster: &Cluster) {
-    cluster.wait_for_master(Duration::from_secs(30)).await.expect("master");
+    cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
     let committed = cluster.committed_instance().await;
     cluster
         .wait_applied(committed, Duration::from_secs(60))
@@ -67,7 +79,9 @@ async fn settle(cluster: &Cluster) {
 async fn assert_identical(cluster: &Cluster) -> usize {
     let mut hashes = Vec::new();
     for node in cluster.nodes.iter().filter(|node| node.is_running()) {
-        let client = connect_local(&node.sql_addr(), "main").await.expect("connect");
+        let client = connect_local(&node.sql_addr(), "main")
+            .await
+            .expect("connect");
         hashes.push((node.id, table_hash(&client, "t").await.expect("hash")));
     }
     assert!(
@@ -79,7 +93,10 @@ async fn assert_identical(cluster: &Cluster) -> usize {
 
 /// The newest segment file of node `id`'s log of group main.
 fn last_segment(cluster: &Cluster, id: u32) -> PathBuf {
-    let dir = cluster.nodes[(id - 1) as usize].data_dir.join("main").join("log");
+    let dir = cluster.nodes[(id - 1) as usize]
+        .data_dir
+        .join("main")
+        .join("log");
     let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("log dir")
         .map(|entry| entry.expect("entry").path())
@@ -106,12 +123,16 @@ async fn wait_exit(cluster: &mut Cluster, id: u32, timeout: Duration) -> std::pr
 }
 
 async fn follower(cluster: &Cluster) -> u32 {
-    let master = cluster.wait_for_master(Duration::from_secs(30)).await.expect("master");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
     (1..=3).find(|id| *id != master).expect("a follower")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_corrupted_record_mid_log_stops_the_node_naming_file_and_offset_and_it_relearns_once_moved_aside() {
+async fn a_corrupted_record_mid_log_stops_the_node_naming_file_and_offset_and_it_relearns_once_moved_aside(
+) {
     // Phase 1: 150 rows everywhere, then one follower's log is damaged in the middle.
     let mut cluster = start_with_table(ClusterOptions::default()).await;
     insert_rows(&cluster, 0, 150).await;
@@ -127,9 +148,16 @@ async fn a_corrupted_record_mid_log_stops_the_node_naming_file_and_offset_and_it
     // Phase 2: the node refuses to start, naming the file and the offset; the others serve on.
     cluster.node(victim).start().expect("spawn");
     let status = wait_exit(&mut cluster, victim, Duration::from_secs(20)).await;
-    assert!(!status.success(), "a node with a corrupt log exited with {status}");
+    assert!(
+        !status.success(),
+        "a node with a corrupt log exited with {status}"
+    );
     let log = cluster.nodes[(victim - 1) as usize].log();
-    let file_name = segment.file_name().expect("name").to_string_lossy().to_string();
+    let file_name = segment
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
     assert!(
         log.contains("corrupt log record") && log.contains(&file_name) && log.contains("at offset"),
         "the error must name the file and offset:\n{log}"
@@ -139,7 +167,10 @@ async fn a_corrupted_record_mid_log_stops_the_node_naming_file_and_offset_and_it
     // Phase 3: the documented procedure: move the damaged log (and the replica built from it)
     // aside; the node starts empty and relearns everything from its peers.
     let group_dir = cluster.nodes[(victim - 1) as usize].data_dir.join("main");
-    let aside = cluster.dir.path().join(format!("node{victim}-main-damaged"));
+    let aside = cluster
+        .dir
+        .path()
+        .join(format!("node{victim}-main-damaged"));
     std::fs::rename(&group_dir, &aside).expect("move the group aside");
     cluster.node(victim).start().expect("restart");
     insert_rows(&cluster, 200, 20).await;
@@ -157,7 +188,10 @@ async fn a_torn_tail_is_cut_and_relearned_from_peers() {
     cluster.node(victim).kill9();
     let segment = last_segment(&cluster, victim);
     let length = std::fs::metadata(&segment).expect("stat").len();
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open");
     file.set_len(length - 7).expect("truncate");
     drop(file);
 
@@ -166,7 +200,10 @@ async fn a_torn_tail_is_cut_and_relearned_from_peers() {
     insert_rows(&cluster, 100, 30).await;
     settle(&cluster).await;
     let log = cluster.nodes[(victim - 1) as usize].log();
-    assert!(log.contains("cut a torn write"), "no torn-tail notice:\n{log}");
+    assert!(
+        log.contains("cut a torn write"),
+        "no torn-tail notice:\n{log}"
+    );
     assert_eq!(assert_identical(&cluster).await, 130);
 }
 
@@ -186,9 +223,17 @@ async fn fault_hook_stops_the_node_and_it_resumes(variable: &str, value: &str, e
         if let Some(status) = cluster.node(3).exited() {
             break status;
         }
-        assert!(next < 3_000, "node 3 never hit the fault\n{}", cluster.logs_tail());
+        assert!(
+            next < 3_000,
+            "node 3 never hit the fault\n{}",
+            cluster.logs_tail()
+        );
     };
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "node 3 must abort, got {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "node 3 must abort, got {status}"
+    );
     let log = cluster.nodes[2].log();
     assert!(
         log.contains("FATAL") && log.contains(expected),
@@ -219,6 +264,10 @@ async fn a_full_disk_stops_the_node_loudly_and_it_resumes_with_its_data_when_spa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_fsync_stops_the_node_loudly_and_a_restart_recovers_it() {
-    fault_hook_stops_the_node_and_it_resumes("PAXSQL_FAULT_LOG_FAIL_SYNC_AFTER", "150", "fsync failed")
-        .await;
+    fault_hook_stops_the_node_and_it_resumes(
+        "PAXSQL_FAULT_LOG_FAIL_SYNC_AFTER",
+        "150",
+        "fsync failed",
+    )
+    .await;
 }

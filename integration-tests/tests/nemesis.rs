@@ -42,7 +42,11 @@ fn assert_clean(report: &NemesisReport) {
         report.anomalies.join("\n")
     );
     assert_eq!(report.acked_writes_lost, 0, "{}", report.line());
-    assert!(report.operations > 200, "too little load: {}", report.line());
+    assert!(
+        report.operations > 200,
+        "too little load: {}",
+        report.line()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,7 +129,12 @@ async fn nemesis_soak() {
         let report = run_nemesis(&run).await.expect("nemesis run");
         println!("run {seed}: {}", report.line());
         total.merge(report);
-        assert!(total.anomalies.is_empty(), "{}\n{}", total.line(), total.anomalies.join("\n"));
+        assert!(
+            total.anomalies.is_empty(),
+            "{}\n{}",
+            total.line(),
+            total.anomalies.join("\n")
+        );
         assert_eq!(total.acked_writes_lost, 0, "{}", total.line());
         seed += 1;
         if Instant::now() >= deadline {
@@ -145,16 +154,24 @@ async fn nemesis_checker_catches_stale_local_reads_on_an_isolated_node() {
     let cluster = Cluster::start_with(3, &["--lease-ms", "1000"], network.cluster_options())
         .await
         .expect("cluster starts");
-    let master = cluster.wait_for_master(Duration::from_secs(30)).await.expect("master");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
     let writer = connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
         .await
         .expect("connect");
     writer
-        .batch_execute("CREATE TABLE reg (k INTEGER PRIMARY KEY, v INTEGER); INSERT INTO reg VALUES (0, 0)")
+        .batch_execute(
+            "CREATE TABLE reg (k INTEGER PRIMARY KEY, v INTEGER); INSERT INTO reg VALUES (0, 0)",
+        )
         .await
         .expect("setup");
     let committed = cluster.committed_instance().await;
-    cluster.wait_applied(committed, Duration::from_secs(30)).await.expect("settle");
+    cluster
+        .wait_applied(committed, Duration::from_secs(30))
+        .await
+        .expect("settle");
 
     // Phase 2: one follower is cut off both ways; a write succeeds on the majority, then a
     // local read on the isolated follower still sees the old value.
@@ -179,13 +196,29 @@ async fn nemesis_checker_catches_stale_local_reads_on_an_isolated_node() {
         .expect("local read")
         .get(0);
     let read_complete = now_us();
-    assert_eq!(stale, 0, "the isolated node must not have learned the write");
+    assert_eq!(
+        stale, 0,
+        "the isolated node must not have learned the write"
+    );
     let history = [
-        RegisterOp { client: 1, kind: RegisterOpKind::Write(1), invoke_us: write_invoke, complete_us: Some(write_complete) },
-        RegisterOp { client: 2, kind: RegisterOpKind::Read(stale), invoke_us: read_invoke, complete_us: Some(read_complete) },
+        RegisterOp {
+            client: 1,
+            kind: RegisterOpKind::Write(1),
+            invoke_us: write_invoke,
+            complete_us: Some(write_complete),
+        },
+        RegisterOp {
+            client: 2,
+            kind: RegisterOpKind::Read(stale),
+            invoke_us: read_invoke,
+            complete_us: Some(read_complete),
+        },
     ];
     assert!(
-        matches!(check_register(0, &history), CheckOutcome::NotLinearizable(_)),
+        matches!(
+            check_register(0, &history),
+            CheckOutcome::NotLinearizable(_)
+        ),
         "the checker must flag the stale read"
     );
 
@@ -201,7 +234,10 @@ async fn nemesis_checker_catches_stale_local_reads_on_an_isolated_node() {
         if value == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the healed follower never learned the write");
+        assert!(
+            Instant::now() < deadline,
+            "the healed follower never learned the write"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -23,7 +23,11 @@ pub enum RegisterOpKind {
     Write(i64),
     /// Compare-and-set `expected → new`; `succeeded` is its result when it completed (for a
     /// maybe operation it is ignored: a maybe CAS may have succeeded or not taken effect).
-    Cas { expected: i64, new: i64, succeeded: bool },
+    Cas {
+        expected: i64,
+        new: i64,
+        succeeded: bool,
+    },
 }
 
 /// One operation of the history of one key.
@@ -172,7 +176,12 @@ fn describe(ops: &[RegisterOp], (done, value): &(Vec<u64>, i64)) -> String {
 mod tests {
     use super::*;
 
-    fn op(client: u32, kind: RegisterOpKind, invoke_us: u64, complete_us: Option<u64>) -> RegisterOp {
+    fn op(
+        client: u32,
+        kind: RegisterOpKind,
+        invoke_us: u64,
+        complete_us: Option<u64>,
+    ) -> RegisterOp {
         RegisterOp {
             client,
             kind,
@@ -188,8 +197,26 @@ mod tests {
         let history = [
             op(1, Write(1), 0, Some(10)),
             op(1, Read(1), 20, Some(30)),
-            op(1, Cas { expected: 1, new: 2, succeeded: true }, 40, Some(50)),
-            op(1, Cas { expected: 1, new: 3, succeeded: false }, 60, Some(70)),
+            op(
+                1,
+                Cas {
+                    expected: 1,
+                    new: 2,
+                    succeeded: true,
+                },
+                40,
+                Some(50),
+            ),
+            op(
+                1,
+                Cas {
+                    expected: 1,
+                    new: 3,
+                    succeeded: false,
+                },
+                60,
+                Some(70),
+            ),
             op(1, Read(2), 80, Some(90)),
         ];
         assert_eq!(check_register(0, &history), CheckOutcome::Linearizable);
@@ -248,8 +275,26 @@ mod tests {
     #[test]
     fn two_successful_cas_from_the_same_value_are_caught() {
         let history = [
-            op(1, Cas { expected: 0, new: 1, succeeded: true }, 0, Some(10)),
-            op(2, Cas { expected: 0, new: 2, succeeded: true }, 0, Some(10)),
+            op(
+                1,
+                Cas {
+                    expected: 0,
+                    new: 1,
+                    succeeded: true,
+                },
+                0,
+                Some(10),
+            ),
+            op(
+                2,
+                Cas {
+                    expected: 0,
+                    new: 2,
+                    succeeded: true,
+                },
+                0,
+                Some(10),
+            ),
         ];
         assert!(matches!(
             check_register(0, &history),
@@ -259,7 +304,16 @@ mod tests {
 
     #[test]
     fn a_failed_cas_must_see_another_value() {
-        let history = [op(1, Cas { expected: 0, new: 1, succeeded: false }, 0, Some(10))];
+        let history = [op(
+            1,
+            Cas {
+                expected: 0,
+                new: 1,
+                succeeded: false,
+            },
+            0,
+            Some(10),
+        )];
         assert!(matches!(
             check_register(0, &history),
             CheckOutcome::NotLinearizable(_)

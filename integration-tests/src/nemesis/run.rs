@@ -149,21 +149,45 @@ pub async fn run_nemesis(config: &NemesisConfig) -> anyhow::Result<NemesisReport
         client_id
     };
     for index in 0..REGISTER_CLIENTS {
-        let consistency = if index % 2 == 0 { "lease" } else { "linearizable" };
+        let consistency = if index % 2 == 0 {
+            "lease"
+        } else {
+            "linearizable"
+        };
         let session = Session::new(addrs.clone(), index as usize, consistency);
-        clients.push(tokio::spawn(workload::register_client(recorder.clone(), session, next_id())));
+        clients.push(tokio::spawn(workload::register_client(
+            recorder.clone(),
+            session,
+            next_id(),
+        )));
     }
     for index in 0..BANK_TRANSFER_CLIENTS {
         let session = Session::new(addrs.clone(), index as usize + 1, "lease");
-        clients.push(tokio::spawn(workload::bank_transfer_client(recorder.clone(), session, next_id())));
+        clients.push(tokio::spawn(workload::bank_transfer_client(
+            recorder.clone(),
+            session,
+            next_id(),
+        )));
     }
-    for (index, consistency) in ["lease", "linearizable", "local"].iter().enumerate().take(BANK_READ_CLIENTS as usize) {
+    for (index, consistency) in ["lease", "linearizable", "local"]
+        .iter()
+        .enumerate()
+        .take(BANK_READ_CLIENTS as usize)
+    {
         let session = Session::new(addrs.clone(), index + 2, consistency);
-        clients.push(tokio::spawn(workload::bank_read_client(recorder.clone(), session, next_id())));
+        clients.push(tokio::spawn(workload::bank_read_client(
+            recorder.clone(),
+            session,
+            next_id(),
+        )));
     }
     for index in 0..SET_CLIENTS {
         let session = Session::new(addrs.clone(), index as usize, "lease");
-        clients.push(tokio::spawn(workload::set_client(recorder.clone(), session, next_id())));
+        clients.push(tokio::spawn(workload::set_client(
+            recorder.clone(),
+            session,
+            next_id(),
+        )));
     }
 
     // Faults, one at a time.
@@ -192,7 +216,10 @@ pub async fn run_nemesis(config: &NemesisConfig) -> anyhow::Result<NemesisReport
     let max_unavailability_ms = recorder.max_gap_ms(faults_from_us, faults_to_us);
 
     let (lost, mut anomalies) = final_checks(&cluster, &recorder, master).await?;
-    anomalies.splice(0..0, recorder.anomalies.lock().expect("recorder lock").drain(..));
+    anomalies.splice(
+        0..0,
+        recorder.anomalies.lock().expect("recorder lock").drain(..),
+    );
     let report = NemesisReport {
         runs: 1,
         faults: config.faults_total,
@@ -234,7 +261,11 @@ async fn inject(
     let nodes: Vec<u32> = (1..=config.nodes).collect();
     let random = nodes[rng.random_range(0..nodes.len())];
     let target = match fault {
-        Fault::KillRandom | Fault::PauseRandom | Fault::PartitionHalves | Fault::SlowNetwork | Fault::RestartAll => random,
+        Fault::KillRandom
+        | Fault::PauseRandom
+        | Fault::PartitionHalves
+        | Fault::SlowNetwork
+        | Fault::RestartAll => random,
         _ => master.unwrap_or(random),
     };
     let others: Vec<u32> = nodes.iter().copied().filter(|id| *id != target).collect();
@@ -302,7 +333,10 @@ fn heal_all(cluster: &mut Cluster, network: &Network) -> anyhow::Result<()> {
     for node in cluster.nodes.iter_mut() {
         node.signal(libc::SIGCONT);
         if let Some(status) = node.exited() {
-            println!("nemesis: node {} had exited ({status}); restarting", node.id);
+            println!(
+                "nemesis: node {} had exited ({status}); restarting",
+                node.id
+            );
         }
         if !node.is_running() {
             node.start()?;
@@ -332,9 +366,10 @@ async fn final_checks(
             .collect();
         match check_register(0, &ops) {
             CheckOutcome::Linearizable => {}
-            CheckOutcome::NotLinearizable(why) => {
-                anomalies.push(format!("register key {key} ({} ops) is not linearizable: {why}", ops.len()))
-            }
+            CheckOutcome::NotLinearizable(why) => anomalies.push(format!(
+                "register key {key} ({} ops) is not linearizable: {why}",
+                ops.len()
+            )),
             CheckOutcome::Inconclusive(states) => anomalies.push(format!(
                 "register key {key} ({} ops): the checker gave up after {states} states",
                 ops.len()

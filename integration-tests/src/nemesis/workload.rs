@@ -217,7 +217,8 @@ pub async fn register_client(recorder: Arc<Recorder>, mut session: Session, clie
         let choice = rng.random_range(0..10);
         let invoke_us = recorder.now_us();
         let (kind, result) = if choice < 4 {
-            let read = bounded(client.query_one(&format!("SELECT v FROM reg WHERE k = {key}"), &[])).await;
+            let read =
+                bounded(client.query_one(&format!("SELECT v FROM reg WHERE k = {key}"), &[])).await;
             match read {
                 Ok(row) => {
                     let value: i64 = row.get(0);
@@ -227,7 +228,10 @@ pub async fn register_client(recorder: Arc<Recorder>, mut session: Session, clie
                 Err(failure) => (RegisterOpKind::Read(0), Err(failure)),
             }
         } else if choice < 7 {
-            let write = bounded(client.execute(&format!("UPDATE reg SET v = {unique} WHERE k = {key}"), &[])).await;
+            let write = bounded(
+                client.execute(&format!("UPDATE reg SET v = {unique} WHERE k = {key}"), &[]),
+            )
+            .await;
             (RegisterOpKind::Write(unique), write.map(|_| ()))
         } else {
             let expected = last_seen.get(&key).copied().unwrap_or(0);
@@ -302,7 +306,8 @@ pub async fn register_final_reads(recorder: &Recorder, client: &Client) -> anyho
 // ---------------------------------------------------------------------------------------------
 // bank
 
-pub const BANK_SCHEMA: &str = "CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)";
+pub const BANK_SCHEMA: &str =
+    "CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)";
 
 pub fn bank_setup() -> String {
     (0..BANK_ACCOUNTS)
@@ -337,11 +342,21 @@ pub async fn bank_transfer_client(recorder: Arc<Recorder>, mut session: Session,
 
 async fn transfer(client: &Client, from: i64, to: i64, amount: i64) -> Result<(), Failure> {
     bounded(client.batch_execute("BEGIN")).await?;
-    let row = bounded(client.query_one(&format!("SELECT balance FROM acct WHERE id = {from}"), &[])).await?;
+    let row =
+        bounded(client.query_one(&format!("SELECT balance FROM acct WHERE id = {from}"), &[]))
+            .await?;
     let balance: i64 = row.get(0);
     if balance >= amount {
-        bounded(client.execute(&format!("UPDATE acct SET balance = balance - {amount} WHERE id = {from}"), &[])).await?;
-        bounded(client.execute(&format!("UPDATE acct SET balance = balance + {amount} WHERE id = {to}"), &[])).await?;
+        bounded(client.execute(
+            &format!("UPDATE acct SET balance = balance - {amount} WHERE id = {from}"),
+            &[],
+        ))
+        .await?;
+        bounded(client.execute(
+            &format!("UPDATE acct SET balance = balance + {amount} WHERE id = {to}"),
+            &[],
+        ))
+        .await?;
     }
     bounded(client.batch_execute("COMMIT")).await
 }
@@ -419,7 +434,11 @@ pub async fn set_client(recorder: Arc<Recorder>, mut session: Session, client_id
         recorder.count(&result, true);
         match &result {
             Ok(()) => {
-                recorder.set_acked.lock().expect("recorder lock").insert(value);
+                recorder
+                    .set_acked
+                    .lock()
+                    .expect("recorder lock")
+                    .insert(value);
                 retrying = None;
             }
             Err(_) => retrying = Some(value),
@@ -440,12 +459,18 @@ pub fn check_set(recorder: &Recorder, present: &[i64]) -> (usize, Vec<String>) {
         anomalies.push(format!("set values present more than once: {duplicated:?}"));
     }
     let attempted = recorder.set_attempted.lock().expect("recorder lock");
-    let unknown: Vec<_> = counts.keys().filter(|value| !attempted.contains(value)).collect();
+    let unknown: Vec<_> = counts
+        .keys()
+        .filter(|value| !attempted.contains(value))
+        .collect();
     if !unknown.is_empty() {
         anomalies.push(format!("set values nobody inserted: {unknown:?}"));
     }
     let acked = recorder.set_acked.lock().expect("recorder lock");
-    let lost: Vec<_> = acked.iter().filter(|value| !counts.contains_key(value)).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|value| !counts.contains_key(value))
+        .collect();
     if !lost.is_empty() {
         anomalies.push(format!("acknowledged set values lost: {lost:?}"));
     }
