@@ -6,7 +6,6 @@
 //! The CI set is short; `PAXSQL_NEMESIS_SOAK=<minutes>` makes `nemesis_soak` run mixed faults
 //! on 3 and 5 nodes for that long.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use paxsql_integration_tests::checker::{check_register, CheckOutcome, RegisterOp, RegisterOpKind};
@@ -17,7 +16,7 @@ use paxsql_integration_tests::sql::{connect, connect_local};
 use paxsql_integration_tests::Cluster;
 
 /// Runs share two cores: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LEASE_MS: u64 = 1_000;
 
@@ -51,7 +50,7 @@ fn assert_clean(report: &NemesisReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_three_nodes_crashes_and_pauses_keep_histories_linearizable() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _serial = SERIAL.lock().await;
     let report = run_nemesis(&config(
         3,
         vec![
@@ -70,7 +69,7 @@ async fn nemesis_three_nodes_crashes_and_pauses_keep_histories_linearizable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_three_nodes_partitions_keep_histories_linearizable() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _serial = SERIAL.lock().await;
     let report = run_nemesis(&config(
         3,
         vec![
@@ -89,7 +88,7 @@ async fn nemesis_three_nodes_partitions_keep_histories_linearizable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_five_nodes_mixed_faults_keep_histories_linearizable() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _serial = SERIAL.lock().await;
     let report = run_nemesis(&config(
         5,
         vec![
@@ -111,7 +110,7 @@ async fn nemesis_five_nodes_mixed_faults_keep_histories_linearizable() {
 /// long. Without the variable it runs one short mixed run, so it always proves something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_soak() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _serial = SERIAL.lock().await;
     let minutes: u64 = std::env::var("PAXSQL_NEMESIS_SOAK")
         .ok()
         .and_then(|text| text.parse().ok())
@@ -148,7 +147,7 @@ async fn nemesis_soak() {
 /// linearizability checker says so on a history recorded from real processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_checker_catches_stale_local_reads_on_an_isolated_node() {
-    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _serial = SERIAL.lock().await;
     // Phase 1: a register at 0 on every node.
     let network = Network::new();
     let cluster = Cluster::start_with(3, &["--lease-ms", "1000"], network.cluster_options())
