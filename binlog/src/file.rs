@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::fault::FaultHooks;
 use crate::record::{
     check_record, encode_record, RecordHeader, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
 };
@@ -74,6 +75,8 @@ pub struct FileLog {
     dir_dirty: bool,
     /// Why the log refuses all work, after a failed fsync or write.
     poisoned: Option<String>,
+    /// Test hooks from the environment (see [`crate::fault`]); inert when unset.
+    faults: FaultHooks,
     #[cfg(test)]
     fail_next_sync: bool,
 }
@@ -108,6 +111,7 @@ impl FileLog {
             active_dirty: false,
             dir_dirty: false,
             poisoned: None,
+            faults: FaultHooks::from_env(),
             #[cfg(test)]
             fail_next_sync: false,
         };
@@ -192,6 +196,13 @@ impl FileLog {
             let error = LogError::SyncFailed {
                 path,
                 source: std::io::Error::from_raw_os_error(libc::EIO),
+            };
+            return Err(self.poison(error));
+        }
+        if let Err(source) = self.faults.before_sync() {
+            let error = LogError::SyncFailed {
+                path: self.active().path.clone(),
+                source,
             };
             return Err(self.poison(error));
         }
@@ -392,7 +403,10 @@ impl LogStore for FileLog {
             .back_mut()
             .expect("a FileLog always has an active segment");
         let offset = active.len_bytes;
-        let written = active.file.write_all_at(&buffer, offset);
+        let written = self
+            .faults
+            .before_append(record_bytes)
+            .and_then(|()| active.file.write_all_at(&buffer, offset));
         self.write_buffer = buffer;
         if let Err(source) = written {
             // A partial write may have left garbage that later records would sit behind.

@@ -7,12 +7,16 @@
 //! - [`value`]: the binlog value format (a [`paxsql_schema::PaxosValue`] / `BinlogBatch`) and its
 //!   size limits.
 //! - [`error`]: the [`LogError`] enum.
+//! - `fault`: test hooks from the environment (`PAXSQL_FAULT_LOG_FULL_AFTER_BYTES`,
+//!   `PAXSQL_FAULT_LOG_FAIL_SYNC_AFTER`) that make the real binary hit a full disk or a failed
+//!   fsync.
 //!
 //! The log is a stream of [`Record`]s. Each record belongs to one Paxos instance and has a
 //! [`RecordKind`]: the acceptor state of that instance, or the value chosen for it. Later
 //! records of the same instance and kind supersede earlier ones.
 
 pub mod error;
+mod fault;
 pub mod file;
 pub mod mem;
 pub mod record;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -40,6 +41,8 @@ pub struct NodeProcess {
     pub http_port: u16,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Extra environment for the process (fault-injection hooks); see [`NodeProcess::set_env`].
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -61,6 +64,19 @@ impl NodeProcess {
         self.child.is_some()
     }
 
+    /// Sets (or, with `None`, removes) an environment variable for the next [`start`](Self::start).
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(existing, _)| existing != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// The node's log file (stdout and stderr of every start).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     /// Starts (or restarts) the process on the same data dir and ports.
     pub fn start(&mut self) -> anyhow::Result<()> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
@@ -75,6 +91,7 @@ impl NodeProcess {
                 "PAXSQL_LOG",
                 std::env::var("PAXSQL_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -136,6 +153,20 @@ impl Drop for NodeProcess {
     }
 }
 
+/// Chooses the address node `from` uses to reach node `to`, given `to`'s real peer address
+/// (e.g. a fault-injecting relay in front of it). Called once per ordered pair at spawn time.
+pub type PeerRoute = Arc<dyn Fn(u32, u32, &str) -> String + Send + Sync>;
+
+/// Optional knobs of [`Cluster::spawn_with`]; the default is what [`Cluster::spawn`] does.
+#[derive(Clone, Default)]
+pub struct ClusterOptions {
+    /// Per-node peer lists: when set, node `from`'s `--peers` names `route(from, to, real)` for
+    /// every other node `to` (its own entry stays its real peer address).
+    pub peer_route: Option<PeerRoute>,
+    /// Extra environment variables per node id (fault-injection hooks in tests).
+    pub node_env: Vec<(u32, String, String)>,
+}
+
 /// N node processes in a temporary directory.
 pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
@@ -150,20 +181,47 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts `count` nodes with `options`, and waits until a master serves.
+    pub async fn start_with(
+        count: u32,
+        extra: &[&str],
+        options: ClusterOptions,
+    ) -> anyhow::Result<Cluster> {
+        let cluster = Self::spawn_with(count, extra, options)?;
+        cluster.wait_for_master(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
     /// Starts `count` nodes without waiting for anything.
     pub fn spawn(count: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Self::spawn_with(count, extra, ClusterOptions::default())
+    }
+
+    /// Starts `count` nodes with `options`, without waiting for anything.
+    pub fn spawn_with(
+        count: u32,
+        extra: &[&str],
+        options: ClusterOptions,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("paxsql-it-").tempdir()?;
         let ports: Vec<(u16, u16, u16)> = (0..count)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
-        let peers: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(index, (_, peer, _))| format!("{}=127.0.0.1:{peer}", index + 1))
-            .collect();
         let mut nodes = Vec::new();
         for (index, (sql, peer, http)) in ports.iter().copied().enumerate() {
             let id = index as u32 + 1;
+            let peers: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .map(|(index, (_, peer, _))| {
+                    let to = index as u32 + 1;
+                    let real = format!("127.0.0.1:{peer}");
+                    match &options.peer_route {
+                        Some(route) if to != id => format!("{to}={}", route(id, to, &real)),
+                        _ => format!("{to}={real}"),
+                    }
+                })
+                .collect();
             let data_dir = dir.path().join(format!("node{id}"));
             let mut args: Vec<String> = vec![
                 "node".into(),
@@ -189,6 +247,12 @@ impl Cluster {
                 log_path: dir.path().join(format!("node{id}.log")),
                 data_dir,
                 args,
+                env: options
+                    .node_env
+                    .iter()
+                    .filter(|(node, _, _)| *node == id)
+                    .map(|(_, key, value)| (key.clone(), value.clone()))
+                    .collect(),
                 child: None,
             };
             node.start()?;

@@ -1,0 +1,281 @@
+//! Hostile input against real `paxsql node` processes: garbage, oversized frames, foreign
+//! clusters, non-members and spoofed envelopes on the peer port, and garbage on the SQL port.
+//! Each is refused and counted in `/metrics`; no node crashes; other sessions carry on.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use paxsql_integration_tests::cluster::http_get;
+use paxsql_integration_tests::sql::connect;
+use paxsql_integration_tests::Cluster;
+use paxsql_replicator::runtime::frame::{encode_body, FrameCodec};
+use paxsql_replicator::runtime::handshake::{self, LocalIdentity};
+use paxsql_replicator::runtime::node::LOG_FORMAT_VERSION;
+use paxsql_schema::{envelope, Envelope, Heartbeat};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// The value of a `/metrics` sample (`name` includes any labels).
+async fn metric(cluster: &Cluster, id: u32, name: &str) -> u64 {
+    let (_, body) = http_get(&cluster.nodes[(id - 1) as usize].http_addr(), "/metrics")
+        .await
+        .expect("metrics");
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
+}
+
+/// Waits until `name` on node `id` passes `above`.
+async fn wait_metric_above(cluster: &Cluster, id: u32, name: &str, above: u64) -> u64 {
+    for _ in 0..100 {
+        let value = metric(cluster, id, name).await;
+        if value > above {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} on node {id} stayed at {above}");
+}
+
+fn identity(node_id: u32) -> LocalIdentity {
+    LocalIdentity {
+        cluster_name: "paxsql".into(),
+        node_id,
+        incarnation: 1,
+        log_format_version: LOG_FORMAT_VERSION,
+        sqlite_version: rusqlite_version(),
+        sql_addr: "127.0.0.1:9".into(),
+        http_addr: "127.0.0.1:9".into(),
+        secret: None,
+    }
+}
+
+fn rusqlite_version() -> String {
+    // The same SQLite the nodes run (the workspace builds one bundled SQLite).
+    paxsql_replicator::runtime::node::NodeConfig::new(1, Default::default()).sqlite_version
+}
+
+/// Sends `bytes` to `addr` and waits until the node closes the connection.
+async fn send_and_wait_close(addr: &str, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(bytes).await;
+    let mut sink = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the node kept a hostile connection open");
+}
+
+fn all_alive(cluster: &mut Cluster) {
+    for id in 1..=3 {
+        assert!(
+            cluster.node(id).exited().is_none(),
+            "node {id} died:\n{}",
+            cluster.logs_tail()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_peer_traffic_is_refused_and_counted_and_no_node_crashes() {
+    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let client = connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
+        .await
+        .expect("connect");
+    client
+        .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+    let target = 1u32;
+    let peer_addr = format!("127.0.0.1:{}", cluster.nodes[0].peer_port);
+    let refused = "paxsql_peer_handshakes_refused_total";
+
+    // Garbage, then an oversized frame header, instead of a handshake.
+    let before = metric(&cluster, target, refused).await;
+    send_and_wait_close(
+        &peer_addr,
+        b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage garbage garbage",
+    )
+    .await;
+    let after_garbage = wait_metric_above(&cluster, target, refused, before).await;
+    send_and_wait_close(&peer_addr, &u32::MAX.to_be_bytes()).await;
+    wait_metric_above(&cluster, target, refused, after_garbage).await;
+
+    // A non-member (node 9) and a node of another cluster (another gid) are refused.
+    let before = metric(&cluster, target, refused).await;
+    let stream = TcpStream::connect(&peer_addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let result = handshake::connect(&mut framed, &identity(9), 0, target).await;
+    assert!(result.is_err(), "a non-member's handshake must fail");
+    wait_metric_above(&cluster, target, refused, before).await;
+    let foreign = "paxsql_peer_handshakes_refused_foreign_gid_total";
+    let before = metric(&cluster, target, foreign).await;
+    // (Hand-made: our own handshake code would refuse the node's gid first.)
+    let stream = TcpStream::connect(&peer_addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let _their_hello = framed
+        .next()
+        .await
+        .expect("the acceptor speaks first")
+        .expect("frame");
+    let mut hello = paxsql_schema::Handshake {
+        cluster_name: "paxsql".into(),
+        cluster_gid: 0x0bad_0bad_0bad_0bad,
+        node_id: 2,
+        incarnation: 1,
+        wire_version: paxsql_schema::WIRE_VERSION,
+        log_format_version: LOG_FORMAT_VERSION,
+        sqlite_version: rusqlite_version(),
+        ..paxsql_schema::Handshake::default()
+    };
+    hello.nonce = vec![7u8; 16].into();
+    framed
+        .send(encode_body(&hello).expect("small"))
+        .await
+        .expect("send");
+    wait_metric_above(&cluster, target, foreign, before).await;
+    assert!(
+        matches!(framed.next().await, None | Some(Err(_))),
+        "another cluster's handshake must be refused"
+    );
+
+    // Past a handshake (no secret is configured, so node 2 can be impersonated): envelopes that
+    // lie about their sender, their addressee, their group or their cluster are dropped and
+    // counted; a malformed one closes the connection.
+    let status =
+        paxsql_integration_tests::cluster::http_get_json(&cluster.nodes[0].http_addr(), "/status")
+            .await
+            .expect("status");
+    let gid =
+        u64::from_str_radix(status["cluster_gid"].as_str().expect("gid"), 16).expect("hex gid");
+    let stream = TcpStream::connect(&peer_addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    handshake::connect(&mut framed, &identity(2), gid, target)
+        .await
+        .expect("an impersonated member passes the handshake without a secret");
+    let heartbeat = |gid: u64, group: &str, from: u32, to: u32| Envelope {
+        cluster_gid: gid,
+        group: group.to_string(),
+        from,
+        to,
+        body: Some(envelope::Body::Heartbeat(Heartbeat {
+            chosen_instance: 0,
+            now_ms: 0,
+        })),
+    };
+    let dropped = |reason: &str| format!("paxsql_peer_frames_dropped_total{{reason=\"{reason}\"}}");
+    let cases = [
+        (heartbeat(gid, "main", 3, target), dropped("from_mismatch")),
+        (heartbeat(gid, "main", 2, 7), dropped("misaddressed")),
+        (heartbeat(gid, "nope", 2, target), dropped("unknown_group")),
+        (
+            heartbeat(gid ^ 1, "main", 2, target),
+            "paxsql_foreign_gid_dropped_total{group=\"main\"}".to_string(),
+        ),
+    ];
+    for (envelope, counter) in cases {
+        let before = metric(&cluster, target, &counter).await;
+        framed
+            .send(encode_body(&envelope).expect("small"))
+            .await
+            .expect("send");
+        wait_metric_above(&cluster, target, &counter, before).await;
+    }
+    let before = metric(&cluster, target, &dropped("malformed")).await;
+    framed
+        .send(bytes::Bytes::from_static(b"\xff\xff\xff\xff not protobuf"))
+        .await
+        .expect("send");
+    wait_metric_above(&cluster, target, &dropped("malformed"), before).await;
+    let mut stream = framed.into_inner();
+    let mut sink = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a malformed frame must close the connection"
+    );
+
+    // Every node is alive and the cluster still takes writes.
+    all_alive(&mut cluster);
+    client
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("write after hostile traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_on_the_sql_port_closes_that_connection_only() {
+    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let addr = cluster.nodes[(master - 1) as usize].sql_addr();
+    let bystander = connect(&addr, "main").await.expect("connect");
+    bystander
+        .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+
+    // Garbage before the startup packet, a startup packet claiming a huge length, and garbage
+    // after a valid startup: each connection ends, with an error or a close.
+    let mut startup = Vec::new();
+    let params = b"user\0paxsql\0database\0main\0\0";
+    startup.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    let mut after_startup = startup.clone();
+    after_startup.extend_from_slice(b"Z\x00\x00\x00\x02\xff\xfe garbage \x00\x01");
+    let mut huge_message = startup.clone();
+    huge_message.extend_from_slice(b"Q\x7f\xff\xff\xff");
+    let hostile: Vec<Vec<u8>> = vec![
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not postgres at all".to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+        (0..2048u32)
+            .map(|index| (index * 7919 % 251) as u8)
+            .collect(),
+        after_startup,
+        huge_message,
+    ];
+    for (index, bytes) in hostile.iter().enumerate() {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        let _ = stream.write_all(bytes).await;
+        let mut sink = Vec::new();
+        let ended =
+            tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut sink)).await;
+        assert!(
+            ended.is_ok(),
+            "hostile input {index} left its connection open"
+        );
+        // The bystander session is unaffected.
+        bystander
+            .execute(&format!("INSERT INTO t VALUES ({index})"), &[])
+            .await
+            .unwrap_or_else(|error| {
+                panic!("the other session broke after hostile input {index}: {error}")
+            });
+    }
+    all_alive(&mut cluster);
+    let rows = bystander
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), hostile.len() as i64);
+}
