@@ -7,7 +7,9 @@
 //! only after its record is durable, and many of them share one fsync.
 //!
 //! Reads (for learners) and prefix truncations go through the same queue, so a read sees every
-//! record of every earlier `Persist` job.
+//! record of every earlier `Persist` job. **Ordering:** truncations run after the batch's sync,
+//! so the records queued before a truncation (a checkpoint's meta record) are durable before
+//! anything below them is deleted.
 //!
 //! # Failure
 //! An append or sync error is fatal: after a failed fsync the kernel may have dropped the
@@ -219,6 +221,7 @@ impl WriterThread {
     fn carry_out(&mut self, batch: Vec<Job>) -> Result<(), String> {
         let mut done = Vec::new();
         let mut reads = Vec::new();
+        let mut truncations = Vec::new();
         let mut records_appended = 0;
         for job in batch {
             match job {
@@ -245,11 +248,7 @@ impl WriterThread {
                     });
                     reads.push((read, reply));
                 }
-                Job::Truncate { below } => {
-                    if let Err(error) = self.log.truncate_prefix(below) {
-                        tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed");
-                    }
-                }
+                Job::Truncate { below } => truncations.push(below),
             }
         }
         if !done.is_empty() {
@@ -262,6 +261,13 @@ impl WriterThread {
                 .record_sync(done.len(), records_appended, micros);
             // Err only when the driver is gone (shutdown): nobody is waiting any more.
             let _ = self.completions.blocking_send(done);
+        }
+        for below in truncations {
+            if let Err(error) = self.log.truncate_prefix(below) {
+                tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed");
+            } else {
+                tracing::info!(group = %self.group, below, first_instance = ?self.log.first_instance(), "truncated the log below a checkpoint");
+            }
         }
         for (read, reply) in reads {
             let _ = reply.send(read);
