@@ -127,6 +127,15 @@ impl SqlService {
         &self.checksums
     }
 
+    /// The version (the instance that chose it) of the member list this replica applied.
+    pub fn members_version(&self) -> Option<u64> {
+        let reader = self.readers.get().ok()?;
+        crate::sqlite::meta::get_i64(&reader.connection, crate::sqlite::meta::key::MEMBERS_VERSION)
+            .ok()
+            .flatten()
+            .map(|version| version as u64)
+    }
+
     /// Wakes on every change of the applied instance.
     pub fn applied_watch(&self) -> watch::Receiver<Option<InstanceId>> {
         self.applied.clone()
