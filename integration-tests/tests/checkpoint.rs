@@ -91,9 +91,12 @@ async fn stopped_follower_is_bootstrapped_by_checkpoint_after_3000_instances() {
         "the follower's log says it was bootstrapped by checkpoint:\n{}",
         cluster.logs_tail()
     );
-    let follower_status = http_get_json(&cluster.nodes[(follower - 1) as usize].http_addr(), "/status")
-        .await
-        .expect("status");
+    let follower_status = http_get_json(
+        &cluster.nodes[(follower - 1) as usize].http_addr(),
+        "/status",
+    )
+    .await
+    .expect("status");
     assert_eq!(
         follower_status["groups"]["main"]["bootstrap"]["state"], "installed",
         "/status shows the bootstrap: {follower_status}"
@@ -101,12 +104,9 @@ async fn stopped_follower_is_bootstrapped_by_checkpoint_after_3000_instances() {
 
     // Phase 4: its content equals the master's.
     let master_client = connect_local(&master_sql, "main").await.expect("connect");
-    let follower_client = connect_local(
-        &cluster.nodes[(follower - 1) as usize].sql_addr(),
-        "main",
-    )
-    .await
-    .expect("connect");
+    let follower_client = connect_local(&cluster.nodes[(follower - 1) as usize].sql_addr(), "main")
+        .await
+        .expect("connect");
     let expected = table_hash(&master_client, "events").await.expect("hash");
     let got = table_hash(&follower_client, "events").await.expect("hash");
     assert_eq!(expected.1 as u64, batch * 2, "every row is there");

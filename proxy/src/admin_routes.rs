@@ -77,7 +77,12 @@ impl NodeAdmin {
                     .await;
                 };
                 let _ = stream.set_nodelay(true);
-                tracing::info!(group, instance_id = info.instance_id, offset, "streaming a checkpoint to a peer");
+                tracing::info!(
+                    group,
+                    instance_id = info.instance_id,
+                    offset,
+                    "streaming a checkpoint to a peer"
+                );
                 paxsql_replicator::service::checkpoint_stream::serve(
                     &mut stream,
                     &file,
@@ -114,7 +119,12 @@ impl NodeAdmin {
                     };
                     answers.insert(name, answer);
                 }
-                write_json(stream, if failed { 500 } else { 200 }, &Value::Object(answers)).await
+                write_json(
+                    stream,
+                    if failed { 500 } else { 200 },
+                    &Value::Object(answers),
+                )
+                .await
             })
         })
     }

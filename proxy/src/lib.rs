@@ -11,6 +11,7 @@
 
 pub mod admin_routes;
 pub mod backend;
+pub mod checkpoint_bench;
 pub mod cli;
 pub mod config;
 pub mod forward;

@@ -84,13 +84,25 @@ impl Membership {
                 .map_err(|error| (500, error.to_string()))?;
             match outcome {
                 ProposalOutcome::Chosen { instance_id, .. } => {
-                    tracing::info!(group, op, node, instance_id, ?members, "member list changed");
+                    tracing::info!(
+                        group,
+                        op,
+                        node,
+                        instance_id,
+                        ?members,
+                        "member list changed"
+                    );
                     answers.insert(
                         group.clone(),
                         json!({"members": members, "instance_id": instance_id, "changed": true}),
                     );
                 }
-                other => return Err((409, format!("group {group}: the change was not chosen: {other:?}; retry"))),
+                other => {
+                    return Err((
+                        409,
+                        format!("group {group}: the change was not chosen: {other:?}; retry"),
+                    ))
+                }
             }
         }
         Ok(Value::Object(answers))

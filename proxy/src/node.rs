@@ -26,14 +26,14 @@ use tokio::net::TcpListener;
 
 use crate::admin_routes::NodeAdmin;
 use crate::backend::Backend;
-use crate::membership::Membership;
-use paxsql_replicator::service::checkpoints::{
-    CheckpointOptions, Checkpoints, CHECKPOINTS_KEPT_DEFAULT,
-};
 use crate::config::NodeConfig;
+use crate::membership::Membership;
 use crate::node_backend::NodeBackend;
 use crate::routing::{RoutingBackend, Topology};
 use crate::status::NodeStatus;
+use paxsql_replicator::service::checkpoints::{
+    CheckpointOptions, Checkpoints, CHECKPOINTS_KEPT_DEFAULT,
+};
 
 /// The identity a data dir belongs to (`DIR/node.toml`).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

@@ -169,8 +169,7 @@ impl Core {
             // Already past it (learned meanwhile); nothing to skip.
             return;
         }
-        if self.cluster_gid != 0 && meta.cluster_gid != 0 && meta.cluster_gid != self.cluster_gid
-        {
+        if self.cluster_gid != 0 && meta.cluster_gid != 0 && meta.cluster_gid != self.cluster_gid {
             let reason = format!(
                 "the installed checkpoint belongs to cluster {:#x}, this node to {:#x}",
                 meta.cluster_gid, self.cluster_gid

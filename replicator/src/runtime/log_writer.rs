@@ -276,7 +276,8 @@ impl WriterThread {
             .sync()
             .map_err(|error| format!("syncing the log of group {} failed: {error}", self.group))?;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.metrics.record_sync(done.len(), *records_appended, micros);
+        self.metrics
+            .record_sync(done.len(), *records_appended, micros);
         *records_appended = 0;
         // Err only when the driver is gone (shutdown): nobody is waiting any more.
         let _ = self.completions.blocking_send(std::mem::take(done));
@@ -285,8 +286,12 @@ impl WriterThread {
 
     fn truncate(&mut self, below: u64) {
         match self.log.truncate_prefix(below) {
-            Ok(()) => tracing::info!(group = %self.group, below, first_instance = ?self.log.first_instance(), "truncated the log below a checkpoint"),
-            Err(error) => tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed"),
+            Ok(()) => {
+                tracing::info!(group = %self.group, below, first_instance = ?self.log.first_instance(), "truncated the log below a checkpoint")
+            }
+            Err(error) => {
+                tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed")
+            }
         }
     }
 }

@@ -227,7 +227,8 @@ impl Checkpoints {
         let info = if instance_id == 0 {
             list.last().cloned()
         } else {
-            list.into_iter().find(|info| info.instance_id == instance_id)
+            list.into_iter()
+                .find(|info| info.instance_id == instance_id)
         }?;
         *pins.entry(info.instance_id).or_default() += 1;
         let pin = Pin {
@@ -241,8 +242,7 @@ impl Checkpoints {
     pub fn status_json(&self) -> serde_json::Value {
         let newest = self.list().last().map(|info| info.instance_id);
         let bootstrap = if self.bootstrapping.load(Ordering::Acquire) {
-            serde_json::to_value(&*self.progress.lock().expect("progress lock"))
-                .unwrap_or_default()
+            serde_json::to_value(&*self.progress.lock().expect("progress lock")).unwrap_or_default()
         } else {
             self.last_bootstrap
                 .lock()
@@ -364,8 +364,11 @@ impl Checkpoints {
         std::fs::rename(&taking, &file).map_err(|error| error.to_string())?;
         let info_path = self.info_of(instance_id);
         let temporary = info_path.with_extension("tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(&info).expect("info serializes"))
-            .map_err(|error| error.to_string())?;
+        std::fs::write(
+            &temporary,
+            serde_json::to_vec_pretty(&info).expect("info serializes"),
+        )
+        .map_err(|error| error.to_string())?;
         std::fs::File::open(&temporary)
             .and_then(|written| written.sync_all())
             .map_err(|error| format!("fsync {}: {error}", temporary.display()))?;
@@ -425,8 +428,8 @@ impl Checkpoints {
         let started = Instant::now();
         tracing::info!(group = %self.group, peer, address, "bootstrapping from a peer's checkpoint: this node lacks instances no peer's log holds");
         let outcome = self.fetch_and_install(address).await;
-        let mut summary =
-            serde_json::to_value(&*self.progress.lock().expect("progress lock")).unwrap_or_default();
+        let mut summary = serde_json::to_value(&*self.progress.lock().expect("progress lock"))
+            .unwrap_or_default();
         summary["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
         summary["state"] = serde_json::json!(match &outcome {
             Ok(_) => "installed".to_string(),
@@ -448,10 +451,12 @@ impl Checkpoints {
     }
 
     async fn fetch_and_install(&self, address: &str) -> Result<CheckpointInfo, String> {
-        let (file, info) = checkpoint_stream::fetch(address, &self.group, &self.dir, &self.progress)
-            .await
-            .map_err(|error| error.to_string())?;
-        let inside = crate::sqlite::checkpoint_instance(&file).map_err(|error| error.to_string())?;
+        let (file, info) =
+            checkpoint_stream::fetch(address, &self.group, &self.dir, &self.progress)
+                .await
+                .map_err(|error| error.to_string())?;
+        let inside =
+            crate::sqlite::checkpoint_instance(&file).map_err(|error| error.to_string())?;
         if inside != info.instance_id {
             let _ = std::fs::remove_file(&file);
             return Err(format!(
@@ -464,7 +469,9 @@ impl Checkpoints {
         loop {
             match self.service.install_checkpoint(file.clone()).await {
                 Ok(_) => break,
-                Err(error) if error.kind == SqlErrorKind::Busy && attempts < INSTALL_ATTEMPTS_MAX => {
+                Err(error)
+                    if error.kind == SqlErrorKind::Busy && attempts < INSTALL_ATTEMPTS_MAX =>
+                {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }

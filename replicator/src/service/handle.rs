@@ -77,10 +77,7 @@ impl SqlService {
             while let Some(delivered) = deliveries.recv().await {
                 ring.record(
                     delivered.instance_id,
-                    crate::paxos::chain_checksum(
-                        delivered.value.checksum_before,
-                        &delivered.value,
-                    ),
+                    crate::paxos::chain_checksum(delivered.value.checksum_before, &delivered.value),
                 );
                 if delivery_sender
                     .send(WriterMessage::Delivered(delivered))
@@ -130,10 +127,13 @@ impl SqlService {
     /// The version (the instance that chose it) of the member list this replica applied.
     pub fn members_version(&self) -> Option<u64> {
         let reader = self.readers.get().ok()?;
-        crate::sqlite::meta::get_i64(&reader.connection, crate::sqlite::meta::key::MEMBERS_VERSION)
-            .ok()
-            .flatten()
-            .map(|version| version as u64)
+        crate::sqlite::meta::get_i64(
+            &reader.connection,
+            crate::sqlite::meta::key::MEMBERS_VERSION,
+        )
+        .ok()
+        .flatten()
+        .map(|version| version as u64)
     }
 
     /// Wakes on every change of the applied instance.
@@ -152,9 +152,9 @@ impl SqlService {
             .send(WriterMessage::InstallCheckpoint { file, reply })
             .await
             .map_err(|_| SqlError::new(SqlErrorKind::Other, "the writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| SqlError::new(SqlErrorKind::Other, "the writer stopped while installing"))?
+        answer.await.map_err(|_| {
+            SqlError::new(SqlErrorKind::Other, "the writer stopped while installing")
+        })?
     }
 
     pub fn group(&self) -> &GroupHandle {

@@ -304,7 +304,10 @@ fn install_checkpoint(
 ) -> Result<InstanceId, SqlError> {
     if let Some(applied) = database.applied_instance() {
         let offered = crate::sqlite::checkpoint_instance(file).map_err(|error| {
-            SqlError::new(SqlErrorKind::Other, format!("not a usable checkpoint: {error}"))
+            SqlError::new(
+                SqlErrorKind::Other,
+                format!("not a usable checkpoint: {error}"),
+            )
         })?;
         if offered <= applied {
             return Err(SqlError::new(

@@ -89,10 +89,12 @@ pub fn write_checkpoint(
 
 /// Every paxsql meta key inside a checkpoint file.
 pub fn checkpoint_meta(file: &Path) -> Result<MetaSnapshot, SqliteError> {
-    let connection = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|error| SqliteError::NotPaxsql {
-            path: file.into(),
-            detail: error.to_string(),
+    let connection =
+        Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|error| {
+            SqliteError::NotPaxsql {
+                path: file.into(),
+                detail: error.to_string(),
+            }
         })?;
     meta::snapshot(&connection).map_err(|error| SqliteError::NotPaxsql {
         path: file.into(),
