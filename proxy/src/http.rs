@@ -34,7 +34,18 @@ pub trait AdminSource: Send + Sync + 'static {
     fn route(&self, _method: &str, _path: &str) -> Option<HttpResponse> {
         None
     }
+    /// Routes that wait or stream (checkpoint transfer, membership changes): they take over the
+    /// connection after the request head. `target` keeps the query string. `None`: not here.
+    fn stream_route(&self, _method: &str, _target: &str) -> Option<StreamRoute> {
+        None
+    }
 }
+
+/// A route that writes its whole response itself (see [`AdminSource::stream_route`]).
+pub type StreamRoute = Box<
+    dyn FnOnce(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
+        + Send,
+>;
 
 /// A response to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +144,11 @@ async fn handle_connection(
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
+    if let Some((method, target)) = request_target(&head) {
+        if let Some(route) = source.stream_route(&method, &target) {
+            return route(stream).await;
+        }
+    }
     let response = match parse_request_line(&head) {
         Some((method, path)) => respond(source.as_ref(), &method, &path),
         None => HttpResponse::text(400, "bad request: send `GET /status HTTP/1.1`\n"),
@@ -157,6 +173,13 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         head.extend_from_slice(&buffer[..read]);
     }
     Ok(head)
+}
+
+/// The method and the full target (with its query string).
+fn request_target(head: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut parts = text.lines().next()?.split_whitespace();
+    Some((parts.next()?.to_string(), parts.next()?.to_string()))
 }
 
 fn parse_request_line(head: &[u8]) -> Option<(String, String)> {
@@ -197,6 +220,8 @@ async fn write_response(stream: &mut TcpStream, response: &HttpResponse) -> std:
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        409 => "Conflict",
+        500 => "Internal Server Error",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",
         _ => "Status",

@@ -9,11 +9,14 @@
 //! - [`http`]: `/status`, `/metrics`, `/ready`; [`status`] builds those documents.
 //! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
 
+pub mod admin_routes;
 pub mod backend;
+pub mod checkpoint_bench;
 pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod membership;
 pub mod node;
 pub mod node_backend;
 pub mod pg;

@@ -23,6 +23,8 @@ enum Command {
     DevCluster(cli::dev_cluster::DevClusterArgs),
     /// Show a node's role, master, and how far it has chosen and applied.
     Status(cli::status::StatusArgs),
+    /// Membership changes, checkpoints on demand, the checkpoint streaming benchmark.
+    Admin(cli::admin::AdminArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => cli::node::run(*args).await,
+            Command::Admin(args) => cli::admin::run(args).await,
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
         }

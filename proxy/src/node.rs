@@ -24,11 +24,16 @@ use paxsql_replicator::sqlite::{Database, DatabaseOptions};
 use paxsql_schema::{ChosenValue, Message};
 use tokio::net::TcpListener;
 
+use crate::admin_routes::NodeAdmin;
 use crate::backend::Backend;
 use crate::config::NodeConfig;
+use crate::membership::Membership;
 use crate::node_backend::NodeBackend;
 use crate::routing::{RoutingBackend, Topology};
 use crate::status::NodeStatus;
+use paxsql_replicator::service::checkpoints::{
+    CheckpointOptions, Checkpoints, CHECKPOINTS_KEPT_DEFAULT,
+};
 
 /// The identity a data dir belongs to (`DIR/node.toml`).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -84,6 +89,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("cannot start the Paxos runtime")?;
 
     let mut services = BTreeMap::new();
+    let mut checkpoints = BTreeMap::new();
     for (group, database) in databases {
         let channels = node
             .groups
@@ -97,7 +103,27 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             fatal.clone(),
         )
         .with_context(|| format!("cannot start the writer of group {group}"))?;
-        spawn_checkpoint_notices(group.clone(), channels.checkpoints_needed);
+        let checkpoint_options = CheckpointOptions {
+            interval_instances: config.checkpoint_interval_instances,
+            hold_instances: config.log_hold_instances,
+            keep_max: CHECKPOINTS_KEPT_DEFAULT,
+        };
+        let group_checkpoints = Checkpoints::start(
+            &group,
+            config.data_dir.join(&group).join("checkpoints"),
+            checkpoint_options,
+            service.clone(),
+        )
+        .with_context(|| format!("cannot create the checkpoints folder of group {group}"))?;
+        let transport = node.transport.clone();
+        let peer_http: Arc<dyn Fn(u32) -> Option<String> + Send + Sync> =
+            Arc::new(move |peer| transport.peer_info(peer).map(|info| info.http_addr));
+        tokio::spawn(
+            group_checkpoints
+                .clone()
+                .serve_notices(channels.checkpoints_needed, peer_http),
+        );
+        checkpoints.insert(group.clone(), group_checkpoints);
         services.insert(group, service);
     }
     let local = Arc::new(NodeBackend::new(services));
@@ -114,6 +140,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         local.clone(),
         node.metrics.clone(),
     ));
+    let status = Arc::new(NodeAdmin {
+        status,
+        checkpoints,
+        membership: Arc::new(Membership {
+            node_id: config.node_id,
+            backend: local.clone(),
+        }),
+    });
 
     let sql_listener = TcpListener::bind(config.sql_addr).await.with_context(|| {
         format!(
@@ -231,7 +265,10 @@ fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// Opens a group's log and replica, and replays the log's chosen values the replica lacks.
 fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Database)> {
     let group_dir = config.data_dir.join(group);
-    let (log, report) = FileLog::open(group_dir.join("log"), FileLogOptions::default())
+    let log_options = FileLogOptions {
+        segment_bytes_max: log_segment_bytes(),
+    };
+    let (log, report) = FileLog::open(group_dir.join("log"), log_options)
         .with_context(|| format!("cannot open the Paxos log of group {group}"))?;
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(
@@ -335,21 +372,19 @@ fn process_seed(node_id: u32) -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32) ^ (u64::from(node_id) << 56)
 }
 
-fn spawn_checkpoint_notices(
-    group: String,
-    mut notices: tokio::sync::mpsc::Receiver<paxsql_replicator::runtime::group::CheckpointNeeded>,
-) {
-    tokio::spawn(async move {
-        while let Some(notice) = notices.recv().await {
-            tracing::error!(
-                group,
-                peer = notice.peer,
-                first_instance = notice.first_instance,
-                "this node needs instances no peer's log holds any more; it must be bootstrapped from a checkpoint"
-            );
-        }
-    });
+/// Log segment size: the log is truncated in whole segments, so this bounds how much more
+/// than `--log-hold-instances` a node keeps. `PAXSQL_LOG_SEGMENT_BYTES` overrides it (tests use
+/// small segments to truncate after a few thousand instances).
+fn log_segment_bytes() -> u64 {
+    std::env::var("PAXSQL_LOG_SEGMENT_BYTES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|bytes| *bytes > 0)
+        .unwrap_or(LOG_SEGMENT_BYTES_DEFAULT)
 }
+
+/// Default log segment size (8 MiB).
+const LOG_SEGMENT_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 
 /// Who is master, and where peers' proxies listen.
 struct NodeTopology {

@@ -36,7 +36,7 @@ impl AcceptorState {
 }
 
 impl Core {
-    fn acceptor_record(&self) -> Record {
+    pub(super) fn acceptor_record(&self) -> Record {
         let state = paxsql_schema::AcceptorState {
             instance_id: self.instance_id,
             promised: Some(self.acceptor.promised),

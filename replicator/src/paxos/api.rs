@@ -123,6 +123,17 @@ pub enum Input {
     ReadIndex { read_id: u64 },
     /// Ask this node to try to become master now (e.g. `admin transfer-master`).
     Campaign,
+    /// This node wrote an fsync'd checkpoint holding every instance up to `meta.instance_id`:
+    /// record its meta in the log, then truncate the log below `truncate_below` (capped at the
+    /// checkpoint). See `paxos::checkpoint`.
+    CheckpointDurable {
+        meta: super::CheckpointMeta,
+        truncate_below: InstanceId,
+    },
+    /// The state machine was replaced by a checkpoint holding every instance up to
+    /// `meta.instance_id`: skip to it and learn onward. Feed it before any `Applied` above
+    /// the old position.
+    CheckpointInstalled(super::CheckpointMeta),
 }
 
 /// How a local proposal ended.
@@ -174,6 +185,9 @@ pub enum Action {
         peer: NodeId,
         first_instance: InstanceId,
     },
+    /// Remove the log's records below `below` (whole segments; a durable checkpoint covers
+    /// them). Carried out only after every `Persist` emitted before it is durable.
+    TruncateLog { below: InstanceId },
     /// A read-index round ended: `ok` means this node was master with the highest ballot.
     /// The read may then be served once the state machine applied every instance that was
     /// chosen when the driver fed [`Input::ReadIndex`] (read [`Core::chosen_instance`] then).

@@ -140,6 +140,13 @@ impl Core {
             Input::Applied { instance_id } => self.handle_applied(instance_id),
             Input::ReadIndex { read_id } => self.handle_read_index(read_id, &mut actions),
             Input::Campaign => self.handle_campaign(&mut actions),
+            Input::CheckpointDurable {
+                meta,
+                truncate_below,
+            } => self.handle_checkpoint_durable(meta, truncate_below, &mut actions),
+            Input::CheckpointInstalled(meta) => {
+                self.handle_checkpoint_installed(meta, &mut actions)
+            }
         }
         actions
     }

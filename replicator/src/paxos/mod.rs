@@ -9,6 +9,7 @@
 //! - `learner`: Chosen notices, catching up, checkpoint requests.
 //! - `lease`: the master lease and read-index rounds.
 //! - `membership`: the cluster init, member lists and the lease as values on the log.
+//! - `checkpoint`: standing on a checkpoint instead of the log below it ([`CheckpointMeta`]).
 //! - `recovery`: rebuilding the state from the log at startup.
 //! - `rng`: the core's seeded PRNG.
 //!
@@ -18,6 +19,7 @@
 
 mod acceptor;
 pub mod api;
+mod checkpoint;
 mod core;
 mod learner;
 mod lease;
@@ -30,3 +32,4 @@ mod tests;
 
 pub use self::core::{chain_checksum, Core, READ_INDEX_PENDING_MAX};
 pub use api::*;
+pub use checkpoint::CheckpointMeta;

@@ -33,7 +33,7 @@ use crate::limits::{
     GROUP_PROPOSALS_IN_FLIGHT_MAX, GROUP_READ_INDEX_IN_FLIGHT_MAX, GROUP_TICK_INTERVAL_MS,
     LEARN_BATCH_VALUES_MAX, LEARN_SERVES_IN_FLIGHT_MAX, LOG_WRITER_PERSISTS_IN_FLIGHT_MAX,
 };
-use crate::paxos::{Action, Input, InstanceId, NodeId, ProposalOutcome, Status};
+use crate::paxos::{Action, CheckpointMeta, Input, InstanceId, NodeId, ProposalOutcome, Status};
 use crate::runtime::clock::TickClock;
 use crate::runtime::engine::Engine;
 use crate::runtime::error::RuntimeError;
@@ -92,6 +92,8 @@ enum Command {
         reply: oneshot::Sender<bool>,
     },
     Campaign,
+    /// A checkpoint input for the engine (durable here, or installed from a peer).
+    Checkpoint(Input),
 }
 
 /// The highest applied instance reported by the state machine (stored as instance + 1; 0 =
@@ -173,6 +175,36 @@ impl GroupHandle {
             .applied_plus_one
             .fetch_max(instance_id + 1, Ordering::Release);
         self.applied.notify.notify_one();
+    }
+
+    /// This node wrote an fsync'd checkpoint: the engine records its meta in the log, then the
+    /// log is truncated below `truncate_below` (capped at the checkpoint).
+    pub async fn checkpoint_durable(
+        &self,
+        meta: CheckpointMeta,
+        truncate_below: InstanceId,
+    ) -> Result<(), RuntimeError> {
+        self.send_command(Command::Checkpoint(Input::CheckpointDurable {
+            meta,
+            truncate_below,
+        }))
+        .await
+    }
+
+    /// The state machine was replaced by a checkpoint: the engine skips to it and learns
+    /// onward. Call before reporting any instance above it with [`GroupHandle::applied`].
+    pub async fn checkpoint_installed(&self, meta: CheckpointMeta) -> Result<(), RuntimeError> {
+        self.send_command(Command::Checkpoint(Input::CheckpointInstalled(meta)))
+            .await
+    }
+
+    async fn send_command(&self, command: Command) -> Result<(), RuntimeError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| RuntimeError::NotRunning {
+                group: self.name.to_string(),
+            })
     }
 
     /// Asks the group to try to become master now.
@@ -398,6 +430,16 @@ impl Driver {
                 self.handle_need_checkpoint(peer, first_instance);
                 Ok(())
             }
+            Action::TruncateLog { below } => {
+                // Queued behind every earlier persist; the writer cuts only after their sync.
+                let log = self
+                    .log
+                    .as_ref()
+                    .expect("the log writer lives until the driver closes");
+                log.truncate_prefix(below)
+                    .await
+                    .map_err(|_| Stop::LogWriterGone)
+            }
             Action::ReadIndexDone { read_id, ok } => {
                 if let Some(reply) = self.read_indexes.remove(&read_id) {
                     let _ = reply.send(ok);
@@ -511,6 +553,7 @@ impl Driver {
                 self.step(Input::ReadIndex { read_id });
             }
             Command::Campaign => self.step(Input::Campaign),
+            Command::Checkpoint(input) => self.step(input),
         }
     }
 

@@ -7,7 +7,9 @@
 //! only after its record is durable, and many of them share one fsync.
 //!
 //! Reads (for learners) and prefix truncations go through the same queue, so a read sees every
-//! record of every earlier `Persist` job.
+//! record of every earlier `Persist` job. **Ordering:** a truncation first syncs the records
+//! appended before it in the batch (a checkpoint's meta record), so they are durable before
+//! anything below them is deleted.
 //!
 //! # Failure
 //! An append or sync error is fatal: after a failed fsync the kernel may have dropped the
@@ -246,26 +248,50 @@ impl WriterThread {
                     reads.push((read, reply));
                 }
                 Job::Truncate { below } => {
-                    if let Err(error) = self.log.truncate_prefix(below) {
-                        tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed");
-                    }
+                    // What was appended before the cut (a checkpoint's meta record) must be
+                    // durable before anything below it is deleted.
+                    self.sync_and_release(&mut done, &mut records_appended)?;
+                    self.truncate(below);
                 }
             }
         }
-        if !done.is_empty() {
-            let started = Instant::now();
-            self.log.sync().map_err(|error| {
-                format!("syncing the log of group {} failed: {error}", self.group)
-            })?;
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.metrics
-                .record_sync(done.len(), records_appended, micros);
-            // Err only when the driver is gone (shutdown): nobody is waiting any more.
-            let _ = self.completions.blocking_send(done);
-        }
+        self.sync_and_release(&mut done, &mut records_appended)?;
         for (read, reply) in reads {
             let _ = reply.send(read);
         }
         Ok(())
+    }
+
+    /// Syncs once for every persist in `done` and hands their completions back. `Err` is fatal.
+    fn sync_and_release(
+        &mut self,
+        done: &mut Vec<PersistDone>,
+        records_appended: &mut usize,
+    ) -> Result<(), String> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.log
+            .sync()
+            .map_err(|error| format!("syncing the log of group {} failed: {error}", self.group))?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics
+            .record_sync(done.len(), *records_appended, micros);
+        *records_appended = 0;
+        // Err only when the driver is gone (shutdown): nobody is waiting any more.
+        let _ = self.completions.blocking_send(std::mem::take(done));
+        Ok(())
+    }
+
+    fn truncate(&mut self, below: u64) {
+        match self.log.truncate_prefix(below) {
+            Ok(()) => {
+                tracing::info!(group = %self.group, below, first_instance = ?self.log.first_instance(), "truncated the log below a checkpoint")
+            }
+            Err(error) => {
+                tracing::error!(group = %self.group, below, %error, "truncating the log failed; it keeps more than needed")
+            }
+        }
     }
 }

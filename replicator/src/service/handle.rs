@@ -20,6 +20,7 @@ use crate::sqlite::{
     StatementResult,
 };
 
+use super::checkpoints::ChecksumRing;
 use super::writer::{self, WriterContext, WriterMessage, WRITER_QUEUE_MAX};
 
 /// How long a client waits for the outcome of its write before hearing "unknown" (40003).
@@ -37,6 +38,9 @@ pub struct SqlService {
     sender: mpsc::Sender<WriterMessage>,
     readers: ReaderPool,
     applied: watch::Receiver<Option<InstanceId>>,
+    database_path: std::path::PathBuf,
+    /// The running log checksum after each recently delivered instance (for checkpoints).
+    checksums: std::sync::Arc<ChecksumRing>,
 }
 
 impl SqlService {
@@ -51,6 +55,8 @@ impl SqlService {
         let (sender, receiver) = mpsc::channel(WRITER_QUEUE_MAX);
         let (applied_sender, applied) = watch::channel(database.applied_instance());
         let readers = database.readers();
+        let database_path = database.path().to_path_buf();
+        let checksums = std::sync::Arc::new(ChecksumRing::default());
         let runtime = tokio::runtime::Handle::current();
         let context = WriterContext::new(
             node_id,
@@ -66,8 +72,13 @@ impl SqlService {
             .spawn(move || writer::run(database, context))?;
         // Chosen values wait for room (backpressure on the driver); they are never dropped.
         let delivery_sender = sender.clone();
+        let ring = checksums.clone();
         runtime.spawn(async move {
             while let Some(delivered) = deliveries.recv().await {
+                ring.record(
+                    delivered.instance_id,
+                    crate::paxos::chain_checksum(delivered.value.checksum_before, &delivered.value),
+                );
                 if delivery_sender
                     .send(WriterMessage::Delivered(delivered))
                     .await
@@ -95,7 +106,55 @@ impl SqlService {
             sender,
             readers,
             applied,
+            database_path,
+            checksums,
         })
+    }
+
+    /// The reader pool (checkpoints are copied from a reader, off the writer thread).
+    pub fn readers(&self) -> &ReaderPool {
+        &self.readers
+    }
+
+    pub fn database_path(&self) -> &std::path::Path {
+        &self.database_path
+    }
+
+    pub fn checksums(&self) -> &std::sync::Arc<ChecksumRing> {
+        &self.checksums
+    }
+
+    /// The version (the instance that chose it) of the member list this replica applied.
+    pub fn members_version(&self) -> Option<u64> {
+        let reader = self.readers.get().ok()?;
+        crate::sqlite::meta::get_i64(
+            &reader.connection,
+            crate::sqlite::meta::key::MEMBERS_VERSION,
+        )
+        .ok()
+        .flatten()
+        .map(|version| version as u64)
+    }
+
+    /// Wakes on every change of the applied instance.
+    pub fn applied_watch(&self) -> watch::Receiver<Option<InstanceId>> {
+        self.applied.clone()
+    }
+
+    /// Replaces the replica with a verified checkpoint file on the writer thread; answers the
+    /// instance it holds. `Busy` errors are worth retrying.
+    pub async fn install_checkpoint(
+        &self,
+        file: std::path::PathBuf,
+    ) -> Result<InstanceId, SqlError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriterMessage::InstallCheckpoint { file, reply })
+            .await
+            .map_err(|_| SqlError::new(SqlErrorKind::Other, "the writer has stopped"))?;
+        answer.await.map_err(|_| {
+            SqlError::new(SqlErrorKind::Other, "the writer stopped while installing")
+        })?
     }
 
     pub fn group(&self) -> &GroupHandle {

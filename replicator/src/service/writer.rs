@@ -74,6 +74,12 @@ pub enum WriterMessage {
     },
     /// Time passes (idle-transaction timeouts).
     Tick,
+    /// Replace the replica with this verified checkpoint file (a bootstrap); answers the
+    /// instance it holds. Refused (busy) while the writer has an owner.
+    InstallCheckpoint {
+        file: std::path::PathBuf,
+        reply: Reply<InstanceId>,
+    },
 }
 
 /// One autocommit unit and its reply.
@@ -233,6 +239,9 @@ fn refuse_waiting(context: &mut WriterContext) {
 fn handle_idle(database: &mut Database, context: &mut WriterContext, message: WriterMessage) {
     match message {
         WriterMessage::Delivered(delivered) => apply(database, context, delivered),
+        WriterMessage::InstallCheckpoint { file, reply } => {
+            let _ = reply.send(install_checkpoint(database, context, &file));
+        }
         other => handle_busy(context, other),
     }
 }
@@ -277,7 +286,48 @@ fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
         }
         WriterMessage::Delivered(delivered) => context.deferred.push_back(delivered),
         WriterMessage::Proposed { .. } | WriterMessage::Tick => {}
+        WriterMessage::InstallCheckpoint { reply, .. } => {
+            let _ = reply.send(Err(SqlError::new(
+                SqlErrorKind::Busy,
+                "the writer is busy; the checkpoint install is retried",
+            )));
+        }
     }
+}
+
+/// Installs a checkpoint in place of the replica (DESIGN "Installing a checkpoint"). Readers
+/// still in use make it a retryable "busy"; a failure after the old file was closed is fatal.
+fn install_checkpoint(
+    database: &mut Database,
+    context: &mut WriterContext,
+    file: &std::path::Path,
+) -> Result<InstanceId, SqlError> {
+    if let Some(applied) = database.applied_instance() {
+        let offered = crate::sqlite::checkpoint_instance(file).map_err(|error| {
+            SqlError::new(
+                SqlErrorKind::Other,
+                format!("not a usable checkpoint: {error}"),
+            )
+        })?;
+        if offered <= applied {
+            return Err(SqlError::new(
+                SqlErrorKind::Other,
+                format!("the checkpoint holds instance {offered}, this replica already applied {applied}"),
+            ));
+        }
+    }
+    match database.install_checkpoint(file) {
+        Ok(()) => {}
+        Err(error @ (SqliteError::ReadersInUse { .. } | SqliteError::NotPaxsql { .. })) => {
+            return Err(SqlError::new(SqlErrorKind::Busy, error.to_string()));
+        }
+        Err(error) => context.fail_fatally("installing a checkpoint", &error),
+    }
+    let instance_id = database
+        .applied_instance()
+        .expect("an installed checkpoint holds an applied instance (checked before install)");
+    context.applied.send_replace(Some(instance_id));
+    Ok(instance_id)
 }
 
 fn drain_deferred(database: &mut Database, context: &mut WriterContext) {

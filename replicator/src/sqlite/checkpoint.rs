@@ -14,33 +14,15 @@ use rusqlite::{Connection, OpenFlags};
 use super::connection::PaxConnection;
 use super::database::Database;
 use super::error::SqliteError;
-use super::meta;
+use super::meta::{self, MetaSnapshot};
+use super::readers::ReaderPool;
 
 impl Database {
     /// Writes a consistent snapshot to `path` (via `path.tmp`, fsync'd, renamed, directory
     /// fsync'd) and returns the instance it contains.
     pub fn checkpoint_to(&self, path: &Path) -> Result<u64, SqliteError> {
-        let temporary = path.with_extension("tmp");
-        remove_if_present(&temporary)?;
-        {
-            let reader = self.readers.get().map_err(|error| SqliteError::NotPaxsql {
-                path: self.path.clone(),
-                detail: error.message,
-            })?;
-            let mut destination = Connection::open(&temporary)
-                .map_err(SqliteError::sqlite("creating the checkpoint file"))?;
-            let backup = rusqlite::backup::Backup::new(&reader.connection, &mut destination)
-                .map_err(SqliteError::sqlite("starting the checkpoint backup"))?;
-            // All pages in one step: one read transaction, one consistent snapshot.
-            backup
-                .step(-1)
-                .map_err(SqliteError::sqlite("copying the checkpoint"))?;
-        }
-        let instance_id = checkpoint_instance(&temporary)?;
-        sync_file(&temporary)?;
-        std::fs::rename(&temporary, path).map_err(SqliteError::io(path))?;
-        sync_parent_directory(path)?;
-        Ok(instance_id)
+        let meta = write_checkpoint(&self.readers, &self.path, path)?;
+        meta.applied_instance.ok_or(SqliteError::NothingApplied)
     }
 
     /// Replaces this replica with the checkpoint `file` and reopens it (DESIGN "Checkpoints"):
@@ -64,6 +46,60 @@ impl Database {
         *self = reopened;
         replaced
     }
+}
+
+/// Writes a consistent snapshot of the replica behind `readers` to `path` (via `path.tmp`,
+/// fsync'd, renamed, directory fsync'd) and returns the metadata inside it. Runs on any
+/// thread: it only takes a reader, so the writer is never blocked.
+pub fn write_checkpoint(
+    readers: &ReaderPool,
+    database_path: &Path,
+    path: &Path,
+) -> Result<MetaSnapshot, SqliteError> {
+    let temporary = path.with_extension("tmp");
+    remove_if_present(&temporary)?;
+    {
+        let reader = readers.get().map_err(|error| SqliteError::NotPaxsql {
+            path: database_path.into(),
+            detail: error.message,
+        })?;
+        let mut destination = Connection::open(&temporary)
+            .map_err(SqliteError::sqlite("creating the checkpoint file"))?;
+        // The whole file is fsync'd below; a journal for the copy would only double the I/O.
+        destination
+            .execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+            .map_err(SqliteError::sqlite("preparing the checkpoint file"))?;
+        let backup = rusqlite::backup::Backup::new(&reader.connection, &mut destination)
+            .map_err(SqliteError::sqlite("starting the checkpoint backup"))?;
+        // All pages in one step: one read transaction, one consistent snapshot.
+        backup
+            .step(-1)
+            .map_err(SqliteError::sqlite("copying the checkpoint"))?;
+    }
+    let meta = checkpoint_meta(&temporary)?;
+    if meta.applied_instance.is_none() {
+        remove_if_present(&temporary)?;
+        return Err(SqliteError::NothingApplied);
+    }
+    sync_file(&temporary)?;
+    std::fs::rename(&temporary, path).map_err(SqliteError::io(path))?;
+    sync_parent_directory(path)?;
+    Ok(meta)
+}
+
+/// Every paxsql meta key inside a checkpoint file.
+pub fn checkpoint_meta(file: &Path) -> Result<MetaSnapshot, SqliteError> {
+    let connection =
+        Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|error| {
+            SqliteError::NotPaxsql {
+                path: file.into(),
+                detail: error.to_string(),
+            }
+        })?;
+    meta::snapshot(&connection).map_err(|error| SqliteError::NotPaxsql {
+        path: file.into(),
+        detail: error.to_string(),
+    })
 }
 
 /// Steps 1 to 5 of a checkpoint install, once the readers are closed.
@@ -97,7 +133,7 @@ pub fn checkpoint_instance(file: &Path) -> Result<u64, SqliteError> {
     instance.ok_or(SqliteError::NothingApplied)
 }
 
-fn remove_if_present(path: &Path) -> Result<(), SqliteError> {
+pub fn remove_if_present(path: &Path) -> Result<(), SqliteError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -109,13 +145,13 @@ fn remove_if_present(path: &Path) -> Result<(), SqliteError> {
 }
 
 /// fsync failures are fatal and never retried (fsyncgate): the caller stops the node.
-fn sync_file(path: &Path) -> Result<(), SqliteError> {
+pub fn sync_file(path: &Path) -> Result<(), SqliteError> {
     File::open(path)
         .and_then(|file| file.sync_all())
         .map_err(SqliteError::io(path))
 }
 
-fn sync_parent_directory(path: &Path) -> Result<(), SqliteError> {
+pub fn sync_parent_directory(path: &Path) -> Result<(), SqliteError> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -517,6 +517,10 @@ impl World {
                 "node {} asked for a checkpoint, but no log was truncated",
                 node_id(index)
             )),
+            Action::TruncateLog { below } => self.violate(format!(
+                "node {} truncated its log below {below}, but no checkpoint was made",
+                node_id(index)
+            )),
             Action::ReadIndexDone { .. } => {}
             Action::Halt { reason } => {
                 self.violate(format!("node {} halted: {reason}", node_id(index)))

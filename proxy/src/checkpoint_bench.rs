@@ -1,0 +1,94 @@
+//! `paxsql admin bench-checkpoint-stream`: the checkpoint transfer's throughput beside a plain
+//! file copy on the same disk (not a test: it prints figures).
+//!
+//! A file of the given size is written (random-looking pages, so nothing compresses), then:
+//! 1. copied with `std::fs::copy` + fsync;
+//! 2. streamed over loopback TCP with the real protocol (`checkpoint_stream::serve` on one
+//!    side, `checkpoint_stream::fetch` on the other: CRC per chunk, whole-file hash, fsync).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use paxsql_replicator::service::checkpoint_stream::{self, FetchProgress};
+use paxsql_replicator::service::checkpoints::{hash_file, CheckpointInfo};
+use tokio::io::AsyncReadExt;
+
+pub async fn run(dir: &Path, size_mb: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let source = dir.join("bench-source.sqlite");
+    write_source(&source, size_mb)?;
+    let (file_bytes, file_hash) = hash_file(&source)?;
+    let info = CheckpointInfo {
+        instance_id: 1,
+        file_bytes,
+        file_hash,
+        checksum_after: 0,
+        cluster_gid: 0,
+        members: Vec::new(),
+        members_version: 0,
+        master_id: None,
+        lease_ms: 0,
+        lease_version: 0,
+    };
+
+    let copy = dir.join("bench-copy.sqlite");
+    let started = Instant::now();
+    std::fs::copy(&source, &copy)?;
+    std::fs::File::open(&copy)?.sync_all()?;
+    let copy_seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&copy)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let served = source.clone();
+    let served_info = info.clone();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).await?;
+        checkpoint_stream::serve(&mut stream, &served, &served_info, 0).await
+    });
+    let receive_dir = dir.join("bench-receive");
+    let _ = std::fs::remove_dir_all(&receive_dir);
+    let progress = Arc::new(Mutex::new(FetchProgress::default()));
+    let started = Instant::now();
+    let (received, _) = checkpoint_stream::fetch(&address, "main", &receive_dir, &progress)
+        .await
+        .context("streaming the checkpoint")?;
+    let stream_seconds = started.elapsed().as_secs_f64();
+    server.await??;
+    std::fs::remove_dir_all(&receive_dir)?;
+    let _ = received;
+    std::fs::remove_file(&source)?;
+
+    let megabytes = file_bytes as f64 / 1e6;
+    let copy_rate = megabytes / copy_seconds;
+    let stream_rate = megabytes / stream_seconds;
+    println!("checkpoint file: {megabytes:.0} MB");
+    println!("plain file copy + fsync:   {copy_rate:8.1} MB/s ({copy_seconds:.2} s)");
+    println!("checkpoint stream + fsync: {stream_rate:8.1} MB/s ({stream_seconds:.2} s)");
+    println!("stream / copy: {:.0} %", 100.0 * stream_rate / copy_rate);
+    Ok(())
+}
+
+/// Writes `size_mb` MiB of pseudo-random bytes (xorshift), fsync'd.
+fn write_source(path: &Path, size_mb: u64) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..size_mb {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&block)?;
+    }
+    let file = file.into_inner().map_err(|error| error.into_error())?;
+    file.sync_all()?;
+    Ok(())
+}

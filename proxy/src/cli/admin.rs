@@ -1,0 +1,111 @@
+//! `paxsql admin …`: membership changes, checkpoints on demand, and the checkpoint streaming
+//! benchmark. Every action is an HTTP call to a node's `--http` address.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Add a node to every group's member list (send it to the master).
+    AddMember {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        node: u32,
+    },
+    /// Remove a node from every group's member list (send it to the master).
+    RemoveMember {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        node: u32,
+    },
+    /// Replace node `old` by node `node` in one change.
+    ReplaceMember {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        old: u32,
+        #[arg(long)]
+        node: u32,
+    },
+    /// Take a checkpoint now (every group, or `--group`).
+    Checkpoint {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Benchmark: stream a checkpoint file of `--size-mb` over loopback TCP with the checkpoint
+    /// protocol, beside a plain file copy on the same disk.
+    BenchCheckpointStream {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+    },
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let (http, target) = match args.action {
+        AdminAction::AddMember { http, node } => {
+            (http, format!("/admin/members?op=add&node={node}"))
+        }
+        AdminAction::RemoveMember { http, node } => {
+            (http, format!("/admin/members?op=remove&node={node}"))
+        }
+        AdminAction::ReplaceMember { http, old, node } => (
+            http,
+            format!("/admin/members?op=replace&node={node}&old={old}"),
+        ),
+        AdminAction::Checkpoint { http, group } => {
+            let query = group
+                .map(|group| format!("?group={group}"))
+                .unwrap_or_default();
+            (http, format!("/admin/checkpoint{query}"))
+        }
+        AdminAction::BenchCheckpointStream { dir, size_mb } => {
+            return crate::checkpoint_bench::run(&dir, size_mb).await
+        }
+    };
+    let (status, body) = post(&http, &target).await?;
+    print!("{body}");
+    if status != 200 {
+        bail!("the node answered HTTP {status}");
+    }
+    Ok(())
+}
+
+/// A minimal HTTP POST (no body): (status code, body).
+pub async fn post(addr: &str, target: &str) -> anyhow::Result<(u16, String)> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}: is this the node's --http address?"))?;
+    let request = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("malformed HTTP response after {:?}", started.elapsed()))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((status, body.to_string()))
+}
