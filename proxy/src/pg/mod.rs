@@ -13,6 +13,7 @@
 
 pub mod errors;
 pub mod handler;
+pub mod options;
 pub mod session;
 pub mod types;
 
@@ -112,6 +113,8 @@ pub enum ServeError {
     TlsConfig(String),
     #[error("SCRAM setup failed: {0}")]
     Scram(String),
+    #[error("users file {path} is invalid: {reason}")]
+    UsersFile { path: PathBuf, reason: String },
 }
 
 struct Shared {
