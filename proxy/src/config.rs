@@ -40,6 +40,21 @@ pub struct NodeConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// Join an existing cluster as a new member (bootstrap from a checkpoint).
     pub join: bool,
+    /// The SQL (PostgreSQL-wire) server's own settings.
+    pub sql_server: SqlServerConfig,
+}
+
+/// Settings of the PostgreSQL-wire server (`crate::pg`); see docs/CLIENTS.md.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SqlServerConfig {
+    /// Client sessions at once; more get 53300. `None`: the server's default.
+    pub max_connections: Option<usize>,
+    /// TOML file of `name = "password"` lines; with it, SCRAM-SHA-256 is required.
+    pub users_file: Option<PathBuf>,
+    /// PEM certificate chain and private key; both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Close sessions idle (outside a transaction) this long.
+    pub idle_session_timeout_ms: Option<u64>,
 }
 
 /// The raw keys, shared by the TOML file and the command line.
@@ -59,6 +74,11 @@ pub struct RawNodeConfig {
     pub log_hold_instances: Option<u64>,
     pub cluster_secret_file: Option<PathBuf>,
     pub join: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub users_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub idle_session_timeout_ms: Option<u64>,
 }
 
 impl RawNodeConfig {
@@ -89,7 +109,12 @@ impl RawNodeConfig {
             checkpoint_interval_instances,
             log_hold_instances,
             cluster_secret_file,
-            join
+            join,
+            max_connections,
+            users_file,
+            tls_cert,
+            tls_key,
+            idle_session_timeout_ms
         );
         self
     }
@@ -130,6 +155,19 @@ impl RawNodeConfig {
         if cluster_name.is_empty() || cluster_name.len() > 63 {
             bail!("--cluster-name must be 1 to 63 characters");
         }
+        let sql_server = SqlServerConfig {
+            max_connections: match self.max_connections {
+                Some(0) => bail!("--max-connections must be at least 1"),
+                other => other,
+            },
+            users_file: self.users_file,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => bail!("--tls-cert and --tls-key go together: give both PEM files, or neither"),
+            },
+            idle_session_timeout_ms: self.idle_session_timeout_ms,
+        };
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -146,6 +184,7 @@ impl RawNodeConfig {
                 .unwrap_or(LOG_HOLD_INSTANCES_DEFAULT),
             cluster_secret_file: self.cluster_secret_file,
             join: self.join.unwrap_or(false),
+            sql_server,
         })
     }
 }

@@ -172,7 +172,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let sql_task = tokio::spawn(crate::pg::serve(
         sql_listener,
         routing,
-        crate::pg::ServerOptions::default(),
+        crate::pg::ServerOptions::from_config(&config.sql_server)?,
         wait_stop(stop_receiver.clone()),
     ));
     let forward: Arc<dyn Backend> = local;

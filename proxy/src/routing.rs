@@ -223,11 +223,59 @@ impl Backend for RoutingBackend {
     }
 
     async fn is_read_only(&self, group: &str, sql: &str) -> Result<bool, SqlError> {
-        self.local.is_read_only(group, sql).await
+        match self.local.is_read_only(group, sql).await {
+            Err(error) if replica_may_lag(&error) => {
+                let kind = Kind::IsReadOnly(statement_to_proto(&StatementRequest::new(sql)));
+                match self.ask_master(group, kind).await {
+                    Some(Ok(response)) => Ok(response.read_only),
+                    Some(Err(master_error)) => Err(master_error),
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn describe(&self, group: &str, sql: &str) -> Result<Vec<Column>, SqlError> {
-        self.local.describe(group, sql).await
+        match self.local.describe(group, sql).await {
+            Err(error) if replica_may_lag(&error) => {
+                let kind = Kind::Describe(statement_to_proto(&StatementRequest::new(sql)));
+                match self.ask_master(group, kind).await {
+                    Some(Ok(response)) => Ok(columns_from_proto(response.columns)),
+                    Some(Err(master_error)) => Err(master_error),
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Errors a lagging replica gives for a table or column the master already has: a client that
+/// just created a table through this follower must be able to Parse a statement on it.
+fn replica_may_lag(error: &SqlError) -> bool {
+    matches!(
+        error.kind,
+        SqlErrorKind::UndefinedTable | SqlErrorKind::UndefinedColumn
+    )
+}
+
+impl RoutingBackend {
+    /// Asks the master (once, without waiting for an election) a question that changes
+    /// nothing. `None` when this node is master or no master answered: the local answer stands.
+    async fn ask_master(
+        &self,
+        group: &str,
+        kind: Kind,
+    ) -> Option<Result<paxsql_schema::ForwardResponse, SqlError>> {
+        let Route::Remote(client) = self.route(group) else {
+            return None;
+        };
+        let mut response = client.call(self.request(group, kind)).await.ok()?;
+        Some(match response_error(&mut response) {
+            Some(error) => Err(error),
+            None => Ok(response),
+        })
     }
 }
 

@@ -48,6 +48,21 @@ pub struct NodeArgs {
     /// Join an existing cluster as a new, empty member (bootstraps from a checkpoint).
     #[arg(long)]
     pub join: bool,
+    /// Most client (SQL) sessions at once; more get SQLSTATE 53300 [default: 100].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// TOML file of `name = "password"` lines: SQL clients must log in with SCRAM-SHA-256.
+    #[arg(long)]
+    pub users_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the SQL port (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the SQL port (with --tls-cert).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Close SQL sessions idle (outside a transaction) this long, with a FATAL 57P05.
+    #[arg(long)]
+    pub idle_session_timeout_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -67,6 +82,11 @@ impl NodeArgs {
             log_hold_instances: self.log_hold_instances,
             cluster_secret_file: self.cluster_secret_file.clone(),
             join: self.join.then_some(true),
+            max_connections: self.max_connections,
+            users_file: self.users_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            idle_session_timeout_ms: self.idle_session_timeout_ms,
         }
     }
 

@@ -70,7 +70,16 @@ impl ForwardClient {
 
     /// Sends one request on a pooled connection and returns the answer.
     pub async fn call(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardFailure> {
-        let pooled = self.idle.lock().expect("pool lock is never poisoned").pop();
+        // A pooled connection the master closed since (it stopped, or lost mastership and
+        // restarted) is dropped here, BEFORE sending: a write sent on it would otherwise end
+        // as "outcome unknown" although it never reached a live master.
+        let pooled = loop {
+            let candidate = self.idle.lock().expect("pool lock is never poisoned").pop();
+            match candidate {
+                Some(stream) if !is_still_open(&stream) => continue,
+                other => break other,
+            }
+        };
         let mut stream = match pooled {
             Some(stream) => stream,
             None => self.connect().await?,
@@ -82,6 +91,24 @@ impl ForwardClient {
         }
         Ok(response)
     }
+}
+
+/// Whether an idle pooled connection is still open: no end-of-file and no stray bytes wait on
+/// it. Asks the kernel directly (a non-blocking peek), because the runtime's cached readiness
+/// may not have seen the master's FIN yet.
+fn is_still_open(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a socket this function borrows.
+    let peeked = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// One request/response on a given connection.

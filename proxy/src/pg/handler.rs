@@ -39,7 +39,7 @@ use super::errors::PgError;
 use super::session::{Output, Session, SERVER_VERSION};
 use super::types;
 use crate::sql::params::{param_hints, projection_types, ParamSource};
-use crate::sql::{classify, StatementKind};
+use crate::sql::{classify_and_rewrite, StatementKind};
 
 static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
@@ -270,8 +270,7 @@ async fn prepare(
     sql: &str,
     client_types: &[Option<Type>],
 ) -> Result<Prepared, PgError> {
-    let sql = sql.trim().trim_end_matches(';').to_owned();
-    let kind = classify(&sql);
+    let (sql, kind) = classify_and_rewrite(sql.trim().trim_end_matches(';'));
     let param_types = infer_param_types(session, &sql, client_types).await;
     let columns = match &kind {
         StatementKind::Read | StatementKind::Write | StatementKind::Undecided => {

@@ -13,6 +13,7 @@
 
 pub mod errors;
 pub mod handler;
+pub mod options;
 pub mod session;
 pub mod types;
 
@@ -112,12 +113,18 @@ pub enum ServeError {
     TlsConfig(String),
     #[error("SCRAM setup failed: {0}")]
     Scram(String),
+    #[error("users file {path} is invalid: {reason}")]
+    UsersFile { path: PathBuf, reason: String },
 }
 
 struct Shared {
     backend: Arc<dyn Backend>,
     options: ServerOptions,
+    /// For plain connections.
     authentication: Arc<Authentication>,
+    /// For TLS connections: SCRAM may add channel binding (SCRAM-SHA-256-PLUS), which a
+    /// plain connection must never be offered.
+    authentication_tls: Arc<Authentication>,
     tls: Option<TlsAcceptor>,
     connections: AtomicUsize,
 }
@@ -131,11 +138,13 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> Result<(), ServeError> {
     let tls = options.tls.as_ref().map(load_tls).transpose()?;
-    let authentication = Arc::new(authentication(&options)?);
+    let authentication_tls = Arc::new(authentication(&options, true)?);
+    let authentication = Arc::new(authentication(&options, false)?);
     let shared = Arc::new(Shared {
         backend,
         options,
         authentication,
+        authentication_tls,
         tls,
         connections: AtomicUsize::new(0),
     });
@@ -195,6 +204,15 @@ async fn run_connection(
         return;
     }
     let _ = socket.set_nodelay(true);
+    let asks_for_tls = shared.tls.is_some() && asks_for_tls(&socket).await;
+    // A second handle on the socket, to say goodbye (FATAL) after pgwire's task has gone.
+    let (socket, spare) = match split_spare(socket) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::warn!(%error, "could not set up a SQL connection");
+            return;
+        }
+    };
     let admission = if active > connections_max {
         Admission::OverConnectionLimit { connections_max }
     } else {
@@ -205,40 +223,114 @@ async fn run_connection(
     let handlers = Arc::new(ConnectionHandlers {
         session: session.clone(),
         activity: activity.clone(),
-        authentication: shared.authentication.clone(),
+        authentication: if asks_for_tls {
+            shared.authentication_tls.clone()
+        } else {
+            shared.authentication.clone()
+        },
         admission,
     });
-    tokio::select! {
+    let idle_timeout = tokio::select! {
         outcome = process_socket(socket, shared.tls.clone(), handlers) => {
             if let Err(error) = outcome {
                 tracing::debug!(%error, "SQL connection ended with an error");
             }
+            None
         }
-        () = watch_idle(&session, &activity, &shared.options) => {
-            tracing::info!("closing an idle SQL session");
+        timeout = watch_idle(&session, &activity, &shared.options) => Some(timeout),
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    };
+    if let Some(timeout) = idle_timeout {
+        tracing::info!(?timeout, "closing an idle SQL session");
+        // Over TLS plain bytes would corrupt the stream: there the socket just closes.
+        if !asks_for_tls {
+            say_fatal(spare, timeout.sqlstate(), timeout.message()).await;
         }
-        _ = stop.wait_for(|stopped| *stopped) => {}
+    } else {
+        drop(spare);
     }
     session.close().await;
 }
 
+/// Which idle timeout ended a session.
+#[derive(Clone, Copy, Debug)]
+enum IdleTimeout {
+    Session,
+    InTransaction,
+}
+
+impl IdleTimeout {
+    /// PostgreSQL's SQLSTATEs for the same events.
+    fn sqlstate(self) -> &'static str {
+        match self {
+            IdleTimeout::Session => "57P05",
+            IdleTimeout::InTransaction => "25P03",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            IdleTimeout::Session => {
+                "terminating connection due to idle-session timeout; reconnect"
+            }
+            IdleTimeout::InTransaction => {
+                "terminating connection due to idle-in-transaction timeout; the transaction was rolled back, reconnect and retry it"
+            }
+        }
+    }
+}
+
 /// Resolves when the session has been idle past its timeout.
-async fn watch_idle(session: &Session, activity: &Activity, options: &ServerOptions) {
+async fn watch_idle(
+    session: &Session,
+    activity: &Activity,
+    options: &ServerOptions,
+) -> IdleTimeout {
     if options.idle_session_timeout.is_none() && options.idle_in_transaction_timeout.is_none() {
         return std::future::pending().await;
     }
     loop {
         tokio::time::sleep(limits::IDLE_CHECK_INTERVAL).await;
         let idle = Duration::from_millis(activity.idle_ms());
-        let limit = if session.in_transaction().await {
-            options.idle_in_transaction_timeout
+        let (limit, which) = if session.in_transaction().await {
+            (
+                options.idle_in_transaction_timeout,
+                IdleTimeout::InTransaction,
+            )
         } else {
-            options.idle_session_timeout
+            (options.idle_session_timeout, IdleTimeout::Session)
         };
         if limit.is_some_and(|limit| idle > limit) {
-            return;
+            return which;
         }
     }
+}
+
+/// Whether the client opens with an SSLRequest or a TLS ClientHello.
+async fn asks_for_tls(socket: &TcpStream) -> bool {
+    let mut header = [0u8; 8];
+    match socket.peek(&mut header).await {
+        Ok(n) if n >= 1 && header[0] == 0x16 => true,
+        Ok(8) => u32::from_be_bytes([header[4], header[5], header[6], header[7]]) == 80_877_103,
+        _ => false,
+    }
+}
+
+/// The socket for pgwire, and a duplicate handle kept to write a last FATAL message.
+fn split_spare(socket: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let spare = socket.try_clone()?;
+    Ok((TcpStream::from_std(socket)?, spare))
+}
+
+/// Writes a FATAL ErrorResponse on a socket pgwire no longer uses, then closes it.
+async fn say_fatal(spare: std::net::TcpStream, sqlstate: &str, message: &str) {
+    let Ok(mut socket) = TcpStream::from_std(spare) else {
+        return;
+    };
+    let bytes = error_message("FATAL", sqlstate, message);
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&bytes)).await;
+    let _ = socket.shutdown().await;
 }
 
 /// Whether the first 8 bytes are a PostgreSQL startup, SSL, GSSAPI or cancel request (or a
@@ -273,12 +365,21 @@ async fn first_packet_is_valid(socket: &TcpStream, tls: bool) -> bool {
 
 /// A FATAL 08P01 ErrorResponse, written by hand because the peer never spoke the protocol.
 fn protocol_violation_message() -> Vec<u8> {
+    error_message(
+        "FATAL",
+        "08P01",
+        "invalid startup packet: this port speaks the PostgreSQL protocol (v3); connect with a PostgreSQL client",
+    )
+}
+
+/// An ErrorResponse message, byte for byte.
+fn error_message(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
     let mut fields = Vec::new();
     for (tag, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "08P01"),
-        (b'M', "invalid startup packet: this port speaks the PostgreSQL protocol (v3); connect with a PostgreSQL client"),
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', sqlstate),
+        (b'M', message),
     ] {
         fields.push(tag);
         fields.extend_from_slice(value.as_bytes());
@@ -322,7 +423,10 @@ fn rand_byte() -> u8 {
     RandomState::new().hash_one(std::time::Instant::now()) as u8
 }
 
-fn authentication(options: &ServerOptions) -> Result<Authentication, ServeError> {
+fn authentication(
+    options: &ServerOptions,
+    channel_binding: bool,
+) -> Result<Authentication, ServeError> {
     if options.users.is_empty() {
         return Ok(Authentication::Trust);
     }
@@ -333,7 +437,7 @@ fn authentication(options: &ServerOptions) -> Result<Authentication, ServeError>
         .collect();
     let mut scram = ScramAuth::new(Arc::new(UserStore { passwords }));
     scram.set_iterations(limits::SCRAM_ITERATIONS);
-    if let Some(files) = &options.tls {
+    if let Some(files) = options.tls.as_ref().filter(|_| channel_binding) {
         let certificate = read(&files.certificate_path)?;
         scram
             .configure_certificate(&certificate)

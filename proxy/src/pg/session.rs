@@ -117,10 +117,7 @@ impl Session {
     pub async fn simple_query(&self, text: &str) -> (Vec<Output>, Option<PgError>) {
         let pieces: Vec<(String, StatementKind)> = sql::split_statements(text)
             .into_iter()
-            .map(|p| {
-                let k = sql::classify(&p);
-                (p, k)
-            })
+            .map(|piece| sql::classify_and_rewrite(&piece))
             .collect();
         let mut outputs = Vec::new();
         let mut index = 0;

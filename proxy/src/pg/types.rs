@@ -201,7 +201,7 @@ fn text_of(value: &Value, pg_type: &Type) -> String {
         Value::Real(v) if v.is_infinite() => {
             if *v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
         }
-        Value::Real(v) => format!("{v:?}"),
+        Value::Real(v) => float_text(*v),
         Value::Text(text) => text.clone(),
         Value::Blob(bytes) => {
             let mut text = String::with_capacity(2 + bytes.len() * 2);
@@ -211,6 +211,23 @@ fn text_of(value: &Value, pg_type: &Type) -> String {
             }
             text
         }
+    }
+}
+
+/// A float as PostgreSQL prints a float8: the shortest text that reads back exactly, `3`
+/// rather than `3.0`, and `1e+300` rather than `1e300`.
+fn float_text(value: f64) -> String {
+    let shortest = format!("{value:?}");
+    match shortest.split_once('e') {
+        Some((mantissa, exponent)) => {
+            let mantissa = mantissa.strip_suffix(".0").unwrap_or(mantissa);
+            let (sign, digits) = match exponent.strip_prefix('-') {
+                Some(digits) => ('-', digits),
+                None => ('+', exponent),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => shortest.strip_suffix(".0").unwrap_or(&shortest).to_owned(),
     }
 }
 
@@ -308,6 +325,16 @@ mod tests {
         assert_eq!(type_for_declared("BOOLEAN"), Type::BOOL);
         assert_eq!(type_for_declared("double precision"), Type::FLOAT8);
         assert_eq!(type_for_declared("blob"), Type::BYTEA);
+    }
+
+    #[test]
+    fn floats_print_as_postgres_prints_float8() {
+        assert_eq!(text_of(&Value::Real(3.0), &Type::FLOAT8), "3");
+        assert_eq!(text_of(&Value::Real(-2.5), &Type::FLOAT8), "-2.5");
+        assert_eq!(text_of(&Value::Real(1e300), &Type::FLOAT8), "1e+300");
+        assert_eq!(text_of(&Value::Real(-1.25e-7), &Type::FLOAT8), "-1.25e-07");
+        assert_eq!(text_of(&Value::Real(0.1), &Type::FLOAT8), "0.1");
+        assert_eq!(text_of(&Value::Real(-0.0), &Type::FLOAT8), "-0");
     }
 
     #[test]

@@ -133,7 +133,9 @@ pub async fn answer(
         return Ok(result(&names, rows));
     }
     if lower.contains("c.relkind") && lower.contains("\"name\"") {
-        let include_views = lower.contains("'v'");
+        // psql's CASE names every kind; the `c.relkind IN (…)` list says which are wanted.
+        let include_views =
+            between(&lower, "c.relkind in (", ")").is_some_and(|kinds| kinds.contains("'v'"));
         let rows = relations(backend, group, consistency)
             .await?
             .into_iter()

@@ -54,10 +54,17 @@ fn placeholder_index(token: &Token) -> Option<usize> {
     }
 }
 
+/// Operators whose other operand gives a parameter its type: comparisons, and arithmetic
+/// (`amount + $1` takes the column's numeric type).
 fn is_comparison(token: &Token) -> bool {
     matches!(
         token,
-        Token::Eq
+        Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Eq
             | Token::DoubleEq
             | Token::Neq
             | Token::Lt
@@ -119,6 +126,40 @@ pub fn param_hints(sql: &str) -> ParamHints {
         match window {
             [Token::Word(column), op, p, ..] if is_comparison(op) => {
                 if let Some(index) = placeholder_index(p) {
+                    hints
+                        .sources
+                        .push((index, ParamSource::Column(column.value.clone())));
+                }
+            }
+            // `col [NOT] BETWEEN $1 AND $2`, `col [NOT] IN ($1, $2, …)`: each bound is typed
+            // like the column.
+            [Token::Word(column), rest @ ..]
+                if column.keyword != Keyword::NOT && !is_structural(column.keyword) =>
+            {
+                let rest = match rest.first().and_then(word) {
+                    Some(w) if w.keyword == Keyword::NOT => &rest[1..],
+                    _ => rest,
+                };
+                let bounds: Vec<usize> = match rest {
+                    [Token::Word(between), low, Token::Word(and), high, ..]
+                        if between.keyword == Keyword::BETWEEN && and.keyword == Keyword::AND =>
+                    {
+                        [low, high]
+                            .into_iter()
+                            .filter_map(placeholder_index)
+                            .collect()
+                    }
+                    [Token::Word(in_word), Token::LParen, list @ ..]
+                        if in_word.keyword == Keyword::IN =>
+                    {
+                        list.iter()
+                            .take_while(|t| **t != Token::RParen)
+                            .filter_map(placeholder_index)
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for index in bounds {
                     hints
                         .sources
                         .push((index, ParamSource::Column(column.value.clone())));
@@ -390,6 +431,29 @@ mod tests {
             }
         )));
         assert!(!hints.sources.iter().any(|(index, _)| *index == 0));
+    }
+
+    #[test]
+    fn between_and_in_bounds_take_the_column_type() {
+        let hints =
+            param_hints("SELECT * FROM t WHERE a BETWEEN $1 AND $2 OR b NOT IN ($3, 4, $4)");
+        let columns: Vec<(usize, String)> = hints
+            .sources
+            .iter()
+            .filter_map(|(index, source)| match source {
+                ParamSource::Column(name) => Some((*index, name.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            vec![
+                (0, "a".into()),
+                (1, "a".into()),
+                (2, "b".into()),
+                (3, "b".into())
+            ]
+        );
     }
 
     #[test]

@@ -80,14 +80,14 @@ fn push_piece(pieces: &mut Vec<String>, text: &str) {
     }
 }
 
-fn line_starts(sql: &str) -> Vec<usize> {
+pub(crate) fn line_starts(sql: &str) -> Vec<usize> {
     std::iter::once(0)
         .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
         .collect()
 }
 
 /// Byte offset of the 1-based (line, character column) position sqlparser reports.
-fn byte_offset(sql: &str, line_starts: &[usize], line: u64, column: u64) -> usize {
+pub(crate) fn byte_offset(sql: &str, line_starts: &[usize], line: u64, column: u64) -> usize {
     let line_start = line_starts[(line as usize).saturating_sub(1)];
     sql[line_start..]
         .char_indices()
