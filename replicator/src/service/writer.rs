@@ -597,6 +597,9 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
         return; // The client left before BEGIN completed; dropping the batch rolls back.
     }
     let mut idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
+    // What the client ran, to run again if a lease renewal takes the instance (see below).
+    let mut statements: Vec<StatementRequest> = Vec::new();
+    let mut stale = false;
     loop {
         let Some(message) = context.receiver.blocking_recv() else {
             return;
@@ -609,6 +612,7 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
             } if id == transaction => {
                 idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
                 let _ = reply.send(batch.execute(&statement));
+                statements.push(statement);
             }
             WriterMessage::Rollback { transaction: id } if id == transaction => return,
             WriterMessage::Commit {
@@ -626,24 +630,40 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
                         return;
                     }
                 };
-                match propose_and_wait(context, value, pending, base) {
-                    Resolution::Committed(instance_id) => {
-                        applied(context, instance_id);
-                        let _ = reply.send(Ok(()));
+                let outcome = if stale {
+                    pending.rollback();
+                    rerun_and_commit(database, context, &statements, &value)
+                } else {
+                    match propose_and_wait(context, value.clone(), pending, base) {
+                        Resolution::Committed(instance_id) => {
+                            applied(context, instance_id);
+                            Ok(())
+                        }
+                        Resolution::OtherChosen(delivered) => {
+                            let rerun = leaves_user_tables_alone(&delivered);
+                            apply(database, context, delivered);
+                            if rerun {
+                                rerun_and_commit(database, context, &statements, &value)
+                            } else {
+                                Err(lost_error())
+                            }
+                        }
+                        Resolution::Failed(error) => Err(error),
                     }
-                    Resolution::OtherChosen(delivered) => {
-                        apply(database, context, delivered);
-                        let _ = reply.send(Err(lost_error()));
-                    }
-                    Resolution::Failed(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
+                };
+                let _ = reply.send(outcome);
                 return;
             }
+            WriterMessage::Delivered(delivered) if leaves_user_tables_alone(&delivered) => {
+                // A lease renewal or membership change: user tables are as this transaction
+                // saw them. Apply it after the transaction; COMMIT runs the statements again
+                // on top of it and proposes them only if they do exactly what the client saw.
+                context.deferred.push_back(delivered);
+                stale = true;
+            }
             WriterMessage::Delivered(delivered) => {
-                // Another value was chosen: this transaction's base is stale and it can never
-                // commit. End it now so the writer applies the value.
+                // Another master's SQL was chosen: this transaction's base is stale and it can
+                // never commit. End it now so the writer applies the value.
                 context.deferred.push_back(delivered);
                 context.remember_ended(transaction, SqlError::new(
                     SqlErrorKind::Lost,
@@ -661,4 +681,75 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
             other => handle_busy(context, other),
         }
     }
+}
+
+/// Whether a chosen value leaves user tables untouched (a lease, a membership change, the
+/// cluster init): a transaction open across it still sees the state it ran against.
+fn leaves_user_tables_alone(delivered: &Delivered) -> bool {
+    !matches!(delivered.value.payload, Some(Payload::Binlog(_)))
+}
+
+/// Runs a transaction's statements again on top of the values chosen since it began (none of
+/// which touched user tables), with the same pinned time and random seed, and proposes the
+/// result only if every statement did exactly what the client was told (rows changed, effect
+/// digest, last rowid, failure). This is not a re-proposal of the old value: the statements
+/// run against the newest state; the comparison proves the client's view still holds.
+fn rerun_and_commit(
+    database: &mut Database,
+    context: &mut WriterContext,
+    statements: &[StatementRequest],
+    original: &BinlogBatch,
+) -> Result<(), SqlError> {
+    for _attempt in 0..UNIT_ATTEMPTS_MAX {
+        drain_deferred(database, context);
+        let Some(base) = database.applied_instance() else {
+            return Err(not_master());
+        };
+        let mut batch = database
+            .begin_batch(base, original.time_unix_ms, original.random_seed)
+            .map_err(begin_error)?;
+        for statement in statements {
+            // Failures are part of what the client saw; the comparison below checks them.
+            let _ = batch.execute(statement);
+        }
+        let (value, pending) = batch.finish()?;
+        if !same_effects(original, &value) {
+            pending.rollback();
+            return Err(lost_error());
+        }
+        match propose_and_wait(context, value, pending, base) {
+            Resolution::Committed(instance_id) => {
+                applied(context, instance_id);
+                return Ok(());
+            }
+            Resolution::OtherChosen(delivered) => {
+                let again = leaves_user_tables_alone(&delivered);
+                apply(database, context, delivered);
+                if !again {
+                    return Err(lost_error());
+                }
+            }
+            Resolution::Failed(error) => return Err(error),
+        }
+    }
+    Err(lost_error())
+}
+
+/// Two executions of one transaction agree on everything a client could have observed.
+fn same_effects(original: &BinlogBatch, rerun: &BinlogBatch) -> bool {
+    original.time_unix_ms == rerun.time_unix_ms
+        && original.random_seed == rerun.random_seed
+        && original.statements.len() == rerun.statements.len()
+        && original
+            .statements
+            .iter()
+            .zip(&rerun.statements)
+            .all(|(before, after)| {
+                before.sql == after.sql
+                    && before.params == after.params
+                    && before.rows_changed == after.rows_changed
+                    && before.effect_digest == after.effect_digest
+                    && before.last_insert_rowid == after.last_insert_rowid
+                    && before.failed == after.failed
+            })
 }
