@@ -23,6 +23,8 @@ enum Command {
     DevCluster(cli::dev_cluster::DevClusterArgs),
     /// Show a node's role, master, and how far it has chosen and applied.
     Status(cli::status::StatusArgs),
+    /// Drive load over N connections; report ops/s, latency percentiles, errors.
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Command::Node(args) => cli::node::run(*args).await,
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Bench(args) => cli::bench::run(*args).await,
         }
     })
 }

@@ -1,5 +1,6 @@
 //! The `paxsql` command line: one subcommand per file.
 
+pub mod bench;
 pub mod dev_cluster;
 pub mod node;
 pub mod status;
