@@ -13,7 +13,9 @@ use anyhow::Context;
 use rusqlite::{params, Connection};
 
 use super::stats::{latency_of, ClientStats, Latency};
-use super::workload::{seed_statements, Operation, Picker, RunLimit, Workload, CREATE_TABLE_SQL, PAYLOAD};
+use super::workload::{
+    seed_statements, Operation, Picker, RunLimit, Workload, CREATE_TABLE_SQL, PAYLOAD,
+};
 
 /// How long a baseline connection waits for SQLite's write lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +44,10 @@ impl BaselineFile {
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --baseline-dir {}", dir.display()))?;
-        let path = dir.join(format!("paxsql-bench-baseline-{}.sqlite", std::process::id()));
+        let path = dir.join(format!(
+            "paxsql-bench-baseline-{}.sqlite",
+            std::process::id()
+        ));
         let file = BaselineFile { path };
         file.remove();
         Ok(file)
@@ -129,7 +134,8 @@ impl<'c> Statements<'c> {
         Ok(Statements {
             insert: connection
                 .prepare("INSERT INTO bench (client, counter, payload) VALUES (?1, 0, ?2)")?,
-            update_hot: connection.prepare("UPDATE bench SET counter = counter + 1 WHERE id = 1")?,
+            update_hot: connection
+                .prepare("UPDATE bench SET counter = counter + 1 WHERE id = 1")?,
             update: connection.prepare("UPDATE bench SET counter = counter + 1 WHERE id = ?1")?,
             read: connection.prepare("SELECT id, counter, payload FROM bench WHERE id = ?1")?,
         })
@@ -180,7 +186,8 @@ fn measure_fsync(dir: &Path) -> anyhow::Result<Latency> {
     while started.elapsed() < PROBE_DURATION && samples.len() < PROBE_ROUNDS_MAX {
         let begin = Instant::now();
         file.write_all_at(&record, offset)?;
-        file.sync_data().context("fdatasync failed in the fsync probe")?;
+        file.sync_data()
+            .context("fdatasync failed in the fsync probe")?;
         samples.push(u32::try_from(begin.elapsed().as_micros()).unwrap_or(u32::MAX));
         offset += record.len() as u64; // appends, like a log
     }
@@ -228,7 +235,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = BaselineFile::create(dir.path()).expect("baseline file");
         setup(&file.path, 50).expect("setup");
-        for workload in [Workload::Insert, Workload::UpdateHot, Workload::PointRead, Workload::Mixed] {
+        for workload in [
+            Workload::Insert,
+            Workload::UpdateHot,
+            Workload::PointRead,
+            Workload::Mixed,
+        ] {
             let limit = RunLimit::new(None, Some(20));
             let stats = run_client(0, &file.path, workload, 50, limit).expect("client");
             assert_eq!(stats.ops, 20, "{workload:?}");

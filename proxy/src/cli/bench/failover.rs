@@ -28,15 +28,16 @@ pub struct FailoverReport {
 }
 
 /// A node as `/status` describes it.
-struct NodeView {
-    http: String,
-    sql: String,
-    node_id: u64,
-    pid: u64,
-    master_id: Option<u64>,
+pub struct NodeView {
+    pub http: String,
+    pub sql: String,
+    pub node_id: u64,
+    pub pid: u64,
+    pub master_id: Option<u64>,
 }
 
-async fn view(http: &str, sql: &str, group: &str) -> anyhow::Result<NodeView> {
+/// Reads node `http`'s `/status` for `group`; `sql` is the same node's SQL address.
+pub async fn view(http: &str, sql: &str, group: &str) -> anyhow::Result<NodeView> {
     let (code, body) = crate::http::get(http, "/status").await?;
     if code != 200 {
         bail!("{http} answered HTTP {code} to /status");
@@ -50,7 +51,9 @@ async fn view(http: &str, sql: &str, group: &str) -> anyhow::Result<NodeView> {
     Ok(NodeView {
         http: http.to_string(),
         sql: sql.to_string(),
-        node_id: status["node_id"].as_u64().context("/status lacks node_id")?,
+        node_id: status["node_id"]
+            .as_u64()
+            .context("/status lacks node_id")?,
         pid: status["pid"].as_u64().context("/status lacks pid")?,
         master_id: group_status["master_id"].as_u64(),
     })
@@ -65,13 +68,10 @@ pub async fn run(
     user: &str,
     lease_ms: u64,
 ) -> anyhow::Result<FailoverReport> {
-    if hosts.len() != https.len() || hosts.len() < 2 {
+    if hosts.len() < 2 {
         bail!("--failover needs --hosts and --http listing the same nodes, in the same order, at least two");
     }
-    let mut views = Vec::new();
-    for (sql, http) in hosts.iter().zip(https) {
-        views.push(view(http, sql, group).await?);
-    }
+    let views = views(hosts, https, group).await?;
     let master_id = views
         .iter()
         .find_map(|node| node.master_id)
@@ -111,6 +111,40 @@ pub async fn run(
         lease_ms,
         errors,
     })
+}
+
+/// Every node's view of `group`; `hosts[i]` and `https[i]` must be the same node.
+pub async fn views(
+    hosts: &[String],
+    https: &[String],
+    group: &str,
+) -> anyhow::Result<Vec<NodeView>> {
+    if hosts.len() != https.len() {
+        bail!("--http must list the same nodes as --hosts, in the same order");
+    }
+    let mut views = Vec::new();
+    for (sql, http) in hosts.iter().zip(https) {
+        views.push(view(http, sql, group).await?);
+    }
+    Ok(views)
+}
+
+/// The SQL address of `group`'s master, as the nodes' `/status` tell it.
+pub async fn master_sql_address(
+    hosts: &[String],
+    https: &[String],
+    group: &str,
+) -> anyhow::Result<String> {
+    let views = views(hosts, https, group).await?;
+    let master_id = views
+        .iter()
+        .find_map(|node| node.master_id)
+        .with_context(|| format!("group {group} has no master yet: wait for the election"))?;
+    views
+        .iter()
+        .find(|node| node.node_id == master_id)
+        .map(|node| node.sql.clone())
+        .with_context(|| format!("group {group}'s master, node {master_id}, is not among --http"))
 }
 
 /// Writes through `target` until one write is acknowledged; returns the failures on the way.

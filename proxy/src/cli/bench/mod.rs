@@ -86,7 +86,11 @@ pub struct BenchArgs {
     /// acknowledged write through another node (needs --hosts and --http, same order).
     #[arg(long)]
     pub failover: bool,
-    /// The nodes' HTTP addresses, in the order of --hosts (for --failover).
+    /// Connect every client to its group's master (found through --http) instead of
+    /// spreading clients over --hosts: measures the groups without the forwarding hop.
+    #[arg(long)]
+    pub to_master: bool,
+    /// The nodes' HTTP addresses, in the order of --hosts (for --failover and --to-master).
     #[arg(long, value_delimiter = ',')]
     pub http: Vec<String>,
     /// The cluster's --lease-ms, reported beside the failover time.
@@ -109,13 +113,21 @@ impl BenchArgs {
         }
     }
 
-    fn targets(&self) -> anyhow::Result<Vec<Target>> {
+    async fn targets(&self) -> anyhow::Result<Vec<Target>> {
+        let mut masters = std::collections::HashMap::new();
+        if self.to_master {
+            for group in &self.groups {
+                let master = failover::master_sql_address(&self.hosts(), &self.http, group).await?;
+                masters.insert(group.clone(), master);
+            }
+        }
         let hosts = self.hosts();
         (0..self.clients as usize)
             .map(|index| {
+                let group = &self.groups[index % self.groups.len()];
                 Target::new(
-                    &hosts[index % hosts.len()],
-                    &self.groups[index % self.groups.len()],
+                    masters.get(group).unwrap_or(&hosts[index % hosts.len()]),
+                    group,
                     &self.user,
                     &self.consistency,
                 )
@@ -135,7 +147,10 @@ impl BenchArgs {
 
     fn check(&self) -> anyhow::Result<()> {
         if self.clients == 0 || self.clients > CLIENTS_MAX {
-            bail!("--clients {} is out of range: use 1..={CLIENTS_MAX}", self.clients);
+            bail!(
+                "--clients {} is out of range: use 1..={CLIENTS_MAX}",
+                self.clients
+            );
         }
         if self.ops.is_none() && !(self.duration > 0.0 && self.duration.is_finite()) {
             bail!("--duration must be a positive number of seconds");
@@ -150,9 +165,14 @@ impl BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.check()?;
     if args.failover {
-        let report =
-            failover::run(&args.hosts(), &args.http, &args.groups[0], &args.user, args.lease_ms)
-                .await?;
+        let report = failover::run(
+            &args.hosts(),
+            &args.http,
+            &args.groups[0],
+            &args.user,
+            args.lease_ms,
+        )
+        .await?;
         report::print_failover(&report, args.json)?;
         return Ok(());
     }
@@ -162,7 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the workload (and its baseline if asked) and returns what it measured.
 pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let targets = args.targets()?;
+    let targets = args.targets().await?;
     if args.setup {
         for group in &args.groups {
             let target = Target::new(&args.hosts()[0], group, &args.user, &args.consistency)?;
@@ -250,7 +270,11 @@ async fn run_baseline(args: &BenchArgs) -> anyhow::Result<Summary> {
 }
 
 /// Prints `[label 3.0s] 1234 ops/s, 5678 ops, 0 errors` on stderr every second.
-fn spawn_progress(label: &'static str, limit: Arc<RunLimit>, quiet: bool) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(
+    label: &'static str,
+    limit: Arc<RunLimit>,
+    quiet: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if quiet {
             return;

@@ -27,7 +27,12 @@ pub struct Target {
 
 impl Target {
     /// Parses `HOST:PORT`.
-    pub fn new(address: &str, database: &str, user: &str, consistency: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        address: &str,
+        database: &str,
+        user: &str,
+        consistency: &str,
+    ) -> anyhow::Result<Self> {
         let (host, port) = address
             .rsplit_once(':')
             .with_context(|| format!("{address:?} is not HOST:PORT"))?;
@@ -57,10 +62,12 @@ pub async fn connect(target: &Target) -> anyhow::Result<Client> {
         .dbname(&target.database)
         .user(&target.user)
         .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .with_context(|| format!("cannot connect to {}: is the node running?", target.describe()))?;
+    let (client, connection) = config.connect(NoTls).await.with_context(|| {
+        format!(
+            "cannot connect to {}: is the node running?",
+            target.describe()
+        )
+    })?;
     tokio::spawn(async move {
         // Ends with the client; errors show up on the client's next call.
         let _ = connection.await;

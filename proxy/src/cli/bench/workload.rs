@@ -45,7 +45,9 @@ impl Operation {
                 "INSERT INTO bench (client, counter, payload) VALUES ({client}, 0, '{PAYLOAD}')"
             ),
             Operation::UpdateHot => "UPDATE bench SET counter = counter + 1 WHERE id = 1".into(),
-            Operation::Read { id } => format!("SELECT id, counter, payload FROM bench WHERE id = {id}"),
+            Operation::Read { id } => {
+                format!("SELECT id, counter, payload FROM bench WHERE id = {id}")
+            }
             Operation::Update { id } => {
                 format!("UPDATE bench SET counter = counter + 1 WHERE id = {id}")
             }
@@ -145,7 +147,10 @@ impl RunLimit {
         if self.stop.load(Ordering::Relaxed) {
             return false;
         }
-        if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             return false;
         }
         match self.ops_max {
@@ -171,7 +176,10 @@ mod tests {
     fn mixed_is_mostly_reads_of_seeded_rows() {
         let mut picker = Picker::new(Workload::Mixed, 3, 100);
         let operations: Vec<Operation> = (0..10_000).map(|_| picker.next()).collect();
-        let reads = operations.iter().filter(|op| matches!(op, Operation::Read { .. })).count();
+        let reads = operations
+            .iter()
+            .filter(|op| matches!(op, Operation::Read { .. }))
+            .count();
         assert!((7_500..8_500).contains(&reads), "{reads} reads of 10,000");
         assert!(operations.iter().all(|op| match op {
             Operation::Read { id } | Operation::Update { id } => (1..=100).contains(id),
