@@ -25,6 +25,8 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// Membership changes, checkpoints on demand, the checkpoint streaming benchmark.
     Admin(cli::admin::AdminArgs),
+    /// Drive load over N connections; report ops/s, latency percentiles, errors.
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             Command::Admin(args) => cli::admin::run(args).await,
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Bench(args) => cli::bench::run(*args).await,
         }
     })
 }

@@ -95,6 +95,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .groups
             .remove(&group)
             .expect("every configured group has channels");
+        let group_index = config.groups.iter().position(|name| *name == group);
+        paxsql_replicator::runtime::placement::spawn_master_preference(
+            channels.handle.clone(),
+            config.node_id,
+            group_index.expect("the group is configured"),
+        );
         let service = SqlService::start(
             config.node_id,
             database,

@@ -1,6 +1,7 @@
 //! The `paxsql` command line: one subcommand per file.
 
 pub mod admin;
+pub mod bench;
 pub mod dev_cluster;
 pub mod node;
 pub mod status;

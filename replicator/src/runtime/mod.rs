@@ -12,6 +12,7 @@
 //!   [`GroupHandle`] is how the rest of the node talks to it.
 //! - [`node`]: builds the transport and every group driver of a node.
 //! - [`metrics`]: counters rendered as Prometheus text.
+//! - [`placement`]: a hint that spreads the groups' masters over the nodes.
 //!
 //! Threads and tasks: every group has one driver task and one log writer thread; every peer has
 //! one outbound task; every inbound connection has one task. All queues between them are
@@ -28,6 +29,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod transport;
 
 pub use engine::Engine;

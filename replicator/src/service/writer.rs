@@ -528,7 +528,13 @@ fn propose_and_wait(
                     delivered.instance_id, instance_id,
                     "instances are delivered in order"
                 );
-                if delivered.value.payload.as_ref() == Some(&Payload::Binlog(value.clone())) {
+                // Compared in place: cloning the whole value per batch is a copy of every
+                // statement on the hot path.
+                let ours = matches!(
+                    delivered.value.payload.as_ref(),
+                    Some(Payload::Binlog(chosen)) if *chosen == value
+                );
+                if ours {
                     if let Err(error) = pending.commit(instance_id, &delivered.value) {
                         context.fail_fatally(
                             &format!("COMMIT of chosen instance {instance_id} failed"),
