@@ -9,8 +9,10 @@
 //! value is chosen.
 //!
 //! Interactive transactions own the writer from BEGIN to COMMIT; COMMIT proposes their
-//! statements as one value. A chosen value that arrives while one is open ends it (40001),
-//! because its base is no longer the newest state.
+//! statements as one value. Another master's SQL chosen while one is open ends it (40001):
+//! its base is no longer the newest state. A lease renewal or membership change leaves user
+//! tables alone: COMMIT then runs the statements again on the new state, with the same time
+//! and seed, and proposes them only if every effect matches what the client saw.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
