@@ -427,7 +427,17 @@ impl Checkpoints {
         };
         let started = Instant::now();
         tracing::info!(group = %self.group, peer, address, "bootstrapping from a peer's checkpoint: this node lacks instances no peer's log holds");
-        let outcome = self.fetch_and_install(address).await;
+        let outcome = match self.fetch_and_install(address).await {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => {
+                // The replica caught up by other means (a queued notice outlived the need):
+                // nothing to install, and the last bootstrap's summary stays as it was.
+                self.bootstrapping.store(false, Ordering::Release);
+                tracing::info!(group = %self.group, peer, "checkpoint no longer needed: this replica already applied past it");
+                return Ok(());
+            }
+            Err(error) => Err(error),
+        };
         let mut summary = serde_json::to_value(&*self.progress.lock().expect("progress lock"))
             .unwrap_or_default();
         summary["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
@@ -450,11 +460,20 @@ impl Checkpoints {
         Ok(())
     }
 
-    async fn fetch_and_install(&self, address: &str) -> Result<CheckpointInfo, String> {
+    /// `Ok(None)`: the fetched checkpoint is not ahead of this replica any more.
+    async fn fetch_and_install(&self, address: &str) -> Result<Option<CheckpointInfo>, String> {
         let (file, info) =
             checkpoint_stream::fetch(address, &self.group, &self.dir, &self.progress)
                 .await
                 .map_err(|error| error.to_string())?;
+        if self
+            .service
+            .applied_instance()
+            .is_some_and(|applied| applied >= info.instance_id)
+        {
+            let _ = std::fs::remove_file(&file);
+            return Ok(None);
+        }
         let inside =
             crate::sqlite::checkpoint_instance(&file).map_err(|error| error.to_string())?;
         if inside != info.instance_id {
@@ -477,6 +496,13 @@ impl Checkpoints {
                 }
                 Err(error) => {
                     let _ = std::fs::remove_file(&file);
+                    if self
+                        .service
+                        .applied_instance()
+                        .is_some_and(|applied| applied >= info.instance_id)
+                    {
+                        return Ok(None);
+                    }
                     return Err(error.to_string());
                 }
             }
@@ -486,7 +512,7 @@ impl Checkpoints {
             .checkpoint_installed(info.meta())
             .await
             .map_err(|error| error.to_string())?;
-        Ok(info)
+        Ok(Some(info))
     }
 }
 
