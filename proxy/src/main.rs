@@ -23,6 +23,8 @@ enum Command {
     DevCluster(cli::dev_cluster::DevClusterArgs),
     /// Show a node's role, master, and how far it has chosen and applied.
     Status(cli::status::StatusArgs),
+    /// A sqlite3-style shell over the PostgreSQL wire, to any node.
+    Shell(cli::shell::ShellArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Command::Node(args) => cli::node::run(*args).await,
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Shell(args) => cli::shell::run(args).await,
         }
     })
 }

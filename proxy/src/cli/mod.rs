@@ -3,3 +3,4 @@
 pub mod dev_cluster;
 pub mod node;
 pub mod status;
+pub mod shell;
