@@ -25,6 +25,10 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// A sqlite3-style shell over the PostgreSQL wire, to any node.
     Shell(cli::shell::ShellArgs),
+    /// Copy a group, online and consistent, into a plain SQLite file.
+    Backup(cli::backup::BackupArgs),
+    /// Load a plain SQLite file into a (fresh) group through the cluster.
+    Restore(cli::restore::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +47,8 @@ fn main() -> anyhow::Result<()> {
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
             Command::Shell(args) => cli::shell::run(args).await,
+            Command::Backup(args) => cli::backup::run(args).await,
+            Command::Restore(args) => cli::restore::run(args).await,
         }
     })
 }

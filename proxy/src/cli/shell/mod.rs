@@ -105,7 +105,13 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
         read_depth: 0,
     };
     let outcome = if let Some(command) = &args.command {
-        let mut lines = FileLines::from_text(command);
+        // Like `sqlite3 DB "SQL"`, a last statement needs no semicolon.
+        let command = if command.trim_start().starts_with('.') || input::is_complete(command) {
+            command.clone()
+        } else {
+            format!("{command};")
+        };
+        let mut lines = FileLines::from_text(&command);
         shell.process(&mut lines, true).await
     } else if std::io::stdin().is_terminal() {
         println!(
