@@ -8,11 +8,16 @@
 //! (with `secure_delete`, so their content does not linger in free pages) and the copy is
 //! switched out of WAL mode: the user gets a plain single-file database.
 //!
+//! With `min_instance=N` the node first waits (bounded) until it has applied instance N: the
+//! `paxsql backup` command reads N from the master through a linearizable read, so every
+//! write acknowledged before the backup started is in the copy, even one taken on a follower.
+//!
 //! Temporary files live in `DIR/<group>/backups/` and are removed once sent or on failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use paxsql_replicator::sqlite::meta::{self, PAXSQL_TABLE_PREFIX};
 use rusqlite::{Connection, OpenFlags};
@@ -22,6 +27,10 @@ use crate::http::{FileResponse, FileRouteFuture, HttpResponse};
 
 /// Backups prepared at once per node (each holds a full copy on disk while it is sent).
 pub const BACKUPS_IN_FLIGHT_MAX: usize = 2;
+/// How long a backup waits for this node to apply the requested `min_instance`.
+pub const BACKUP_CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+/// How often the applied instance is checked while waiting.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 /// How long the snapshot's read waits for a lock held by a WAL checkpoint.
 const BACKUP_BUSY_TIMEOUT_MS: u64 = 10_000;
 
@@ -29,17 +38,22 @@ const BACKUP_BUSY_TIMEOUT_MS: u64 = 10_000;
 pub const INSTANCE_HEADER: &str = "X-Paxsql-Instance";
 pub const GROUP_HEADER: &str = "X-Paxsql-Group";
 
+/// The applied instance of a group on this node (`None`: nothing applied, or no such group).
+pub type AppliedInstance = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
 pub struct BackupExporter {
     data_dir: PathBuf,
+    applied: AppliedInstance,
     groups: Vec<String>,
     slots: Arc<Semaphore>,
     counter: AtomicU64,
 }
 
 impl BackupExporter {
-    pub fn new(data_dir: PathBuf, groups: Vec<String>) -> Self {
+    pub fn new(data_dir: PathBuf, groups: Vec<String>, applied: AppliedInstance) -> Self {
         BackupExporter {
             data_dir,
+            applied,
             groups,
             slots: Arc::new(Semaphore::new(BACKUPS_IN_FLIGHT_MAX)),
             counter: AtomicU64::new(0),
@@ -60,15 +74,29 @@ impl BackupExporter {
         if method != "GET" {
             return Err(HttpResponse::text(405, "use GET /backup?group=NAME\n"));
         }
-        let group = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("group="))
-            .unwrap_or("main")
-            .to_string();
+        let parameter = |name: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let group = parameter("group").unwrap_or("main").to_string();
+        let min_instance = match parameter("min_instance").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(instance)) => Some(instance),
+            Some(Err(_)) => {
+                return Err(HttpResponse::text(
+                    400,
+                    "min_instance must be an instance number\n",
+                ))
+            }
+        };
         if !self.groups.contains(&group) {
             return Err(HttpResponse::text(
                 404,
-                format!("no group {group:?} on this node; its groups are {:?}\n", self.groups),
+                format!(
+                    "no group {group:?} on this node; its groups are {:?}\n",
+                    self.groups
+                ),
             ));
         }
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
@@ -82,21 +110,30 @@ impl BackupExporter {
         let temporary = group_dir
             .join("backups")
             .join(format!("backup-{}-{serial}.sqlite", std::process::id()));
+        let applied = self.applied.clone();
         Ok(Box::pin(async move {
+            if let Some(target) = min_instance {
+                wait_applied(&applied, &group, target).await?;
+            }
             let source = group_dir.join("db.sqlite");
             let destination = temporary.clone();
-            let exported =
-                tokio::task::spawn_blocking(move || export(&source, &destination)).await;
+            let exported = tokio::task::spawn_blocking(move || export(&source, &destination)).await;
             drop(permit);
             let instance = match exported {
                 Ok(Ok(instance)) => instance,
                 Ok(Err(error)) => {
                     remove_export(&temporary);
-                    return Err(HttpResponse::text(500, format!("backup failed: {error:#}\n")));
+                    return Err(HttpResponse::text(
+                        500,
+                        format!("backup failed: {error:#}\n"),
+                    ));
                 }
                 Err(error) => {
                     remove_export(&temporary);
-                    return Err(HttpResponse::text(500, format!("backup task failed: {error}\n")));
+                    return Err(HttpResponse::text(
+                        500,
+                        format!("backup task failed: {error}\n"),
+                    ));
                 }
             };
             tracing::info!(group, instance, "streaming a backup");
@@ -111,6 +148,29 @@ impl BackupExporter {
             })
         }))
     }
+}
+
+/// Waits until this node has applied `target` in `group`, or answers 503.
+async fn wait_applied(
+    applied: &AppliedInstance,
+    group: &str,
+    target: u64,
+) -> Result<(), HttpResponse> {
+    let deadline = Instant::now() + BACKUP_CATCH_UP_WAIT;
+    while applied(group).is_none_or(|instance| instance < target) {
+        if Instant::now() >= deadline {
+            return Err(HttpResponse::text(
+                503,
+                format!(
+                    "this node has not applied instance {target} of group {group} within \
+                     {BACKUP_CATCH_UP_WAIT:?} (it has {:?}); try another node or retry\n",
+                    applied(group)
+                ),
+            ));
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+    Ok(())
 }
 
 fn remove_export(path: &Path) {

@@ -153,8 +153,8 @@ async fn handle_connection(
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
-    if let Some(future) = request_target(&head)
-        .and_then(|(method, target)| source.file_route(&method, &target))
+    if let Some(future) =
+        request_target(&head).and_then(|(method, target)| source.file_route(&method, &target))
     {
         return match future.await {
             Ok(file) => write_file_response(&mut stream, file).await,

@@ -32,9 +32,11 @@ impl NodeStatus {
             .iter()
             .map(|(name, service)| (name.clone(), service.group().status().chosen_instance))
             .collect();
+        let applied_backend = backend.clone();
         let backups = crate::backup_export::BackupExporter::new(
             config.data_dir.clone(),
             config.groups.clone(),
+            Arc::new(move |group: &str| applied_backend.service(group).ok()?.applied_instance()),
         );
         NodeStatus {
             backups,

@@ -6,6 +6,11 @@
 //! then opens it and runs `PRAGMA integrity_check` before saying it worked. It prints the
 //! instance the copy holds: every write acknowledged at or before that instance is in it,
 //! none after it.
+//!
+//! Before asking, it reads the master's applied instance with a linearizable read over the
+//! node's SQL port (a read-index round) and passes it as `min_instance`: the node waits until
+//! it has applied that much, so a backup taken on a lagging follower still holds every write
+//! acknowledged before the command started.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,7 +53,8 @@ pub struct BackupSummary {
 
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let summary = backup(&args.http, &args.group, &args.file).await?;
+    let barrier = linearizable_instance(&args.http, &args.group).await?;
+    let summary = backup(&args.http, &args.group, barrier, &args.file).await?;
     println!(
         "backup of group {} at instance {}: {} ({} bytes, {:.1} s), integrity_check ok",
         summary.group,
@@ -60,14 +66,56 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches a backup of `group` from the node at `http` into `file`.
-pub async fn backup(http: &str, group: &str, file: &Path) -> anyhow::Result<BackupSummary> {
+/// The master's applied instance of `group`, read linearizably through the SQL port of the
+/// node at `http` (followers forward such reads to the master).
+pub async fn linearizable_instance(http: &str, group: &str) -> anyhow::Result<u64> {
+    let (code, body) = crate::http::get(http, "/status").await?;
+    if code != 200 {
+        bail!("{http} answered HTTP {code}: {body}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{http} sent invalid JSON"))?;
+    let sql_addr = status["sql_addr"]
+        .as_str()
+        .context("the node's /status has no sql_addr")?;
+    let (host, port) = sql_addr.rsplit_once(':').context("malformed sql_addr")?;
+    let port: u16 = port.parse().context("malformed sql_addr port")?;
+    let client = super::shell::connect(host, port, group, "paxsql").await?;
+    let messages = client
+        .simple_query(
+            "SET paxsql.consistency = 'linearizable'; \
+             SELECT value FROM _paxsql_meta WHERE key = 'applied_instance'",
+        )
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read the master's applied instance: {}",
+                super::shell::describe_error(&error)
+            )
+        })?;
+    messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .context("the group has applied nothing yet: there is nothing to back up")
+}
+
+/// Fetches a backup of `group` from the node at `http` into `file`, once that node has
+/// applied `min_instance`.
+pub async fn backup(
+    http: &str,
+    group: &str,
+    min_instance: u64,
+    file: &Path,
+) -> anyhow::Result<BackupSummary> {
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(http))
         .await
         .with_context(|| format!("timed out connecting to {http}"))?
         .with_context(|| format!("cannot connect to {http}: is this a node's --http address?"))?;
     let request = format!(
-        "GET /backup?group={group} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        "GET /backup?group={group}&min_instance={min_instance} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let (head, mut body_start) = tokio::time::timeout(FIRST_BYTE_TIMEOUT, read_head(&mut stream))

@@ -4,5 +4,5 @@ pub mod backup;
 pub mod dev_cluster;
 pub mod node;
 pub mod restore;
-pub mod status;
 pub mod shell;
+pub mod status;

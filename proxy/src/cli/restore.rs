@@ -89,7 +89,10 @@ fn open_source(file: &Path) -> anyhow::Result<Connection> {
         .query_row("PRAGMA quick_check", [], |row| row.get(0))
         .with_context(|| format!("{} is not a SQLite database", file.display()))?;
     if check != "ok" {
-        bail!("{} fails PRAGMA quick_check ({check}): repair it before restoring", file.display());
+        bail!(
+            "{} fails PRAGMA quick_check ({check}): repair it before restoring",
+            file.display()
+        );
     }
     Ok(source)
 }
@@ -147,7 +150,8 @@ fn ordered_tables(source: &Connection) -> anyhow::Result<Vec<Table>> {
         })?
         .collect::<Result<_, _>>()?;
     for table in &mut pending {
-        let mut parents = source.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?;
+        let mut parents =
+            source.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?;
         table.parents = parents
             .query_map([&table.name], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?
@@ -159,8 +163,12 @@ fn ordered_tables(source: &Connection) -> anyhow::Result<Vec<Table>> {
     while !pending.is_empty() {
         let ready = pending.iter().position(|table| {
             table.parents.iter().all(|parent| {
-                ordered.iter().any(|done| done.name.eq_ignore_ascii_case(parent))
-                    || !pending.iter().any(|other| other.name.eq_ignore_ascii_case(parent))
+                ordered
+                    .iter()
+                    .any(|done| done.name.eq_ignore_ascii_case(parent))
+                    || !pending
+                        .iter()
+                        .any(|other| other.name.eq_ignore_ascii_case(parent))
             })
         });
         // A cycle: take the oldest table and go on.
@@ -178,20 +186,26 @@ async fn copy_rows(source: &Connection, client: &Client, table: &str) -> anyhow:
         .query_map([table], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let primary_keys: Vec<_> = columns.iter().filter(|(_, _, pk)| *pk > 0).collect();
-    let has_rowid_alias = primary_keys.len() == 1 && primary_keys[0].1.eq_ignore_ascii_case("INTEGER");
+    let has_rowid_alias =
+        primary_keys.len() == 1 && primary_keys[0].1.eq_ignore_ascii_case("INTEGER");
     let has_rowid = source
         .prepare(&format!("SELECT rowid FROM {quoted_table} LIMIT 0"))
         .is_ok();
     let keep_rowid = has_rowid && !has_rowid_alias;
-    let mut names: Vec<String> = columns.iter().map(|(name, _, _)| quote_name(name)).collect();
+    let mut names: Vec<String> = columns
+        .iter()
+        .map(|(name, _, _)| quote_name(name))
+        .collect();
     let mut selected: Vec<String> = names.iter().map(|name| format!("quote({name})")).collect();
     if keep_rowid {
         names.insert(0, "rowid".into());
         selected.insert(0, "rowid".into());
     }
     let insert = format!("INSERT INTO {quoted_table}({}) VALUES", names.join(","));
-    let mut statement =
-        source.prepare(&format!("SELECT {} FROM {quoted_table}", selected.join(",")))?;
+    let mut statement = source.prepare(&format!(
+        "SELECT {} FROM {quoted_table}",
+        selected.join(",")
+    ))?;
     let mut cursor = statement.query([])?;
     let (mut sql, mut batch_rows, mut total) = (String::new(), 0usize, 0u64);
     while let Some(row) = cursor.next()? {
@@ -236,8 +250,14 @@ fn sequence_and_pragmas(source: &Connection) -> anyhow::Result<Vec<String>> {
             .collect::<Result<_, _>>()?;
         if !rows.is_empty() {
             statements.push("DELETE FROM sqlite_sequence".to_string());
-            let values: Vec<String> = rows.iter().map(|(name, seq)| format!("({name},{seq})")).collect();
-            statements.push(format!("INSERT INTO sqlite_sequence VALUES{}", values.join(",")));
+            let values: Vec<String> = rows
+                .iter()
+                .map(|(name, seq)| format!("({name},{seq})"))
+                .collect();
+            statements.push(format!(
+                "INSERT INTO sqlite_sequence VALUES{}",
+                values.join(",")
+            ));
         }
     }
     for pragma in ["user_version", "application_id"] {
@@ -284,7 +304,10 @@ async fn sql_address_of(http: &str) -> anyhow::Result<(String, u16)> {
         .as_str()
         .context("the node's /status has no sql_addr")?;
     let (host, port) = addr.rsplit_once(':').context("malformed sql_addr")?;
-    Ok((host.to_string(), port.parse().context("malformed sql_addr port")?))
+    Ok((
+        host.to_string(),
+        port.parse().context("malformed sql_addr port")?,
+    ))
 }
 
 /// The group's committed instance, if the node's HTTP address is known (`--http`).

@@ -50,7 +50,9 @@ impl Shell {
             "import" => self.import(&ImportArgs::parse(arguments)?).await?,
             "status" => self.handle_status().await?,
             "consistency" => self.handle_consistency(first).await?,
-            other => bail!("unknown command or invalid arguments: \"{other}\". Enter \".help\" for help"),
+            other => {
+                bail!("unknown command or invalid arguments: \"{other}\". Enter \".help\" for help")
+            }
         }
         Ok(Flow::Continue)
     }
@@ -60,8 +62,9 @@ impl Shell {
             println!("current output mode: {}", self.settings.mode.name());
             return Ok(());
         };
-        let mode = Mode::parse(name)
-            .with_context(|| format!("unknown mode {name:?}: use list, column, csv, json or table"))?;
+        let mode = Mode::parse(name).with_context(|| {
+            format!("unknown mode {name:?}: use list, column, csv, json or table")
+        })?;
         self.settings.mode = mode;
         if mode.is_columnar() && !self.settings.headers_set {
             self.settings.headers = true;
@@ -198,7 +201,10 @@ mod tests {
             split_arguments("import 'my file.csv' t").expect("splits"),
             vec!["import", "my file.csv", "t"]
         );
-        assert_eq!(split_arguments("  mode   csv ").expect("splits"), vec!["mode", "csv"]);
+        assert_eq!(
+            split_arguments("  mode   csv ").expect("splits"),
+            vec!["mode", "csv"]
+        );
         assert!(split_arguments("read 'open").is_err());
     }
 }

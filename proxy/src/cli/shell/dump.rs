@@ -20,8 +20,15 @@ use super::{describe_error, Shell};
 impl Shell {
     pub async fn dump(&self, pattern: Option<&str>) -> anyhow::Result<()> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        // As in sqlite3: objects named like the pattern, and tables with an index so named.
         let filter = pattern
-            .map(|pattern| format!(" AND tbl_name LIKE {}", sql_literal(pattern)))
+            .map(|pattern| {
+                let pattern = sql_literal(pattern);
+                format!(
+                    " AND (name LIKE {pattern} ESCAPE '\\' OR name IN (SELECT i.tbl_name FROM \
+                     sqlite_schema AS i WHERE i.type = 'index' AND i.name LIKE {pattern} ESCAPE '\\'))"
+                )
+            })
             .unwrap_or_default();
         out.write_all(b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n")?;
         let tables = self
@@ -51,7 +58,10 @@ impl Shell {
                  AND type IN ('index','trigger','view') AND {HIDE_PAXSQL}{filter} ORDER BY rowid"
             ))
             .await?;
-        for sql in others.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
+        for sql in others
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+        {
             writeln!(out, "{sql};")?;
         }
         out.write_all(b"COMMIT;\n")?;
@@ -127,8 +137,12 @@ fn escaped_line_breaks(literal: &str) -> String {
     let mut body = literal.to_string();
     let mut wrapped_prefix = String::new();
     let mut wrapped_suffix = String::new();
-    let newline = literal.contains('\n').then(|| unused_marker(literal, "\\n", "\\012"));
-    let carriage = literal.contains('\r').then(|| unused_marker(literal, "\\r", "\\015"));
+    let newline = literal
+        .contains('\n')
+        .then(|| unused_marker(literal, "\\n", "\\012"));
+    let carriage = literal
+        .contains('\r')
+        .then(|| unused_marker(literal, "\\r", "\\015"));
     if let Some(marker) = &carriage {
         wrapped_prefix.push_str("replace(");
         body = body.replace('\r', marker);

@@ -84,8 +84,9 @@ impl Shell {
         let column_count = match self.table_column_count(&args.table).await? {
             Some(count) => count,
             None => {
-                let header = next_record(&mut reader)?
-                    .with_context(|| format!("{} is empty: no header row to name the columns", args.file))?;
+                let header = next_record(&mut reader)?.with_context(|| {
+                    format!("{} is empty: no header row to name the columns", args.file)
+                })?;
                 self.create_table(&args.table, &header).await?;
                 header.len()
             }
@@ -140,7 +141,10 @@ impl Shell {
     /// `CREATE TABLE "t"(\n"a" TEXT, "b" TEXT)`, exactly as `sqlite3 .import` creates it.
     async fn create_table(&self, table: &str, header: &[String]) -> anyhow::Result<()> {
         let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-        let columns: Vec<String> = header.iter().map(|name| format!("{} TEXT", quote(name))).collect();
+        let columns: Vec<String> = header
+            .iter()
+            .map(|name| format!("{} TEXT", quote(name)))
+            .collect();
         let sql = format!("CREATE TABLE {}(\n{})", quote(table), columns.join(", "));
         self.client
             .simple_query(&sql)
@@ -151,7 +155,8 @@ impl Shell {
 }
 
 fn csv_reader(path: &Path) -> anyhow::Result<csv::Reader<std::fs::File>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -190,7 +195,11 @@ fn parse_batches(
                 eprintln!(
                     "{file_name}:{line}: expected {column_count} columns but found {}: {}",
                     record.len(),
-                    if record.len() < column_count { "filling the rest with NULL" } else { "extras ignored" }
+                    if record.len() < column_count {
+                        "filling the rest with NULL"
+                    } else {
+                        "extras ignored"
+                    }
                 );
             }
             sql.push_str(if rows == 0 { insert } else { "," });
@@ -298,7 +307,9 @@ mod tests {
 
     #[test]
     fn import_arguments_parse_like_sqlite3() {
-        let args: Vec<String> = ["--csv", "--skip", "1", "data.csv", "t"].map(String::from).to_vec();
+        let args: Vec<String> = ["--csv", "--skip", "1", "data.csv", "t"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(
             ImportArgs::parse(&args).expect("parses"),
             ImportArgs {

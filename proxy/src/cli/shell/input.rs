@@ -70,7 +70,8 @@ impl TerminalLines {
             .auto_add_history(true)
             .build();
         let mut editor = DefaultEditor::with_config(config)?;
-        let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".paxsql_history"));
+        let history =
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".paxsql_history"));
         if let Some(path) = &history {
             // A missing history file is the normal first run.
             let _ = editor.load_history(path);
@@ -81,7 +82,10 @@ impl TerminalLines {
     pub fn save_history(&mut self) {
         if let Some(path) = &self.history {
             if let Err(error) = self.editor.save_history(path) {
-                eprintln!("warning: cannot save history to {}: {error}", path.display());
+                eprintln!(
+                    "warning: cannot save history to {}: {error}",
+                    path.display()
+                );
             }
         }
     }
@@ -111,7 +115,9 @@ mod tests {
         assert!(!is_complete("SELECT 1"));
         assert!(!is_complete("SELECT ';"));
         assert!(is_complete("SELECT ';';"));
-        assert!(!is_complete("CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1;"));
+        assert!(!is_complete(
+            "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1;"
+        ));
         assert!(is_complete(
             "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1; END;"
         ));

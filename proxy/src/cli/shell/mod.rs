@@ -138,11 +138,12 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<()> {
 /// the background.
 pub async fn connect(host: &str, port: u16, db: &str, user: &str) -> anyhow::Result<Client> {
     let config = format!("host={host} port={port} user={user} dbname={db} connect_timeout=10");
-    let (client, connection) = tokio_postgres::connect(&config, NoTls)
-        .await
-        .with_context(|| {
-            format!("cannot connect to {host}:{port} database {db}: is a node listening there?")
-        })?;
+    let (client, connection) =
+        tokio_postgres::connect(&config, NoTls)
+            .await
+            .with_context(|| {
+                format!("cannot connect to {host}:{port} database {db}: is a node listening there?")
+            })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             eprintln!("connection closed: {error}");
@@ -171,7 +172,11 @@ pub fn describe_error(error: &tokio_postgres::Error) -> String {
 impl Shell {
     /// Reads lines until the input ends or `.quit`. With `bail`, the first error ends it.
     /// Errors are printed here; `Err` only tells the caller to stop.
-    pub async fn process(&mut self, lines: &mut dyn LineSource, bail: bool) -> anyhow::Result<Flow> {
+    pub async fn process(
+        &mut self,
+        lines: &mut dyn LineSource,
+        bail: bool,
+    ) -> anyhow::Result<Flow> {
         let mut pending = String::new();
         let mut pending_line = 0;
         let mut line_number = 0;
@@ -281,7 +286,10 @@ fn result_sets(messages: Vec<SimpleQueryMessage>) -> Vec<ResultSet> {
             SimpleQueryMessage::RowDescription(columns) => {
                 sets.extend(current.take());
                 current = Some(ResultSet {
-                    columns: columns.iter().map(|column| column.name().to_string()).collect(),
+                    columns: columns
+                        .iter()
+                        .map(|column| column.name().to_string())
+                        .collect(),
                     rows: Vec::new(),
                 });
             }

@@ -70,13 +70,29 @@ pub fn render(
     let rows: Vec<Vec<Option<String>>> = result
         .rows
         .iter()
-        .map(|row| row.iter().map(|value| value.as_deref().map(display_text)).collect())
+        .map(|row| {
+            row.iter()
+                .map(|value| value.as_deref().map(display_text))
+                .collect()
+        })
         .collect();
     let text = match settings.mode {
-        Mode::List => delimited(&result.columns, &rows, settings.headers, "|", "\n", |cell| {
-            cell.to_string()
-        }),
-        Mode::Csv => delimited(&result.columns, &rows, settings.headers, ",", "\r\n", csv_field),
+        Mode::List => delimited(
+            &result.columns,
+            &rows,
+            settings.headers,
+            "|",
+            "\n",
+            |cell| cell.to_string(),
+        ),
+        Mode::Csv => delimited(
+            &result.columns,
+            &rows,
+            settings.headers,
+            ",",
+            "\r\n",
+            csv_field,
+        ),
         Mode::Json => json(&result.columns, &rows),
         Mode::Column => columnar(&result.columns, &rows, settings.headers, false),
         Mode::Table => columnar(&result.columns, &rows, settings.headers, true),
@@ -155,7 +171,11 @@ fn delimited(
     }
     for row in rows {
         // NULL is written as the empty `.nullvalue`, never quoted.
-        line(row.iter().map(|cell| cell.as_deref().map_or(String::new(), field)).collect());
+        line(
+            row.iter()
+                .map(|cell| cell.as_deref().map_or(String::new(), field))
+                .collect(),
+        );
     }
     text
 }
@@ -266,7 +286,13 @@ fn columnar(
         let header: Vec<String> = columns
             .iter()
             .zip(&widths)
-            .map(|(name, width)| if boxed { center(name, *width) } else { pad(name, *width) })
+            .map(|(name, width)| {
+                if boxed {
+                    center(name, *width)
+                } else {
+                    pad(name, *width)
+                }
+            })
             .collect();
         text.push_str(&cells_line(&header, boxed));
         if boxed {
@@ -309,7 +335,10 @@ fn width(text: &str) -> usize {
 }
 
 fn pad(text: &str, width: usize) -> String {
-    format!("{text}{}", " ".repeat(width.saturating_sub(self::width(text))))
+    format!(
+        "{text}{}",
+        " ".repeat(width.saturating_sub(self::width(text)))
+    )
 }
 
 fn center(text: &str, width: usize) -> String {

@@ -132,7 +132,11 @@ pub fn listing(names: &[String]) -> String {
     if names.is_empty() {
         return String::new();
     }
-    let width = names.iter().map(|name| name.chars().count()).max().unwrap_or(0);
+    let width = names
+        .iter()
+        .map(|name| name.chars().count())
+        .max()
+        .unwrap_or(0);
     let columns = (LISTING_WIDTH / (width + 2)).max(1);
     let rows = names.len().div_ceil(columns);
     let mut text = String::new();
@@ -167,7 +171,10 @@ mod tests {
         let long: Vec<String> = (0..5).map(|i| format!("{}{i}", "x".repeat(30))).collect();
         let text = listing(&long);
         assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text.starts_with(&format!("{}  {}\n", long[0], long[3])), "{text}");
+        assert!(
+            text.starts_with(&format!("{}  {}\n", long[0], long[3])),
+            "{text}"
+        );
     }
 
     #[test]
