@@ -106,7 +106,7 @@ async fn backup_under_load_holds_acknowledged_rows_and_restores_on_every_node() 
         .lines()
         .map(|line| line.parse().expect("an id"))
         .collect();
-    let ledger = ledger.lock().expect("ledger");
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
     let acknowledged_before: BTreeSet<u64> = ledger
         .acknowledged
         .iter()
@@ -148,7 +148,6 @@ async fn backup_under_load_holds_acknowledged_rows_and_restores_on_every_node() 
             "writer {writer}: the backup holds {last} but not the earlier {gaps:?}"
         );
     }
-    drop(ledger);
     drop(source);
 
     // Phase 5: restore into a fresh three-node cluster; every node serves the same content
