@@ -235,6 +235,82 @@ fn strip_paxsql_tables(copy: &Connection) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// An admin source that only serves backups of one group.
+    struct BackupsOnly(BackupExporter);
+
+    impl crate::http::AdminSource for BackupsOnly {
+        fn status_json(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn metrics_text(&self) -> String {
+            String::new()
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+        fn file_route(&self, method: &str, target: &str) -> Option<FileRouteFuture> {
+            self.0.route(method, target)
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_route_streams_the_copy_and_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group_dir = dir.path().join("main");
+        std::fs::create_dir_all(&group_dir).expect("group dir");
+        let connection = Connection::open(group_dir.join("db.sqlite")).expect("open");
+        connection
+            .execute_batch(
+                "CREATE TABLE _paxsql_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+                 INSERT INTO _paxsql_meta VALUES ('applied_instance', 7);
+                 CREATE TABLE items(id INTEGER PRIMARY KEY);",
+            )
+            .expect("seed");
+        let applied: AppliedInstance = Arc::new(|_: &str| Some(7));
+        let exporter = BackupExporter::new(dir.path().into(), vec!["main".into()], applied);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            Arc::new(BackupsOnly(exporter)),
+            None,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let file = dir.path().join("copy.sqlite");
+        let summary = crate::cli::backup::backup(&addr, "main", 7, &file)
+            .await
+            .expect("backup");
+        assert_eq!(summary.instance, 7);
+        assert_eq!(summary.bytes, std::fs::metadata(&file).expect("file").len());
+        // The node removes its temporary export just after the last byte is sent.
+        let mut left = Vec::new();
+        for _ in 0..200 {
+            left = std::fs::read_dir(group_dir.join("backups"))
+                .expect("backups dir")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("list");
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(left.is_empty(), "temporary exports left behind: {left:?}");
+        let missing = crate::cli::backup::backup(&addr, "orders", 7, &file).await;
+        assert!(missing
+            .expect_err("unknown group")
+            .to_string()
+            .contains("404"));
+        let behind = crate::http::get(&addr, "/backup?group=main&min_instance=x").await;
+        assert_eq!(behind.expect("answer").0, 400);
+        stop.send(()).expect("server running");
+        server.await.expect("joins").expect("serves");
+    }
+
     #[test]
     fn export_is_a_plain_database_without_paxsql_tables() {
         let dir = tempfile::tempdir().expect("tempdir");

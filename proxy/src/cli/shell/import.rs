@@ -80,7 +80,12 @@ impl Shell {
             .with_context(|| format!("cannot open {}", args.file))?
             .len();
         let mut reader = csv_reader(path)?;
-        let mut skip = args.skip;
+        // As in sqlite3, skipped rows come before the header row.
+        for _ in 0..args.skip {
+            if next_record(&mut reader)?.is_none() {
+                break;
+            }
+        }
         let column_count = match self.table_column_count(&args.table).await? {
             Some(count) => count,
             None => {
@@ -91,9 +96,6 @@ impl Shell {
                 header.len()
             }
         };
-        while skip > 0 && next_record(&mut reader)?.is_some() {
-            skip -= 1;
-        }
         let insert = format!("INSERT INTO {} VALUES", quote_identifier(&args.table));
         let (sender, mut receiver) = tokio::sync::mpsc::channel(IMPORT_BATCHES_QUEUED);
         let file_name = args.file.clone();
