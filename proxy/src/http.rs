@@ -39,6 +39,12 @@ pub trait AdminSource: Send + Sync + 'static {
     fn stream_route(&self, _method: &str, _target: &str) -> Option<StreamRoute> {
         None
     }
+
+    /// Routes answered with a file streamed from disk (backups: larger than memory may
+    /// hold). `target` keeps its query string. `None` falls through to [`Self::route`].
+    fn file_route(&self, _method: &str, _target: &str) -> Option<FileRouteFuture> {
+        None
+    }
 }
 
 /// A route that writes its whole response itself (see [`AdminSource::stream_route`]).
@@ -46,6 +52,21 @@ pub type StreamRoute = Box<
     dyn FnOnce(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
         + Send,
 >;
+
+/// A response whose body is a file on disk, sent in chunks with its length up front.
+#[derive(Debug)]
+pub struct FileResponse {
+    pub content_type: &'static str,
+    /// Extra response headers, e.g. `X-Paxsql-Instance`.
+    pub headers: Vec<(String, String)>,
+    pub path: std::path::PathBuf,
+    /// Delete the file once sent (or once sending failed): a temporary export.
+    pub remove_after: bool,
+}
+
+/// The work behind a file route: the file, or an error response.
+pub type FileRouteFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<FileResponse, HttpResponse>> + Send>>;
 
 /// A response to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +170,14 @@ async fn handle_connection(
             return route(stream).await;
         }
     }
+    if let Some(future) =
+        request_target(&head).and_then(|(method, target)| source.file_route(&method, &target))
+    {
+        return match future.await {
+            Ok(file) => write_file_response(&mut stream, file).await,
+            Err(response) => write_response(&mut stream, &response).await,
+        };
+    }
     let response = match parse_request_line(&head) {
         Some((method, path)) => respond(source.as_ref(), &method, &path),
         None => HttpResponse::text(400, "bad request: send `GET /status HTTP/1.1`\n"),
@@ -190,6 +219,38 @@ fn parse_request_line(head: &[u8]) -> Option<(String, String)> {
     let target = parts.next()?;
     let path = target.split('?').next().unwrap_or(target).to_string();
     Some((method, path))
+}
+
+/// Sends `file` as the body; the file is removed afterwards when asked, even on failure.
+async fn write_file_response(stream: &mut TcpStream, file: FileResponse) -> std::io::Result<()> {
+    struct RemoveOnDrop(Option<std::path::PathBuf>);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            if let Some(path) = self.0.take() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let _cleanup = RemoveOnDrop(file.remove_after.then(|| file.path.clone()));
+    let mut body = tokio::fs::File::open(&file.path).await?;
+    let length = body.metadata().await?.len();
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {length}\r\n",
+        file.content_type
+    );
+    for (name, value) in &file.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let sent = tokio::io::copy(&mut body, stream).await?;
+    if sent != length {
+        return Err(std::io::Error::other(format!(
+            "{} changed while being sent ({sent} of {length} bytes)",
+            file.path.display()
+        )));
+    }
+    stream.shutdown().await
 }
 
 fn respond(source: &dyn AdminSource, method: &str, path: &str) -> HttpResponse {

@@ -7,10 +7,12 @@
 //!   over this node's groups, [`routing`] sends writes and master reads to the master, and
 //!   [`forward`] carries them between nodes.
 //! - [`http`]: `/status`, `/metrics`, `/ready`; [`status`] builds those documents.
+//! - [`backup_export`]: `GET /backup`, a group as a plain SQLite file.
 //! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
 
 pub mod admin_routes;
 pub mod backend;
+pub mod backup_export;
 pub mod checkpoint_bench;
 pub mod cli;
 pub mod config;

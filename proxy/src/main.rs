@@ -27,6 +27,12 @@ enum Command {
     Admin(cli::admin::AdminArgs),
     /// Drive load over N connections; report ops/s, latency percentiles, errors.
     Bench(Box<cli::bench::BenchArgs>),
+    /// A sqlite3-style shell over the PostgreSQL wire, to any node.
+    Shell(cli::shell::ShellArgs),
+    /// Copy a group, online and consistent, into a plain SQLite file.
+    Backup(cli::backup::BackupArgs),
+    /// Load a plain SQLite file into a (fresh) group through the cluster.
+    Restore(cli::restore::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +52,9 @@ fn main() -> anyhow::Result<()> {
             Command::DevCluster(args) => cli::dev_cluster::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
             Command::Bench(args) => cli::bench::run(*args).await,
+            Command::Shell(args) => cli::shell::run(args).await,
+            Command::Backup(args) => cli::backup::run(args).await,
+            Command::Restore(args) => cli::restore::run(args).await,
         }
     })
 }

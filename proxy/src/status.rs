@@ -17,6 +17,8 @@ pub struct NodeStatus {
     metrics: Arc<RuntimeMetrics>,
     /// Per group, the chosen instance this node knew when it started: `/ready` waits for it.
     chosen_at_start: BTreeMap<String, Option<u64>>,
+    /// `GET /backup`: plain SQLite copies of a group.
+    backups: crate::backup_export::BackupExporter,
 }
 
 impl NodeStatus {
@@ -30,7 +32,14 @@ impl NodeStatus {
             .iter()
             .map(|(name, service)| (name.clone(), service.group().status().chosen_instance))
             .collect();
+        let applied_backend = backend.clone();
+        let backups = crate::backup_export::BackupExporter::new(
+            config.data_dir.clone(),
+            config.groups.clone(),
+            Arc::new(move |group: &str| applied_backend.service(group).ok()?.applied_instance()),
+        );
         NodeStatus {
+            backups,
             config,
             backend,
             metrics,
@@ -59,6 +68,10 @@ impl NodeStatus {
 }
 
 impl AdminSource for NodeStatus {
+    fn file_route(&self, method: &str, target: &str) -> Option<crate::http::FileRouteFuture> {
+        self.backups.route(method, target)
+    }
+
     fn status_json(&self) -> Value {
         let groups: serde_json::Map<String, Value> = self
             .backend
