@@ -569,7 +569,12 @@ fn sync_range(file: &std::fs::File, offset: u64, length: u64, wait: bool) -> std
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sync_range(_file: &std::fs::File, _offset: u64, _length: u64, _wait: bool) -> std::io::Result<()> {
+fn sync_range(
+    _file: &std::fs::File,
+    _offset: u64,
+    _length: u64,
+    _wait: bool,
+) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -600,3 +605,7 @@ fn open_part(part: &Path, offset: u64) -> Result<(std::fs::File, Xxh3), String> 
         .map_err(|error| error.to_string())?;
     Ok((file, hasher))
 }
+
+#[cfg(test)]
+#[path = "checkpoint_stream_tests.rs"]
+mod tests;
