@@ -55,8 +55,8 @@ const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 const _: () = assert!(STREAM_CHUNK_BYTES <= u32::MAX as usize);
 const _: () = assert!(INFO_FRAME_BYTES_MAX as usize <= STREAM_CHUNK_BYTES);
 const _: () = assert!(STREAM_CHUNKS_IN_FLIGHT >= 2);
-const _: () = assert!(STREAM_CHUNK_BYTES % DIRECT_ALIGN_BYTES == 0);
-const _: () = assert!(WRITEBACK_BYTES % STREAM_CHUNK_BYTES as u64 == 0);
+const _: () = assert!(STREAM_CHUNK_BYTES.is_multiple_of(DIRECT_ALIGN_BYTES));
+const _: () = assert!(WRITEBACK_BYTES.is_multiple_of(STREAM_CHUNK_BYTES as u64));
 
 /// Where a fetch stands, for the log and `/status`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -519,8 +519,8 @@ impl PartWriter {
         while let Some((mut buffer, length)) = filled.blocking_recv() {
             let bytes = &chunk_area(&mut buffer)[..length];
             self.hasher.update(bytes);
-            let aligned =
-                self.written % DIRECT_ALIGN_BYTES as u64 == 0 && length % DIRECT_ALIGN_BYTES == 0;
+            let aligned = self.written.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
+                && length.is_multiple_of(DIRECT_ALIGN_BYTES);
             let handle = match &self.direct {
                 Some(direct) if aligned => direct,
                 _ => &self.file,
