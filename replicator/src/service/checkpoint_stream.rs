@@ -43,8 +43,9 @@ const INFO_FRAME_BYTES_MAX: u32 = 64 * 1024;
 /// Bytes in one streamed chunk (and the largest frame the fetcher accepts). Large enough that
 /// per-chunk costs (frame head, channel hop, syscalls) vanish beside the byte copies.
 pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Chunk buffers per side of a transfer: one being filled while one is drained.
-pub const STREAM_CHUNKS_IN_FLIGHT: usize = 2;
+/// Chunk buffers per side of a transfer (memory: this many chunks per side). More than two
+/// lets the network side run ahead while a direct write waits for the disk.
+pub const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 /// The fetcher starts writeback of the part file every this many bytes (see the module docs).
 pub const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
 /// Alignment (buffer address, file offset, length) of a direct (`O_DIRECT`) write.
@@ -385,7 +386,8 @@ async fn receive_file(
     let (file, hasher) = tokio::task::spawn_blocking(move || open_part(&opened_part, offset))
         .await
         .expect("opening the part file does not panic")?;
-    let (filled, filled_receiver) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(1);
+    let (filled, filled_receiver) =
+        tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(STREAM_CHUNKS_IN_FLIGHT);
     let (free_sender, mut free) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_IN_FLIGHT);
     for _ in 0..STREAM_CHUNKS_IN_FLIGHT {
         free_sender
