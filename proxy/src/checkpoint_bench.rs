@@ -2,6 +2,7 @@
 //! file copy on the same disk (not a test: it prints figures).
 //!
 //! A file of the given size is written (random-looking pages, so nothing compresses), then:
+//! [`BENCH_ROUNDS`] times, alternately:
 //! 1. copied with `std::fs::copy` + fsync;
 //! 2. streamed over loopback TCP with the real protocol (`checkpoint_stream::serve` on one
 //!    side, `checkpoint_stream::fetch` on the other: CRC per chunk, whole-file hash, fsync).
@@ -34,16 +35,45 @@ pub async fn run(dir: &Path, size_mb: u64) -> anyhow::Result<()> {
         lease_version: 0,
     };
 
+    let megabytes = file_bytes as f64 / 1e6;
+    println!(
+        "checkpoint file: {megabytes:.0} MB; {BENCH_ROUNDS} rounds, copy and stream interleaved"
+    );
+    println!("| round | plain copy + fsync | checkpoint stream + fsync | stream / copy |");
+    println!("|---|---|---|---|");
+    for round in 1..=BENCH_ROUNDS {
+        let copy_seconds = time_copy(dir, &source)?;
+        let stream_seconds = time_stream(dir, &source, &info).await?;
+        let copy_rate = megabytes / copy_seconds;
+        let stream_rate = megabytes / stream_seconds;
+        println!(
+            "| {round} | {copy_rate:.0} MB/s ({copy_seconds:.2} s) | {stream_rate:.0} MB/s ({stream_seconds:.2} s) | {:.0} % |",
+            100.0 * stream_rate / copy_rate
+        );
+    }
+    std::fs::remove_file(&source)?;
+    Ok(())
+}
+
+/// Rounds per run: copy and stream alternate, so load from other processes hits both.
+const BENCH_ROUNDS: u32 = 3;
+
+/// Seconds for `std::fs::copy` + fsync of `source`.
+fn time_copy(dir: &Path, source: &Path) -> anyhow::Result<f64> {
     let copy = dir.join("bench-copy.sqlite");
     let started = Instant::now();
-    std::fs::copy(&source, &copy)?;
+    std::fs::copy(source, &copy)?;
     std::fs::File::open(&copy)?.sync_all()?;
-    let copy_seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_file(&copy)?;
+    Ok(seconds)
+}
 
+/// Seconds for the checkpoint protocol over loopback: fetch, verify, fsync.
+async fn time_stream(dir: &Path, source: &Path, info: &CheckpointInfo) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
-    let served = source.clone();
+    let served = source.to_path_buf();
     let served_info = info.clone();
     let server = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await?;
@@ -55,23 +85,13 @@ pub async fn run(dir: &Path, size_mb: u64) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&receive_dir);
     let progress = Arc::new(Mutex::new(FetchProgress::default()));
     let started = Instant::now();
-    let (received, _) = checkpoint_stream::fetch(&address, "main", &receive_dir, &progress)
+    checkpoint_stream::fetch(&address, "main", &receive_dir, &progress)
         .await
         .context("streaming the checkpoint")?;
-    let stream_seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     server.await??;
     std::fs::remove_dir_all(&receive_dir)?;
-    let _ = received;
-    std::fs::remove_file(&source)?;
-
-    let megabytes = file_bytes as f64 / 1e6;
-    let copy_rate = megabytes / copy_seconds;
-    let stream_rate = megabytes / stream_seconds;
-    println!("checkpoint file: {megabytes:.0} MB");
-    println!("plain file copy + fsync:   {copy_rate:8.1} MB/s ({copy_seconds:.2} s)");
-    println!("checkpoint stream + fsync: {stream_rate:8.1} MB/s ({stream_seconds:.2} s)");
-    println!("stream / copy: {:.0} %", 100.0 * stream_rate / copy_rate);
-    Ok(())
+    Ok(seconds)
 }
 
 /// Writes `size_mb` MiB of pseudo-random bytes (xorshift), fsync'd.

@@ -3,25 +3,32 @@
 //! Request: `GET /checkpoint/stream?group=G&instance=I&offset=O HTTP/1.1` (`instance=0`: the
 //! newest). Response: `200` and a body of frames, each `u32 length | u32 crc32c | bytes`
 //! (big-endian): first the [`CheckpointInfo`] as JSON, then the file from `offset` on in chunks
-//! of at most [`CHECKPOINT_CHUNK_BYTES`], then an empty frame. `404` when the checkpoint is gone.
+//! of at most [`STREAM_CHUNK_BYTES`], then an empty frame. `404` when the checkpoint is gone.
 //!
 //! The fetcher keeps `incoming.part` and `incoming.json` in the checkpoints folder, so a broken
 //! transfer resumes from the bytes it has. A chunk whose CRC does not match is never written:
 //! the fetcher reconnects and asks again from the same offset. The whole file's xxh3-128 is
-//! checked before the file is handed over. Memory stays bounded by one chunk.
+//! checked before the file is handed over.
+//!
+//! Speed: both ends are two-stage pipelines over [`STREAM_CHUNKS_IN_FLIGHT`] reused buffers
+//! (memory bound: that many chunks per side). The server reads and CRCs the next chunk on a
+//! blocking thread while the async side sends the previous one; the fetcher checks each chunk's
+//! CRC on the async side and hands it to a blocking thread that hashes and writes it. The part
+//! file is not fsync'd per chunk: every [`WRITEBACK_BYTES`] the writer starts the disk write of
+//! that range and waits for the range before it (`sync_file_range`), so the single fsync at the
+//! end finds little left and dirty memory stays bounded. Durability of the part file between
+//! those points is not needed for correctness: a resumed fetch rehashes whatever it holds and
+//! the whole-file hash rejects a damaged prefix.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{
-    AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::checkpoints::CheckpointInfo;
-use crate::limits::CHECKPOINT_CHUNK_BYTES;
 
 /// Attempts (reconnects) one fetch may make without a byte of progress before it gives up.
 pub const FETCH_ATTEMPTS_WITHOUT_PROGRESS_MAX: u32 = 10;
@@ -33,6 +40,24 @@ pub const FETCH_IO_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Largest header frame (the JSON info).
 const INFO_FRAME_BYTES_MAX: u32 = 64 * 1024;
+/// Bytes in one streamed chunk (and the largest frame the fetcher accepts). Large enough that
+/// per-chunk costs (frame head, channel hop, syscalls) vanish beside the byte copies.
+pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Chunk buffers per side of a transfer (memory: this many chunks per side). More than two
+/// lets the network side run ahead while a direct write waits for the disk.
+pub const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+/// The fetcher starts writeback of the part file every this many bytes (see the module docs).
+pub const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
+/// Alignment (buffer address, file offset, length) of a direct (`O_DIRECT`) write.
+const DIRECT_ALIGN_BYTES: usize = 4096;
+/// Read buffer in front of the socket (response head, frame heads; chunks bypass it).
+const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(STREAM_CHUNK_BYTES <= u32::MAX as usize);
+const _: () = assert!(INFO_FRAME_BYTES_MAX as usize <= STREAM_CHUNK_BYTES);
+const _: () = assert!(STREAM_CHUNKS_IN_FLIGHT >= 2);
+const _: () = assert!(STREAM_CHUNK_BYTES.is_multiple_of(DIRECT_ALIGN_BYTES));
+const _: () = assert!(WRITEBACK_BYTES.is_multiple_of(STREAM_CHUNK_BYTES as u64));
 
 /// Where a fetch stands, for the log and `/status`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -71,18 +96,30 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchE
     move |source| FetchError::Io { context, source }
 }
 
+/// Writes one frame whose CRC32C is `crc`.
+async fn write_frame_with_crc<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    crc: u32,
+) -> std::io::Result<()> {
+    let mut head = [0u8; 8];
+    let length = u32::try_from(bytes.len()).expect("a frame is at most one chunk");
+    head[..4].copy_from_slice(&length.to_be_bytes());
+    head[4..].copy_from_slice(&crc.to_be_bytes());
+    writer.write_all(&head).await?;
+    writer.write_all(bytes).await
+}
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = [0u8; 8];
-    let length = u32::try_from(bytes.len()).expect("a frame is at most one chunk");
-    head[..4].copy_from_slice(&length.to_be_bytes());
-    head[4..].copy_from_slice(&crc32c::crc32c(bytes).to_be_bytes());
-    writer.write_all(&head).await?;
-    writer.write_all(bytes).await
+    write_frame_with_crc(writer, bytes, crc32c::crc32c(bytes)).await
 }
+
+/// A chunk on its way through a pipeline: the buffer, the bytes used, their CRC32C.
+type Chunk = (Vec<u8>, usize, u32);
 
 /// Serves `file` (described by `info`) from `offset` on, after the HTTP response head.
 pub async fn serve<W: AsyncWrite + Unpin>(
@@ -91,9 +128,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
     info: &CheckpointInfo,
     offset: u64,
 ) -> std::io::Result<()> {
-    use std::io::{Read, Seek};
-    // Plain reads of at most one chunk: page-cache copies, cheaper than a thread hop per chunk
-    // (the node runs a multi-threaded runtime).
+    use std::io::Seek;
     let mut source = std::fs::File::open(file)?;
     source.seek(std::io::SeekFrom::Start(offset))?;
     writer
@@ -101,23 +136,51 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         .await?;
     let info_json = serde_json::to_vec(info).expect("checkpoint info serializes");
     write_frame(writer, &info_json).await?;
-    let mut buffer = vec![0u8; CHECKPOINT_CHUNK_BYTES];
-    loop {
-        let mut filled = 0;
-        while filled < buffer.len() {
-            let read = tokio::task::block_in_place(|| source.read(&mut buffer[filled..]))?;
+    let (filled_sender, mut filled) = tokio::sync::mpsc::channel::<Chunk>(STREAM_CHUNKS_IN_FLIGHT);
+    let (free, free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_IN_FLIGHT);
+    for _ in 0..STREAM_CHUNKS_IN_FLIGHT {
+        free.try_send(vec![0u8; STREAM_CHUNK_BYTES])
+            .expect("the free queue holds every buffer");
+    }
+    let reader =
+        tokio::task::spawn_blocking(move || read_chunks(source, free_receiver, filled_sender));
+    // Dropping `filled` (an error below) stops the reader at its next hand-off.
+    while let Some((buffer, length, crc)) = filled.recv().await {
+        write_frame_with_crc(writer, &buffer[..length], crc).await?;
+        // The reader may have stopped (end of file): a refused buffer is simply dropped.
+        let _ = free.try_send(buffer);
+    }
+    reader.await.expect("the chunk reader does not panic")?;
+    write_frame(writer, &[]).await?;
+    writer.flush().await
+}
+
+/// The serving side's blocking stage: fills free buffers from `source` with whole chunks (the
+/// last may be short) and CRCs them. Stops at the end of the file or when the sender is gone.
+fn read_chunks(
+    mut source: std::fs::File,
+    mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    filled: tokio::sync::mpsc::Sender<Chunk>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    while let Some(mut buffer) = free.blocking_recv() {
+        let mut length = 0;
+        while length < buffer.len() {
+            let read = source.read(&mut buffer[length..])?;
             if read == 0 {
                 break;
             }
-            filled += read;
+            length += read;
         }
-        if filled == 0 {
-            break;
+        if length == 0 {
+            return Ok(());
         }
-        write_frame(writer, &buffer[..filled]).await?;
+        let crc = crc32c::crc32c(&buffer[..length]);
+        if filled.blocking_send((buffer, length, crc)).is_err() {
+            return Ok(());
+        }
     }
-    write_frame(writer, &[]).await?;
-    writer.flush().await
+    Ok(())
 }
 
 /// Fetches the newest checkpoint of `group` from `peer_http` into `dir`; returns the verified
@@ -174,7 +237,8 @@ fn partial(dir: &Path) -> Option<(CheckpointInfo, u64)> {
         .ok()?
         .len()
         .min(info.file_bytes);
-    Some((info, length))
+    // Resume on a block boundary, so the rest can go through the direct handle.
+    Some((info, length - length % DIRECT_ALIGN_BYTES as u64))
 }
 
 /// One connection. `Ok(Some)` done; `Ok(None)` start again; `Err` a retryable problem.
@@ -193,7 +257,7 @@ async fn fetch_once(
         .map_err(|_| format!("connecting to {peer_http} timed out"))?
         .map_err(|error| format!("connecting to {peer_http}: {error}"))?;
     let _ = stream.set_nodelay(true);
-    let mut stream = BufReader::with_capacity(2 * CHECKPOINT_CHUNK_BYTES, stream);
+    let mut stream = BufReader::with_capacity(SOCKET_BUFFER_BYTES, stream);
     let request = format!(
         "GET /checkpoint/stream?group={group}&instance={want_instance}&offset={offset} HTTP/1.1\r\nHost: {peer_http}\r\nConnection: close\r\n\r\n"
     );
@@ -272,32 +336,40 @@ async fn read_frame(
     stream: &mut BufReader<TcpStream>,
     limit: u32,
 ) -> Result<Option<Vec<u8>>, String> {
+    let mut bytes = vec![0u8; limit as usize];
+    let length = read_frame_into(stream, &mut bytes).await?;
+    Ok(length.map(|length| {
+        bytes.truncate(length);
+        bytes
+    }))
+}
+
+/// Reads one frame of at most `buffer.len()` bytes into `buffer`: `Ok(Some(length))`,
+/// `Ok(None)` when its CRC does not match.
+async fn read_frame_into(
+    stream: &mut BufReader<TcpStream>,
+    buffer: &mut [u8],
+) -> Result<Option<usize>, String> {
     let mut head = [0u8; 8];
     tokio::time::timeout(FETCH_IO_TIMEOUT, stream.read_exact(&mut head))
         .await
         .map_err(|_| "the peer stalled".to_string())?
         .map_err(|error| format!("reading a frame head: {error}"))?;
-    let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+    let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-    if length > limit {
+    if length > buffer.len() {
         return Err(format!(
-            "a frame of {length} bytes is over the limit of {limit}"
+            "a frame of {length} bytes is over the limit of {}",
+            buffer.len()
         ));
     }
-    let mut bytes = Vec::with_capacity(length as usize);
-    let read = tokio::time::timeout(
-        FETCH_IO_TIMEOUT,
-        (&mut *stream)
-            .take(u64::from(length))
-            .read_to_end(&mut bytes),
-    )
-    .await
-    .map_err(|_| "the peer stalled".to_string())?
-    .map_err(|error| format!("reading a chunk: {error}"))?;
-    if read != length as usize {
-        return Err("the peer closed the connection mid-chunk".into());
-    }
-    Ok((crc32c::crc32c(&bytes) == crc).then_some(bytes))
+    let bytes = &mut buffer[..length];
+    // Large reads bypass the BufReader's buffer: the chunk is copied once, socket to buffer.
+    tokio::time::timeout(FETCH_IO_TIMEOUT, stream.read_exact(bytes))
+        .await
+        .map_err(|_| "the peer stalled".to_string())?
+        .map_err(|error| format!("reading a chunk: {error}"))?;
+    Ok((crc32c::crc32c(bytes) == crc).then_some(length))
 }
 
 /// Appends verified chunks to `incoming.part` from `offset`; on the end frame checks the size
@@ -310,57 +382,33 @@ async fn receive_file(
     progress: &SharedProgress,
 ) -> Result<Option<(PathBuf, CheckpointInfo)>, String> {
     let part = part_path(dir);
-    let mut hasher = Xxh3::new();
-    let mut file = open_part(&part, offset, &mut hasher)
-        .await?
-        .into_std()
-        .await;
-    let started = Instant::now();
-    let mut received: u64 = 0;
-    let mut done = offset;
-    {
-        let mut progress = progress.lock().expect("progress lock");
-        progress.instance_id = info.instance_id;
-        progress.bytes_total = info.file_bytes;
-        progress.bytes_done = done;
-        progress.state = "streaming".into();
+    let opened_part = part.clone();
+    let (file, hasher) = tokio::task::spawn_blocking(move || open_part(&opened_part, offset))
+        .await
+        .expect("opening the part file does not panic")?;
+    let (filled, filled_receiver) =
+        tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(STREAM_CHUNKS_IN_FLIGHT);
+    let (free_sender, mut free) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_IN_FLIGHT);
+    for _ in 0..STREAM_CHUNKS_IN_FLIGHT {
+        free_sender
+            .try_send(vec![0u8; STREAM_CHUNK_BYTES + DIRECT_ALIGN_BYTES])
+            .expect("the free queue holds every buffer");
     }
-    let mut last_log = Instant::now();
-    loop {
-        let Some(chunk) = read_frame(stream, CHECKPOINT_CHUNK_BYTES as u32).await? else {
-            progress.lock().expect("progress lock").chunks_refetched += 1;
-            // Nothing of a bad chunk is written; the next attempt asks from `done` again.
-            return Err(format!(
-                "chunk at offset {done} failed its CRC; fetching it again"
-            ));
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        if done + chunk.len() as u64 > info.file_bytes {
-            forget_partial(dir);
-            return Err("the peer sent more bytes than the checkpoint holds".into());
-        }
-        hasher.update(&chunk);
-        tokio::task::block_in_place(|| std::io::Write::write_all(&mut file, &chunk))
-            .map_err(|error| format!("writing {}: {error}", part.display()))?;
-        done += chunk.len() as u64;
-        received += chunk.len() as u64;
-        let seconds = started.elapsed().as_secs_f64().max(1e-6);
-        let mut progress = progress.lock().expect("progress lock");
-        progress.bytes_done = done;
-        progress.rate_mb_per_s = received as f64 / seconds / 1e6;
-        if last_log.elapsed() >= Duration::from_secs(1) {
-            last_log = Instant::now();
-            tracing::info!(
-                instance_id = info.instance_id,
-                bytes_done = done,
-                bytes_total = info.file_bytes,
-                rate_mb_per_s = format!("{:.1}", progress.rate_mb_per_s),
-                "checkpoint transfer progress"
-            );
-        }
-    }
+    let writer = PartWriter {
+        direct: open_direct(&part),
+        file,
+        hasher,
+        path: part.clone(),
+        written: offset,
+        writeback_from: offset,
+    };
+    let writing = tokio::task::spawn_blocking(move || writer.run(filled_receiver, free_sender));
+    let received = receive_chunks(stream, dir, info, offset, progress, &filled, &mut free).await;
+    // Closing the queue ends the writer after the chunks already handed over.
+    drop(filled);
+    let written = writing.await.expect("the part writer does not panic");
+    let done = received?;
+    let (file, hasher) = written?;
     if done != info.file_bytes {
         return Err(format!(
             "the stream ended at {done} of {} bytes",
@@ -376,7 +424,9 @@ async fn receive_file(
         ));
     }
     // fsync failures are fatal for the install, never retried: the caller stops on Err here.
-    file.sync_all()
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .expect("fsync does not panic")
         .map_err(|error| format!("fsync {}: {error}", part.display()))?;
     let complete = dir.join("incoming.sqlite");
     std::fs::rename(&part, &complete).map_err(|error| error.to_string())?;
@@ -385,32 +435,217 @@ async fn receive_file(
     Ok(Some((complete, info.clone())))
 }
 
+/// Reads chunk frames until the end frame, handing each CRC-checked chunk to the writer;
+/// returns the file length reached. A bad chunk is never handed over.
+async fn receive_chunks(
+    stream: &mut BufReader<TcpStream>,
+    dir: &Path,
+    info: &CheckpointInfo,
+    offset: u64,
+    progress: &SharedProgress,
+    filled: &tokio::sync::mpsc::Sender<(Vec<u8>, usize)>,
+    free: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64, String> {
+    let started = Instant::now();
+    let mut received: u64 = 0;
+    let mut done = offset;
+    {
+        let mut progress = progress.lock().expect("progress lock");
+        progress.instance_id = info.instance_id;
+        progress.bytes_total = info.file_bytes;
+        progress.bytes_done = done;
+        progress.state = "streaming".into();
+    }
+    let mut last_log = Instant::now();
+    loop {
+        let Some(mut buffer) = free.recv().await else {
+            return Err("the part writer stopped".into());
+        };
+        let Some(length) = read_frame_into(stream, chunk_area(&mut buffer)).await? else {
+            progress.lock().expect("progress lock").chunks_refetched += 1;
+            // Nothing of a bad chunk is written; the next attempt asks from `done` again.
+            return Err(format!(
+                "chunk at offset {done} failed its CRC; fetching it again"
+            ));
+        };
+        if length == 0 {
+            return Ok(done);
+        }
+        if done + length as u64 > info.file_bytes {
+            forget_partial(dir);
+            return Err("the peer sent more bytes than the checkpoint holds".into());
+        }
+        if filled.send((buffer, length)).await.is_err() {
+            return Err("the part writer stopped".into());
+        }
+        done += length as u64;
+        received += length as u64;
+        let seconds = started.elapsed().as_secs_f64().max(1e-6);
+        let mut progress = progress.lock().expect("progress lock");
+        progress.bytes_done = done;
+        progress.rate_mb_per_s = received as f64 / seconds / 1e6;
+        if last_log.elapsed() >= Duration::from_secs(1) {
+            last_log = Instant::now();
+            tracing::info!(
+                instance_id = info.instance_id,
+                bytes_done = done,
+                bytes_total = info.file_bytes,
+                rate_mb_per_s = format!("{:.1}", progress.rate_mb_per_s),
+                "checkpoint transfer progress"
+            );
+        }
+    }
+}
+
+/// The fetching side's blocking stage: hashes and appends verified chunks to the part file.
+struct PartWriter {
+    file: std::fs::File,
+    /// The same file opened with `O_DIRECT` when the file system allows it: whole aligned
+    /// chunks skip the page cache (one copy less, and the disk write runs beside the transfer).
+    direct: Option<std::fs::File>,
+    hasher: Xxh3,
+    path: PathBuf,
+    /// Length of the part file so far.
+    written: u64,
+    /// Start of the range whose writeback has not been started yet.
+    writeback_from: u64,
+}
+
+impl PartWriter {
+    /// Writes chunks until the queue closes; returns the file and the hash of all it holds.
+    fn run(
+        mut self,
+        mut filled: tokio::sync::mpsc::Receiver<(Vec<u8>, usize)>,
+        free: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(std::fs::File, Xxh3), String> {
+        while let Some((mut buffer, length)) = filled.blocking_recv() {
+            let bytes = &chunk_area(&mut buffer)[..length];
+            self.hasher.update(bytes);
+            let aligned = self.written.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
+                && length.is_multiple_of(DIRECT_ALIGN_BYTES);
+            let handle = match &self.direct {
+                Some(direct) if aligned => direct,
+                _ => &self.file,
+            };
+            std::os::unix::fs::FileExt::write_all_at(handle, bytes, self.written)
+                .map_err(|error| format!("writing {}: {error}", self.path.display()))?;
+            self.written += length as u64;
+            if self.written - self.writeback_from >= WRITEBACK_BYTES {
+                self.start_writeback()?;
+            }
+            // The receiver may have stopped (an error): a refused buffer is simply dropped.
+            let _ = free.try_send(buffer);
+        }
+        Ok((self.file, self.hasher))
+    }
+
+    /// Starts the disk write of the bytes since the last call and waits for the range before
+    /// them, so writeback runs beside the transfer and dirty pages stay near two ranges.
+    fn start_writeback(&mut self) -> Result<(), String> {
+        let previous = self.writeback_from.saturating_sub(WRITEBACK_BYTES);
+        let waited = self.writeback_from - previous;
+        sync_range(&self.file, previous, waited, true)
+            .and_then(|()| {
+                sync_range(
+                    &self.file,
+                    self.writeback_from,
+                    self.written - self.writeback_from,
+                    false,
+                )
+            })
+            .map_err(|error| format!("writeback of {}: {error}", self.path.display()))?;
+        self.writeback_from = self.written;
+        Ok(())
+    }
+}
+
+/// The chunk area of a pipeline buffer: [`STREAM_CHUNK_BYTES`] starting at an address aligned
+/// for direct I/O (buffers are allocated [`DIRECT_ALIGN_BYTES`] larger and never reallocated).
+fn chunk_area(buffer: &mut [u8]) -> &mut [u8] {
+    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
+    &mut buffer[start..start + STREAM_CHUNK_BYTES]
+}
+
+/// `part` opened for direct writes, or `None` where `O_DIRECT` is refused (tmpfs, …).
+#[cfg(target_os = "linux")]
+fn open_direct(part: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(part)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_part: &Path) -> Option<std::fs::File> {
+    None
+}
+
+/// `sync_file_range` over `length` bytes at `offset`: starts their writeback, and with `wait`
+/// also waits for it. A hint only: the fsync at the end is what makes the file durable.
+#[cfg(target_os = "linux")]
+fn sync_range(file: &std::fs::File, offset: u64, length: u64, wait: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if length == 0 {
+        return Ok(());
+    }
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    let offset = i64::try_from(offset).expect("a part file is below 2^63 bytes");
+    let length = i64::try_from(length).expect("a range is below 2^63 bytes");
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
+    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, length, flags) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_range(
+    _file: &std::fs::File,
+    _offset: u64,
+    _length: u64,
+    _wait: bool,
+) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Opens the partial file at `offset` (cutting anything past it) and hashes what it holds.
-async fn open_part(part: &Path, offset: u64, hasher: &mut Xxh3) -> Result<tokio::fs::File, String> {
-    let mut file = tokio::fs::OpenOptions::new()
+fn open_part(part: &Path, offset: u64) -> Result<(std::fs::File, Xxh3), String> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(part)
-        .await
         .map_err(|error| format!("opening {}: {error}", part.display()))?;
     file.set_len(offset)
-        .await
         .map_err(|error| format!("cutting {}: {error}", part.display()))?;
-    let mut buffer = vec![0u8; CHECKPOINT_CHUNK_BYTES];
+    let mut hasher = Xxh3::new();
+    let mut buffer = vec![0u8; STREAM_CHUNK_BYTES];
     loop {
         let read = file
             .read(&mut buffer)
-            .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| format!("reading {}: {error}", part.display()))?;
         if read == 0 {
             break;
         }
         hasher.update(&buffer[..read]);
     }
     file.seek(std::io::SeekFrom::Start(offset))
-        .await
         .map_err(|error| error.to_string())?;
-    Ok(file)
+    Ok((file, hasher))
 }
+
+#[cfg(test)]
+#[path = "checkpoint_stream_tests.rs"]
+mod tests;
