@@ -11,6 +11,8 @@ use paxsql_integration_tests::sql::{connect, connect_local, table_hash};
 use paxsql_integration_tests::{paxsql_bin, Cluster};
 
 const LEASE_MS: u64 = 3_000;
+/// Enough instances for a few checkpoints and a truncated log before node 4 joins.
+const SEED_BATCHES: usize = 600;
 
 /// `paxsql admin ARGS…`; panics with the output when it fails.
 fn admin(args: &[&str]) -> String {
@@ -76,10 +78,19 @@ async fn group_status(cluster: &Cluster, id: u32) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
+    // Small log segments and frequent checkpoints, so the log is truncated before node 4 joins
+    // and node 4 must be bootstrapped by checkpoint.
+    std::env::set_var("PAXSQL_LOG_SEGMENT_BYTES", "65536");
     let lease = LEASE_MS.to_string();
-    let mut cluster = Cluster::start(3, &["--lease-ms", &lease])
-        .await
-        .expect("cluster starts");
+    let flags = [
+        "--lease-ms",
+        &lease,
+        "--checkpoint-interval-instances",
+        "100",
+        "--log-hold-instances",
+        "20",
+    ];
+    let mut cluster = Cluster::start(3, &flags).await.expect("cluster starts");
     let master = cluster
         .wait_for_master(Duration::from_secs(30))
         .await
@@ -95,7 +106,7 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
         )
         .await
         .expect("create tables");
-    for batch in 0..50 {
+    for batch in 0..SEED_BATCHES {
         client
             .batch_execute(&format!(
                 "INSERT INTO seed (body) VALUES ('a-{batch}'), ('b-{batch}')"
@@ -142,7 +153,18 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
         .await
         .expect("node 4 serves SQL");
     let expected = table_hash(&master_local, "seed").await.expect("hash");
-    assert_eq!(expected.1, 100, "every seed row is on the master");
+    assert_eq!(
+        expected.1,
+        2 * SEED_BATCHES,
+        "every seed row is on the master"
+    );
+    assert!(
+        cluster.nodes[3]
+            .log()
+            .contains("bootstrapped by checkpoint"),
+        "node 4 joined from a truncated log, by checkpoint:\n{}",
+        cluster.logs_tail()
+    );
     assert_eq!(
         table_hash(&joiner_local, "seed").await.expect("hash"),
         expected,
@@ -205,5 +227,91 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
         table_hash(&joiner_local, "ticks").await.expect("hash"),
         table_hash(&new_master_local, "ticks").await.expect("hash"),
         "node 4 equals the new master"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_that_lost_its_log_only_learns_until_replaced() {
+    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let master_node = &cluster.nodes[(master - 1) as usize];
+    let (master_sql, master_http) = (master_node.sql_addr(), master_node.http_addr());
+    let client = connect(&master_sql, "main").await.expect("connect");
+    client
+        .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        .await
+        .expect("create table");
+
+    // A follower loses its log and replica (a disk swapped), but keeps node.toml.
+    let forgetful = if master == 1 { 2 } else { 1 };
+    cluster.node(forgetful).stop();
+    let group_dir = cluster.nodes[(forgetful - 1) as usize]
+        .data_dir
+        .join("main");
+    std::fs::remove_dir_all(&group_dir).expect("wipe the group dir");
+    cluster.node(forgetful).start().expect("restart");
+    client
+        .batch_execute("INSERT INTO t (body) VALUES ('after the loss')")
+        .await
+        .expect("the cluster still writes");
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
+    let status = group_status(&cluster, forgetful).await;
+    assert_eq!(
+        status["may_vote"], false,
+        "it forgot its promises: {status}"
+    );
+    assert!(
+        cluster.nodes[(forgetful - 1) as usize]
+            .log()
+            .contains("forgot its promises"),
+        "its log tells the operator what to do"
+    );
+
+    // The way back: replace it by a new incarnation started empty with --join.
+    cluster.node(forgetful).stop();
+    let replacement = cluster.add_node(&["--join"]);
+    let replacement_id = replacement.id.to_string();
+    let replacement_peer = format!("127.0.0.1:{}", replacement.peer_port);
+    let answer = admin(&[
+        "replace-member",
+        "--http",
+        &master_http,
+        "--old",
+        &forgetful.to_string(),
+        "--node",
+        &replacement_id,
+        "--peer",
+        &replacement_peer,
+    ]);
+    assert_eq!(changed(&answer), Some(true), "replace-member: {answer}");
+    cluster.node(4).start().expect("start the replacement");
+    client
+        .batch_execute("INSERT INTO t (body) VALUES ('after the replacement')")
+        .await
+        .expect("write");
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
+    let status = group_status(&cluster, 4).await;
+    let mut members: Vec<u64> = vec![1, 2, 3, 4];
+    members.retain(|id| *id != u64::from(forgetful));
+    assert_eq!(status["members"], serde_json::json!(members), "{status}");
+    assert_eq!(status["may_vote"], true, "{status}");
+    let replacement_local = connect_local(&cluster.nodes[3].sql_addr(), "main")
+        .await
+        .expect("connect");
+    let master_local = connect_local(&master_sql, "main").await.expect("connect");
+    assert_eq!(
+        table_hash(&replacement_local, "t").await.expect("hash"),
+        table_hash(&master_local, "t").await.expect("hash"),
     );
 }
