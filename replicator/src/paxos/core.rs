@@ -444,6 +444,17 @@ impl Core {
         self.instance_id = instance_id + 1;
         self.acceptor.move_to_next_instance(self.config.planted_bug);
         self.proposer_on_chosen(instance_id, value, outcomes);
+        if self.cluster_gid != 0 && !self.is_member(self.config.node_id) {
+            // Removed: nothing queued here can be chosen any more; its clients must go elsewhere.
+            for proposal in self.queue.drain(..) {
+                outcomes.push(Action::ProposalDone {
+                    proposal_id: proposal.proposal_id,
+                    outcome: super::api::ProposalOutcome::Refused(
+                        "this node was removed from the group".into(),
+                    ),
+                });
+            }
+        }
     }
 
     fn maybe_send_heartbeat(&mut self, actions: &mut Vec<Action>) {
