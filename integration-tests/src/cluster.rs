@@ -261,6 +261,51 @@ impl Cluster {
         Ok(Cluster { nodes, dir })
     }
 
+    /// Prepares (does not start) one more node with a fresh data dir, whose `--peers` lists
+    /// every existing node and itself, with the first node's flags plus `extra` (e.g. `--join`).
+    pub fn add_node(&mut self, extra: &[&str]) -> &mut NodeProcess {
+        let id = self.nodes.len() as u32 + 1;
+        let (sql, peer, http) = (free_port(), free_port(), free_port());
+        let mut peers: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}=127.0.0.1:{}", node.id, node.peer_port))
+            .collect();
+        peers.push(format!("{id}=127.0.0.1:{peer}"));
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        // The first node's flags after `--peers LIST` are the cluster-wide extras.
+        let shared_extra: Vec<String> = self.nodes[0].args.iter().skip(13).cloned().collect();
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--sql".into(),
+            format!("127.0.0.1:{sql}"),
+            "--peer".into(),
+            format!("127.0.0.1:{peer}"),
+            "--http".into(),
+            format!("127.0.0.1:{http}"),
+            "--peers".into(),
+            peers.join(","),
+        ];
+        args.extend(shared_extra);
+        args.extend(extra.iter().map(|flag| flag.to_string()));
+        self.nodes.push(NodeProcess {
+            id,
+            sql_port: sql,
+            peer_port: peer,
+            http_port: http,
+            log_path: self.dir.path().join(format!("node{id}.log")),
+            data_dir,
+            args,
+            env: Vec::new(),
+            child: None,
+        });
+        self.nodes.last_mut().expect("just pushed")
+    }
+
     pub fn node(&mut self, id: u32) -> &mut NodeProcess {
         &mut self.nodes[(id - 1) as usize]
     }

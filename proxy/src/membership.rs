@@ -2,16 +2,17 @@
 //! `Membership` value in every group and is in force from the next instance on. The member list
 //! is a chosen value, so it is persisted in the log and in each replica's `_paxsql_meta`.
 //!
-//! `POST /admin/members?op=add|remove|replace&node=N[&old=M]` must reach the master of each
+//! `POST /admin/members?op=add|remove|replace&node=N[&old=M][&peer=HOST:PORT]` must reach the master of each
 //! group (the CLI asks the node given by `--http`; a follower answers 409 with the master id).
 //! The change is computed from the member list in force and carries its version, so two racing
-//! changes cannot both win.
+//! changes cannot both win. `peer` is the added node's peer address: it travels in the chosen
+//! value, and every member's transport starts talking to it when the value is chosen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use paxsql_replicator::paxos::ProposalOutcome;
-use paxsql_schema::{paxos_value::Payload, Membership as MembershipValue, MembershipOp};
+use paxsql_schema::{paxos_value::Payload, Member, Membership as MembershipValue, MembershipOp};
 use serde_json::{json, Value};
 
 use crate::node_backend::NodeBackend;
@@ -34,6 +35,10 @@ impl Membership {
         };
         let op = query.get("op").map(String::as_str).unwrap_or("");
         let node = number("node")?;
+        let peer_addr = query.get("peer").cloned().unwrap_or_default();
+        if op != "remove" && !peer_addr.is_empty() && !peer_addr.contains(':') {
+            return Err((400, format!("`peer` must be HOST:PORT, not {peer_addr:?}")));
+        }
         let mut answers = serde_json::Map::new();
         for (group, service) in self.backend.services() {
             let handle = service.group();
@@ -75,8 +80,8 @@ impl Membership {
             let value = MembershipValue {
                 op: kind as i32,
                 members: members.clone(),
-                expected_version: status_members_version(service),
-                member_info: Vec::new(),
+                expected_version: status.members_version,
+                member_info: member_info(kind, node, &peer_addr),
             };
             let outcome = handle
                 .propose(Payload::Membership(value), None)
@@ -109,7 +114,14 @@ impl Membership {
     }
 }
 
-/// The version (instance) of the member list in force, as the replica recorded it.
-fn status_members_version(service: &paxsql_replicator::service::SqlService) -> u64 {
-    service.members_version().unwrap_or(0)
+/// The added node's address, carried in the chosen value (nothing for a removal).
+fn member_info(kind: MembershipOp, node: u32, peer_addr: &str) -> Vec<Member> {
+    if kind == MembershipOp::Remove || peer_addr.is_empty() {
+        return Vec::new();
+    }
+    vec![Member {
+        node_id: node,
+        incarnation: 0,
+        peer_addr: peer_addr.to_string(),
+    }]
 }

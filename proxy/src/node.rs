@@ -47,7 +47,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::env::set_var("TZ", "UTC");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
-    let identity = load_identity(&config)?;
+    let (identity, ran_before) = load_identity(&config)?;
     let fatal = abort_process();
 
     let mut parts = Vec::new();
@@ -57,7 +57,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let seed = process_seed(config.node_id);
         let runtime_config = runtime_config(&config, &identity);
         let records = all_records(&log)?;
-        let core = Core::new(runtime_config.core_config(group, seed), &records);
+        let mut core_config = runtime_config.core_config(group, seed);
+        core_config.may_vote = may_vote(&config, ran_before, &records, &database, group);
+        let core = Core::new(core_config, &records);
         parts.push(GroupParts {
             name: group.clone(),
             engine: Box::new(core),
@@ -215,8 +217,34 @@ async fn wait_for_signal() {
     }
 }
 
+/// DESIGN "Rules": a node whose group log is empty although its data dir ran before (it has
+/// `node.toml`) lost its log, and with it its promises. It must not vote; it only learns until
+/// an operator replaces it (`paxsql admin replace-member`, then a fresh data dir with `--join`).
+/// A node started with `--join` is a new incarnation that never promised anything.
+fn may_vote(
+    config: &NodeConfig,
+    ran_before: bool,
+    records: &[Record],
+    database: &Database,
+    group: &str,
+) -> bool {
+    let forgot =
+        ran_before && !config.join && records.is_empty() && database.applied_instance().is_none();
+    if forgot {
+        tracing::error!(
+            group,
+            data_dir = %config.data_dir.display(),
+            "this data dir ran before but its Paxos log is empty: the node forgot its promises \
+             and will only learn, never vote. Replace it: `paxsql admin replace-member --old N \
+             --node M --peer HOST:PORT`, then start the new node on an empty data dir with --join"
+        );
+    }
+    !forgot
+}
+
 /// Checks (or creates) `DIR/node.toml`: a data dir belongs to one node id for its whole life.
-fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
+/// Answers the identity and whether the file existed already (the data dir ran before).
+fn load_identity(config: &NodeConfig) -> anyhow::Result<(Identity, bool)> {
     let path = config.data_dir.join("node.toml");
     if path.exists() {
         let text = std::fs::read_to_string(&path)
@@ -239,7 +267,7 @@ fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
                 config.cluster_name
             );
         }
-        return Ok(identity);
+        return Ok((identity, true));
     }
     let identity = Identity {
         node_id: config.node_id,
@@ -248,7 +276,7 @@ fn load_identity(config: &NodeConfig) -> anyhow::Result<Identity> {
     };
     let text = toml::to_string(&identity).expect("identity serializes");
     write_durably(&path, text.as_bytes())?;
-    Ok(identity)
+    Ok((identity, false))
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -349,6 +377,7 @@ fn runtime_config(config: &NodeConfig, identity: &Identity) -> RuntimeConfig {
     runtime.incarnation = identity.incarnation;
     runtime.cluster_name = config.cluster_name.clone();
     runtime.lease_ms = config.lease_ms;
+    runtime.join = config.join;
     runtime.sql_addr = advertised(config, config.sql_addr);
     runtime.http_addr = advertised(config, config.http_addr);
     runtime.cluster_secret = config

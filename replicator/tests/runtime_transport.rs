@@ -285,3 +285,40 @@ async fn a_node_of_another_cluster_is_refused_and_counted() {
     stop(one).await;
     stop(two).await;
 }
+
+#[tokio::test]
+async fn a_peer_added_at_run_time_is_reached_and_its_handshake_accepted() {
+    let (listener_one, address_one) = bind().await;
+    let (listener_four, address_four) = bind().await;
+    // Node 1 starts without node 4 (it was not a member yet); node 4 knows node 1.
+    let mut one = start(identity(1, "prod"), listener_one, BTreeMap::new());
+    let mut four = start(
+        identity(4, "prod"),
+        listener_four,
+        BTreeMap::from([(1, address_one.to_string())]),
+    );
+    // Unknown to node 1: its envelopes to node 4 are dropped, node 4's handshakes refused.
+    one.transport.send(heartbeat("main", 1, 4, 1));
+    assert_eq!(one.transport.metrics().dropped(DropReason::UnknownPeer), 1);
+    four.transport.send(heartbeat("main", 4, 1, 2));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), one.inbox.recv())
+            .await
+            .is_err(),
+        "node 1 refuses a node it does not know"
+    );
+
+    // A chosen member list names node 4: node 1 adds it, both directions work.
+    let added = one
+        .transport
+        .add_peers(&BTreeMap::from([(4, address_four.to_string())]));
+    assert_eq!(added, vec![4]);
+    assert!(one
+        .transport
+        .add_peers(&BTreeMap::from([(4, address_four.to_string())]))
+        .is_empty());
+    deliver_one(&one, &mut four, 4, 1_000).await;
+    deliver_one(&four, &mut one, 1, 2_000).await;
+    stop(one).await;
+    stop(four).await;
+}

@@ -21,6 +21,7 @@ fn scenario(nodes: usize, planted_bug: PlantedBug) -> Scenario {
         planted_bug,
         fault_ms: 4_000,
         liveness_ms: 4_000,
+        membership_changes: false,
     }
 }
 
@@ -35,18 +36,30 @@ fn seeds_to_run() -> Vec<u64> {
 }
 
 /// Runs one seed; returns the violation, if any.
-fn run_seed(seed: u64, scenario: Scenario) -> (Option<String>, u64, u64) {
+fn run_seed(seed: u64, scenario: Scenario) -> (Option<String>, u64, u64, u64) {
     let mut world = World::new(seed, scenario);
     world.run();
-    (world.violation, world.chosen_count, world.serving_events)
+    (
+        world.violation,
+        world.chosen_count,
+        world.serving_events,
+        world.membership_chosen,
+    )
 }
 
 fn simulate(nodes: usize) {
+    simulate_scenario(scenario(nodes, PlantedBug::None));
+}
+
+fn simulate_scenario(scenario: Scenario) {
+    let nodes = scenario.nodes;
     let seeds = seeds_to_run();
     let mut chosen_total = 0;
     let mut serving_total = 0;
+    let mut membership_total = 0;
     for &seed in &seeds {
-        let (violation, chosen, serving) = run_seed(seed, scenario(nodes, PlantedBug::None));
+        let (violation, chosen, serving, membership) = run_seed(seed, scenario);
+        membership_total += membership;
         serving_total += serving;
         if let Some(violation) = violation {
             panic!("simulation of {nodes} nodes: seed {seed} violates: {violation} (replay: PAXSQL_SIM_SEED={seed})");
@@ -55,8 +68,12 @@ fn simulate(nodes: usize) {
     }
     println!(
         "simulated {} seeds, 0 violations ({nodes} nodes, {chosen_total} instances chosen, \
-         {serving_total} events with a serving master)",
+         {serving_total} events with a serving master, {membership_total} member list changes)",
         seeds.len()
+    );
+    assert!(
+        !scenario.membership_changes || membership_total >= seeds.len() as u64 / 2,
+        "the member-change scenario chose almost no member list changes"
     );
     assert!(
         chosen_total >= seeds.len() as u64,
@@ -74,6 +91,14 @@ fn simulation_of_three_nodes_keeps_every_invariant() {
 }
 
 #[test]
+fn simulation_of_five_nodes_with_member_changes_keeps_every_invariant() {
+    simulate_scenario(Scenario {
+        membership_changes: true,
+        ..scenario(5, PlantedBug::None)
+    });
+}
+
+#[test]
 fn simulation_of_five_nodes_keeps_every_invariant() {
     simulate(5);
 }
@@ -84,7 +109,7 @@ fn find_planted(planted_bug: PlantedBug, nodes: usize) {
         Err(_) => (0..PLANTED_SEEDS_MAX).collect(),
     };
     for seed in seeds {
-        if let (Some(violation), _, _) = run_seed(seed, scenario(nodes, planted_bug)) {
+        if let (Some(violation), _, _, _) = run_seed(seed, scenario(nodes, planted_bug)) {
             println!(
                 "planted {planted_bug:?} ({nodes} nodes): first failing seed {seed}: {violation}"
             );

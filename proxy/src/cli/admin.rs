@@ -16,18 +16,22 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminAction {
-    /// Add a node to every group's member list (send it to the master).
+    /// Add a node to every group's member list (send it to the master), then start the new
+    /// node on an empty data dir with `--join`.
     AddMember {
         #[arg(long)]
         http: String,
-        #[arg(long)]
+        #[arg(long, alias = "id")]
         node: u32,
+        /// The new node's peer address (its `--peer`), HOST:PORT.
+        #[arg(long)]
+        peer: String,
     },
     /// Remove a node from every group's member list (send it to the master).
     RemoveMember {
         #[arg(long)]
         http: String,
-        #[arg(long)]
+        #[arg(long, alias = "id")]
         node: u32,
     },
     /// Replace node `old` by node `node` in one change.
@@ -36,8 +40,11 @@ pub enum AdminAction {
         http: String,
         #[arg(long)]
         old: u32,
-        #[arg(long)]
+        #[arg(long, alias = "id")]
         node: u32,
+        /// The new node's peer address (its `--peer`), HOST:PORT.
+        #[arg(long)]
+        peer: String,
     },
     /// Take a checkpoint now (every group, or `--group`).
     Checkpoint {
@@ -58,15 +65,21 @@ pub enum AdminAction {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let (http, target) = match args.action {
-        AdminAction::AddMember { http, node } => {
-            (http, format!("/admin/members?op=add&node={node}"))
-        }
+        AdminAction::AddMember { http, node, peer } => (
+            http,
+            format!("/admin/members?op=add&node={node}&peer={peer}"),
+        ),
         AdminAction::RemoveMember { http, node } => {
             (http, format!("/admin/members?op=remove&node={node}"))
         }
-        AdminAction::ReplaceMember { http, old, node } => (
+        AdminAction::ReplaceMember {
             http,
-            format!("/admin/members?op=replace&node={node}&old={old}"),
+            old,
+            node,
+            peer,
+        } => (
+            http,
+            format!("/admin/members?op=replace&node={node}&old={old}&peer={peer}"),
         ),
         AdminAction::Checkpoint { http, group } => {
             let query = group

@@ -68,6 +68,15 @@ impl Core {
         }
         if !self.is_member(from) {
             self.non_member_dropped += 1;
+            if instance_id < self.instance_id && self.cluster_gid != 0 {
+                // A removed node that has not learned its removal keeps proposing: tell it how
+                // far the log goes, so it learns the change and stops.
+                let hint = paxsql_schema::Heartbeat {
+                    chosen_instance: self.instance_id - 1,
+                    now_ms: self.now(),
+                };
+                actions.push(Action::Send(self.envelope(from, Body::Heartbeat(hint))));
+            }
             return false;
         }
         if instance_id > self.instance_id {

@@ -229,7 +229,15 @@ pub struct Status {
     /// Highest instance the state machine reported applied.
     pub applied_instance: Option<InstanceId>,
     pub members: Vec<NodeId>,
+    /// Peer addresses of members, as the chosen `Membership` values named them (members added
+    /// at run time; the original ones come from `--peers`).
+    pub member_addrs: std::collections::BTreeMap<NodeId, String>,
+    /// The instance that chose the member list in force (0: the cluster init); a `Membership`
+    /// proposal must expect it.
+    pub members_version: InstanceId,
     pub cluster_gid: u64,
+    /// False when this node may only learn (see [`Config::may_vote`]).
+    pub may_vote: bool,
     /// True when this node is master, its lease holds with margin, and it has applied every
     /// instance chosen before its own lease: it may accept writes and serve lease reads.
     pub serving_as_master: bool,

@@ -63,6 +63,8 @@ pub struct Core {
     /// Members in force for `instance_id`, and the instance that set them (0: the init).
     pub(super) members: Vec<NodeId>,
     pub(super) members_version: InstanceId,
+    /// Peer addresses from chosen `Membership` values, kept for current members only.
+    pub(super) member_addrs: BTreeMap<NodeId, String>,
     pub(super) acceptor: AcceptorState,
     pub(super) proposer: Proposer,
     pub(super) lease: LeaseState,
@@ -100,6 +102,7 @@ impl Core {
             cluster_gid: config.cluster_gid,
             members: config.initial_members.clone(),
             members_version: 0,
+            member_addrs: BTreeMap::new(),
             acceptor: AcceptorState::default(),
             proposer: Proposer::default(),
             lease: LeaseState::default(),
@@ -169,7 +172,10 @@ impl Core {
             chosen_instance: self.chosen_instance(),
             applied_instance: self.applied_instance,
             members: self.members.clone(),
+            member_addrs: self.member_addrs.clone(),
+            members_version: self.members_version,
             cluster_gid: self.cluster_gid,
+            may_vote: self.config.may_vote,
             serving_as_master: serving,
             foreign_gid_dropped: self.foreign_gid_dropped,
             non_member_dropped: self.non_member_dropped,
@@ -438,6 +444,17 @@ impl Core {
         self.instance_id = instance_id + 1;
         self.acceptor.move_to_next_instance(self.config.planted_bug);
         self.proposer_on_chosen(instance_id, value, outcomes);
+        if self.cluster_gid != 0 && !self.is_member(self.config.node_id) {
+            // Removed: nothing queued here can be chosen any more; its clients must go elsewhere.
+            for proposal in self.queue.drain(..) {
+                outcomes.push(Action::ProposalDone {
+                    proposal_id: proposal.proposal_id,
+                    outcome: super::api::ProposalOutcome::Refused(
+                        "this node was removed from the group".into(),
+                    ),
+                });
+            }
+        }
     }
 
     fn maybe_send_heartbeat(&mut self, actions: &mut Vec<Action>) {

@@ -59,6 +59,7 @@ impl Core {
         let lease = &self.lease;
         self.halted.is_none()
             && lease.master_id == Some(self.config.node_id)
+            && self.is_member(self.config.node_id)
             && lease.own_end_ms.is_some_and(|end_ms| now_ms < end_ms)
             && self
                 .applied_instance
@@ -71,7 +72,10 @@ impl Core {
         let alive = lease
             .learned_at_ms
             .is_some_and(|learned_ms| now_ms < learned_ms + lease.lease_ms);
-        lease.master_id.filter(|_| alive)
+        // A master removed from the member list is no master (it stops serving at once).
+        lease
+            .master_id
+            .filter(|master| alive && self.is_member(*master))
     }
 
     /// A chosen `MasterLease` at `instance_id`.

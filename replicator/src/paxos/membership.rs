@@ -5,6 +5,9 @@
 //!   version (the instance of the list it was computed from; 0 = the init) still holds. The
 //!   quorum for instance i therefore uses the list in force after i − 1.
 //! - A member list change ends skip-prepare: the promises came from the old quorum.
+//! - A master that is no longer a member is no master: it stops serving at once and the
+//!   remaining members campaign without waiting for its lease to run out (its lease values
+//!   can no longer be chosen without it, and it stops renewing).
 
 use paxsql_schema::{paxos_value::Payload, PaxosValue};
 
@@ -35,6 +38,12 @@ impl Core {
             Some(Payload::Membership(change))
                 if change.expected_version == self.members_version =>
             {
+                for member in &change.member_info {
+                    if !member.peer_addr.is_empty() {
+                        self.member_addrs
+                            .insert(member.node_id, member.peer_addr.clone());
+                    }
+                }
                 self.set_members(&change.members, instance_id);
             }
             Some(Payload::MasterLease(lease)) => self.apply_lease(instance_id, lease, value),
@@ -46,6 +55,8 @@ impl Core {
         let mut members = members.to_vec();
         members.sort_unstable();
         members.dedup();
+        self.member_addrs
+            .retain(|node_id, _| members.contains(node_id));
         self.members = members;
         self.members_version = version;
         self.proposer.prepared = false;

@@ -29,6 +29,8 @@ mod recovery;
 mod rng;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_membership;
 
 pub use self::core::{chain_checksum, Core, READ_INDEX_PENDING_MAX};
 pub use api::*;

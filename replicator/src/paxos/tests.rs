@@ -23,7 +23,7 @@ fn init_value(members: &[NodeId]) -> PaxosValue {
     }
 }
 
-fn chosen_record(instance_id: InstanceId, value: &PaxosValue) -> Record {
+pub(super) fn chosen_record(instance_id: InstanceId, value: &PaxosValue) -> Record {
     let chosen = ChosenValue {
         instance_id,
         ballot: Some(Ballot::new(1, 1)),
@@ -34,7 +34,7 @@ fn chosen_record(instance_id: InstanceId, value: &PaxosValue) -> Record {
 
 /// A log where instance 0 chose the init and instance 1 gave the lease to node 9, so no node
 /// under test campaigns or renews during a test.
-fn log_with_outside_master(members: &[NodeId]) -> Vec<Record> {
+pub(super) fn log_with_outside_master(members: &[NodeId]) -> Vec<Record> {
     let init = init_value(members);
     let lease = PaxosValue {
         value_id: 2,
@@ -57,7 +57,7 @@ fn core(node_id: NodeId, records: &[Record]) -> Core {
     core
 }
 
-fn message(from: NodeId, to: NodeId, body: Body) -> Input {
+pub(super) fn message(from: NodeId, to: NodeId, body: Body) -> Input {
     Input::Message(Envelope {
         cluster_gid: GID,
         group: "main".into(),

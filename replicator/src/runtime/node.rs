@@ -41,6 +41,11 @@ pub struct NodeConfig {
     pub sql_addr: String,
     pub http_addr: String,
     pub lease_ms: u64,
+    /// `--join`: this node is being added to a running cluster. It never proposes instance 0
+    /// and has no member list until it learns one; it votes once a chosen list names it.
+    pub join: bool,
+    /// False for a node that forgot its promises (see [`Config::may_vote`]).
+    pub may_vote: bool,
     pub log_format_version: u32,
     pub sqlite_version: String,
 }
@@ -58,6 +63,8 @@ impl NodeConfig {
             sql_addr: String::new(),
             http_addr: String::new(),
             lease_ms: 3_000,
+            join: false,
+            may_vote: true,
             log_format_version: LOG_FORMAT_VERSION,
             sqlite_version: rusqlite::version().to_string(),
         }
@@ -73,7 +80,14 @@ impl NodeConfig {
 
     /// The core configuration of `group` on this node.
     pub fn core_config(&self, group: &str, seed: u64) -> Config {
-        let mut config = Config::new(self.node_id, group, self.members(), seed);
+        // A joining node learns its member list from the log: it must not found a cluster.
+        let initial_members = if self.join {
+            Vec::new()
+        } else {
+            self.members()
+        };
+        let mut config = Config::new(self.node_id, group, initial_members, seed);
+        config.may_vote = self.may_vote;
         config.cluster_name = self.cluster_name.clone();
         config.cluster_gid = self.cluster_gid;
         config.lease_ms = self.lease_ms;
@@ -161,6 +175,13 @@ impl Node {
                 cancel.clone(),
             )));
         }
+        for handle in handles.values() {
+            tasks.push(tokio::spawn(follow_member_addrs(
+                handle.clone(),
+                transport.clone(),
+                cancel.clone(),
+            )));
+        }
         let shutdown_cancel = cancel.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -208,6 +229,20 @@ async fn follow_cluster_gid(group: GroupHandle, transport: Transport, cancel: Ca
         if cluster_gid != 0 && cluster_gid != transport.cluster_gid() {
             transport.set_cluster_gid(cluster_gid);
         }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Connects to members added through Paxos: the chosen `Membership` values carry their peer
+/// addresses, and the transport starts talking to each new one.
+async fn follow_member_addrs(group: GroupHandle, transport: Transport, cancel: CancellationToken) {
+    let mut status = group.status_watch();
+    loop {
+        let member_addrs = status.borrow_and_update().member_addrs.clone();
+        transport.add_peers(&member_addrs);
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = status.changed() => if changed.is_err() { return },

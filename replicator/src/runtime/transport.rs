@@ -6,6 +6,11 @@
 //! - Inbound: every accepted connection gets a task that runs the handshake, then reads
 //!   envelopes and routes them by `group` to that group's driver inbox.
 //!
+//! - Members added at run time: [`Transport::add_peers`] starts an outbound task for each new
+//!   node (fed by the chosen member list, see `runtime::node`); from then on its inbound
+//!   handshakes are accepted too. Peers are never dropped while the node runs: a removed
+//!   member's votes are refused by the core, and it may still serve learners.
+//!
 //! Outbound connections only write and inbound ones only read (after the handshake), so two
 //! nodes talk over two connections, one per direction.
 //!
@@ -59,7 +64,9 @@ pub(crate) struct Shared {
     pub(crate) identity: LocalIdentity,
     pub(crate) cluster_gid: AtomicU64,
     pub(crate) metrics: Arc<RuntimeMetrics>,
-    peer_queues: HashMap<NodeId, mpsc::Sender<Bytes>>,
+    peer_queues: Mutex<HashMap<NodeId, mpsc::Sender<Bytes>>>,
+    /// Stops the outbound tasks of peers added at run time.
+    cancel: CancellationToken,
     routes: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
     peer_info: Mutex<HashMap<NodeId, PeerInfo>>,
 }
@@ -97,7 +104,8 @@ impl Transport {
             identity: config.identity,
             cluster_gid: AtomicU64::new(config.cluster_gid),
             metrics,
-            peer_queues,
+            peer_queues: Mutex::new(peer_queues),
+            cancel: cancel.clone(),
             routes: Mutex::new(HashMap::new()),
             peer_info: Mutex::new(HashMap::new()),
         });
@@ -114,6 +122,35 @@ impl Transport {
         tasks.spawn(accept_loop(shared.clone(), listener, cancel.clone()));
         let supervisor = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
         Ok((Transport { shared }, supervisor))
+    }
+
+    /// Starts talking to every node of `peers` not known yet (members added through Paxos).
+    /// Known nodes keep their address; this node and empty addresses are skipped. Answers the
+    /// nodes added.
+    pub fn add_peers(&self, peers: &BTreeMap<NodeId, String>) -> Vec<NodeId> {
+        let mut added = Vec::new();
+        let mut queues = self
+            .shared
+            .peer_queues
+            .lock()
+            .expect("peer queue lock is never poisoned");
+        for (&node_id, address) in peers {
+            if node_id == self.node_id() || address.is_empty() || queues.contains_key(&node_id) {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(PEER_SEND_QUEUE_MAX);
+            queues.insert(node_id, sender);
+            tracing::info!(peer = node_id, %address, "added a peer from the chosen member list");
+            tokio::spawn(peer::run_outbound(
+                self.shared.clone(),
+                node_id,
+                address.clone(),
+                receiver,
+                self.shared.cancel.clone(),
+            ));
+            added.push(node_id);
+        }
+        added
     }
 
     /// This node's id.
@@ -184,7 +221,13 @@ impl Shared {
             self.route_local(envelope);
             return;
         }
-        let Some(queue) = self.peer_queues.get(&envelope.to) else {
+        let queue = self
+            .peer_queues
+            .lock()
+            .expect("peer queue lock is never poisoned")
+            .get(&envelope.to)
+            .cloned();
+        let Some(queue) = queue else {
             self.metrics.count_drop(DropReason::UnknownPeer);
             return;
         };
@@ -245,7 +288,10 @@ impl Shared {
     }
 
     pub(crate) fn is_peer(&self, node_id: NodeId) -> bool {
-        self.peer_queues.contains_key(&node_id)
+        self.peer_queues
+            .lock()
+            .expect("peer queue lock is never poisoned")
+            .contains_key(&node_id)
     }
 
     /// Logs and counts a failed handshake with `peer` (an address or a node id).

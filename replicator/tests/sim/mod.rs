@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use paxsql_binlog::{LogStore, MemLog, RecordKind};
 use paxsql_replicator::paxos::{Action, Config, Core, Input, NodeId, PlantedBug, ProposalOutcome};
 use paxsql_schema::{
-    envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Message, PaxosValue,
+    envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Membership,
+    MembershipOp, Message, PaxosValue,
 };
 
 /// A tiny splitmix64 for the world's own choices.
@@ -47,6 +48,9 @@ pub struct Scenario {
     pub fault_ms: u64,
     /// After healing, a new proposal must be chosen (and every node catch up) within this.
     pub liveness_ms: u64,
+    /// During faults, clients also propose member list changes that remove or re-add the
+    /// last node (it may be the master). Non-members are exempt from the catch-up check.
+    pub membership_changes: bool,
 }
 
 const TICK_MS: u64 = 10;
@@ -109,8 +113,12 @@ pub struct World {
     next_proposal_id: u64,
     marker: Option<u64>,
     marker_chosen: bool,
+    /// Proposals that carry a `Membership` value (checked as such when acknowledged).
+    membership_proposals: BTreeSet<u64>,
     pub violation: Option<String>,
     pub chosen_count: u64,
+    /// `Membership` values chosen (proves the member-change scenario changed members).
+    pub membership_chosen: u64,
     /// Events after which some node served as master (proves the master check is not vacuous).
     pub serving_events: u64,
     /// Print deliveries and crashes (set by `PAXSQL_SIM_TRACE`).
@@ -153,8 +161,10 @@ impl World {
             next_proposal_id: 1,
             marker: None,
             marker_chosen: false,
+            membership_proposals: BTreeSet::new(),
             violation: None,
             chosen_count: 0,
+            membership_chosen: 0,
             serving_events: 0,
             trace: std::env::var("PAXSQL_SIM_TRACE").is_ok(),
         };
@@ -274,6 +284,9 @@ impl World {
             Event::HealAll => self.handle_heal_all(),
             Event::Marker => {
                 let index = self.rng.below(self.nodes.len() as u64) as usize;
+                // The outcome may come back at once (a removed node refuses): the marker must
+                // be known before the proposal is fed.
+                self.marker = Some(self.next_proposal_id);
                 self.marker = self.propose_at(index, None);
             }
         }
@@ -401,6 +414,9 @@ impl World {
                 None
             };
             self.propose_at(index, expected);
+            if self.scenario.membership_changes && self.rng.below(20) == 0 {
+                self.propose_member_toggle(index);
+            }
             if self.rng.below(10) == 0 {
                 let read_id = self.rng.next_u64();
                 if self.nodes[index].core.is_some() {
@@ -410,6 +426,41 @@ impl World {
         }
         let next_ms = self.rng.range(2, 30);
         self.schedule(next_ms, Event::Client);
+    }
+
+    /// Proposes, at node `index`, the member list in force there with the last node removed
+    /// (or added back if it is out).
+    fn propose_member_toggle(&mut self, index: usize) {
+        let Some(core) = self.nodes[index].core.as_ref() else {
+            return;
+        };
+        let status = core.status();
+        let last = node_id(self.nodes.len() - 1);
+        let mut members = status.members.clone();
+        let op = if members.contains(&last) {
+            members.retain(|member| *member != last);
+            MembershipOp::Remove
+        } else {
+            members.push(last);
+            MembershipOp::Add
+        };
+        let proposal_id = self.next_proposal_id;
+        self.next_proposal_id += 1;
+        self.membership_proposals.insert(proposal_id);
+        let change = Membership {
+            op: op as i32,
+            members,
+            expected_version: status.members_version,
+            member_info: Vec::new(),
+        };
+        self.feed(
+            index,
+            Input::Propose {
+                proposal_id,
+                payload: Payload::Membership(change),
+                expected_instance: None,
+            },
+        );
     }
 
     fn propose_at(&mut self, index: usize, expected_instance: Option<u64>) -> Option<u64> {
@@ -543,6 +594,9 @@ impl World {
             None => {
                 self.chosen.insert(instance_id, value.clone());
                 self.chosen_count += 1;
+                if matches!(value.payload, Some(Payload::Membership(_))) {
+                    self.membership_chosen += 1;
+                }
             }
         }
     }
@@ -567,9 +621,11 @@ impl World {
             .get(&proposal_id)
             .cloned()
             .unwrap_or_default();
+        let membership = self.membership_proposals.contains(&proposal_id);
         let holds = self.chosen.get(&instance_id).is_some_and(|value| {
             value.value_id == value_id
                 && match &value.payload {
+                    Some(Payload::Membership(_)) => membership,
                     Some(Payload::Opaque(bytes)) => *bytes == payload,
                     Some(Payload::BatchedOpaque(batch)) => batch.items.contains(&payload),
                     _ => false,
@@ -654,6 +710,14 @@ impl World {
             .max()
             .unwrap_or(0);
         for index in 0..self.nodes.len() {
+            let member = self.nodes[index]
+                .core
+                .as_ref()
+                .is_none_or(|core| core.members().contains(&node_id(index)));
+            if self.scenario.membership_changes && !member {
+                // A removed node hears no heartbeats; it is not expected to keep up.
+                continue;
+            }
             let have = self.nodes[index].delivered.len();
             if have + 2 < longest {
                 self.violate(format!(
