@@ -55,7 +55,9 @@ async fn backup_under_load_holds_acknowledged_rows_and_restores_on_every_node() 
         writers.push(tokio::spawn(async move {
             let client = connect(&addr, "main").await.expect("writer connects");
             let mut sequence = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // A closed connection ends the writer (else it would spin and keep the runtime
+            // from shutting down after a failed assertion).
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && !client.is_closed() {
                 let id = writer * WRITER_ID_SPAN + sequence;
                 sequence += 1;
                 ledger.lock().expect("ledger").attempted.insert(id);

@@ -172,6 +172,10 @@ impl AdminSource for NodeAdmin {
         self.status.route(method, path)
     }
 
+    fn file_route(&self, method: &str, target: &str) -> Option<crate::http::FileRouteFuture> {
+        self.status.file_route(method, target)
+    }
+
     fn stream_route(&self, method: &str, target: &str) -> Option<StreamRoute> {
         let path = target.split('?').next().unwrap_or(target);
         match (method, path) {

@@ -377,6 +377,7 @@ fn to_response(
     output: Output,
     described: Option<&[Type]>,
     format: &Format,
+    reals: types::RealFormat,
 ) -> Result<Response, PgError> {
     let result = match output {
         Output::Begin => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
@@ -392,7 +393,7 @@ fn to_response(
         _ => types::result_types(&result.columns, &result.rows),
     };
     let fields = Arc::new(types::fields(&result.columns, &column_types, format));
-    let rows = types::encode_rows(fields.clone(), &result.rows)?;
+    let rows = types::encode_rows(fields.clone(), &result.rows, reals)?;
     let mut response = QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
     response.set_command_tag(match result.verb.as_str() {
         "INSERT" => "INSERT 0",
@@ -426,8 +427,9 @@ impl SimpleQueryHandler for QueryHandler {
                 .await?;
         }
         let mut error = error;
+        let reals = self.session.real_format().await;
         for output in outputs {
-            match to_response(output, None, &Format::UnifiedText) {
+            match to_response(output, None, &Format::UnifiedText, reals) {
                 Ok(Response::Query(results)) => send_query_response(client, results, true).await?,
                 Ok(
                     Response::Execution(tag)
@@ -605,6 +607,7 @@ impl QueryHandler {
             output,
             Some(&prepared.column_types),
             &portal.result_column_format,
+            self.session.real_format().await,
         )
     }
 }

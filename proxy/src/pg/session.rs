@@ -13,6 +13,7 @@ use pgwire::messages::response::TransactionStatus;
 use tokio::sync::Mutex;
 
 use super::errors::PgError;
+use super::types::RealFormat;
 use crate::backend::{Backend, Transaction};
 use crate::sql::{self, StatementKind};
 
@@ -40,6 +41,7 @@ enum TxState {
 
 struct State {
     consistency: Consistency,
+    real_format: RealFormat,
     settings: BTreeMap<String, String>,
     tx: TxState,
 }
@@ -58,6 +60,7 @@ impl Session {
             group: OnceLock::new(),
             state: Mutex::new(State {
                 consistency: Consistency::default(),
+                real_format: RealFormat::default(),
                 settings: BTreeMap::new(),
                 tx: TxState::Idle,
             }),
@@ -66,6 +69,11 @@ impl Session {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// How REAL values are written in text results (`SET paxsql.real_format`).
+    pub async fn real_format(&self) -> RealFormat {
+        self.state.lock().await.real_format
     }
 
     /// Binds the session to its group at startup (once).
@@ -351,6 +359,19 @@ const ACCEPTED_SETTINGS: &[&str] = &[
 ];
 
 fn set(state: &mut State, name: &str, value: Option<&str>) -> Result<(), PgError> {
+    if name == "paxsql.real_format" {
+        state.real_format = match value.map(|text| text.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("postgres") => RealFormat::Postgres,
+            Some("sqlite") => RealFormat::Sqlite,
+            Some(other) => {
+                return Err(PgError::new(
+                    "22023",
+                    format!("invalid value for parameter \"paxsql.real_format\": \"{other}\"; use 'postgres' or 'sqlite'"),
+                ))
+            }
+        };
+        return Ok(());
+    }
     if name == "paxsql.consistency" {
         state.consistency = match value {
             None => Consistency::default(),
@@ -380,6 +401,10 @@ fn set(state: &mut State, name: &str, value: Option<&str>) -> Result<(), PgError
 fn show(state: &State, name: &str, column: &str) -> Result<StatementResult, PgError> {
     let value = match name {
         "paxsql.consistency" => state.consistency.as_str().to_owned(),
+        "paxsql.real_format" => match state.real_format {
+            RealFormat::Postgres => "postgres".to_owned(),
+            RealFormat::Sqlite => "sqlite".to_owned(),
+        },
         "server_version" => SERVER_VERSION.to_owned(),
         "server_version_num" => "150000".to_owned(),
         _ => match state.settings.get(name) {

@@ -112,12 +112,13 @@ pub fn fields(columns: &[Column], types: &[Type], format: &Format) -> Vec<FieldI
 pub fn encode_rows(
     fields: Arc<Vec<FieldInfo>>,
     rows: &[Vec<Value>],
+    reals: RealFormat,
 ) -> Result<Vec<DataRow>, PgError> {
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut encoded = Vec::with_capacity(rows.len());
     for row in rows {
         for (value, field) in row.iter().zip(fields.iter()) {
-            encode_value(&mut encoder, value, field)?;
+            encode_value(&mut encoder, value, field, reals)?;
         }
         encoded.push(encoder.take_row());
     }
@@ -132,12 +133,16 @@ fn encode_value(
     encoder: &mut DataRowEncoder,
     value: &Value,
     field: &FieldInfo,
+    reals: RealFormat,
 ) -> Result<(), PgError> {
     if matches!(value, Value::Null) {
         return encoder.encode_field(&None::<i64>).map_err(wire);
     }
     if field.format() == FieldFormat::Text {
-        let text = text_of(value, field.datatype());
+        let text = match (value, reals) {
+            (Value::Real(real), RealFormat::Sqlite) if real.is_finite() => sqlite_real_text(*real),
+            _ => text_of(value, field.datatype()),
+        };
         return encoder
             .encode_field_with_type_and_format(
                 &text,
@@ -212,6 +217,45 @@ fn text_of(value: &Value, pg_type: &Type) -> String {
             text
         }
     }
+}
+
+/// How REAL values are written in text results: as PostgreSQL prints a float8 (the default,
+/// what drivers parse), or as SQLite prints a REAL (`SET paxsql.real_format = 'sqlite'`, which
+/// `paxsql shell` sends so its output matches the `sqlite3` command line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RealFormat {
+    #[default]
+    Postgres,
+    Sqlite,
+}
+
+/// A REAL as SQLite's `%!.15g` prints it: 15 significant digits, always a decimal point
+/// (`2.0`, `0.25`, `1.0e+20`).
+pub fn sqlite_real_text(value: f64) -> String {
+    let scientific = format!("{value:.14e}");
+    let (mantissa, exponent) = scientific
+        .split_once('e')
+        .expect("`{:e}` always has an exponent");
+    let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
+    let with_point = |digits: &str| {
+        let trimmed = if digits.contains('.') {
+            digits.trim_end_matches('0')
+        } else {
+            digits
+        };
+        if trimmed.ends_with('.') {
+            format!("{trimmed}0")
+        } else if trimmed.contains('.') {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}.0")
+        }
+    };
+    if !(-4..15).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{}e{sign}{:02}", with_point(mantissa), exponent.abs());
+    }
+    with_point(&format!("{value:.*}", (14 - exponent).max(0) as usize))
 }
 
 /// A float as PostgreSQL prints a float8: the shortest text that reads back exactly, `3`
@@ -335,6 +379,18 @@ mod tests {
         assert_eq!(text_of(&Value::Real(-1.25e-7), &Type::FLOAT8), "-1.25e-07");
         assert_eq!(text_of(&Value::Real(0.1), &Type::FLOAT8), "0.1");
         assert_eq!(text_of(&Value::Real(-0.0), &Type::FLOAT8), "-0");
+    }
+
+    #[test]
+    fn reals_print_as_sqlite_prints_them_when_asked() {
+        assert_eq!(sqlite_real_text(2.0), "2.0");
+        assert_eq!(sqlite_real_text(-3.0), "-3.0");
+        assert_eq!(sqlite_real_text(0.25), "0.25");
+        assert_eq!(sqlite_real_text(1.5), "1.5");
+        assert_eq!(sqlite_real_text(1e20), "1.0e+20");
+        assert_eq!(sqlite_real_text(1.25e-7), "1.25e-07");
+        assert_eq!(sqlite_real_text(0.1), "0.1");
+        assert_eq!(sqlite_real_text(123456789.125), "123456789.125");
     }
 
     #[test]

@@ -149,6 +149,13 @@ pub async fn connect(host: &str, port: u16, db: &str, user: &str) -> anyhow::Res
             eprintln!("connection closed: {error}");
         }
     });
+    // REALs as sqlite3 prints them (`2.0`, `1.0e+20`), not as PostgreSQL prints a float8.
+    client
+        .batch_execute("SET paxsql.real_format = 'sqlite'")
+        .await
+        .with_context(|| {
+            format!("{host}:{port} does not speak paxsql's settings: is it a paxsql node?")
+        })?;
     Ok(client)
 }
 
