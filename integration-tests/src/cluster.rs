@@ -28,9 +28,30 @@ pub fn paxsql_bin() -> PathBuf {
 }
 
 /// A free loopback port (bound and released; the tiny race is acceptable in tests).
+///
+/// Nodes bind their ports only after they start, so a port taken from the kernel's ephemeral
+/// range (what binding port 0 gives) can be handed meanwhile to some other socket of a
+/// parallel test (a relay, a client connection) and the node fails to start. Ports come from
+/// below the ephemeral range instead (10000–32767), spread by process id, never handed out twice
+/// by one process, and checked free.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7_919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// One node process.
@@ -390,6 +411,13 @@ impl Cluster {
             let log = node.log();
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
+            // A start-up error (and its backtrace) can push the reason out of the tail.
+            if let Some(error) = lines
+                .iter()
+                .find(|line| line.starts_with("Error") || line.contains("panicked"))
+            {
+                out.push_str(&format!("---- node {} first error: {error}\n", node.id));
+            }
             out.push_str(&format!(
                 "---- node {} ----\n{}\n",
                 node.id,
