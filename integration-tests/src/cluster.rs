@@ -188,6 +188,35 @@ pub struct ClusterOptions {
     pub node_env: Vec<(u32, String, String)>,
 }
 
+/// How many arguments [`node_args`] produces (the flags that follow are extras).
+const NODE_ARGS_LEN: usize = 13;
+
+/// `node --id … --data-dir … --sql … --peer … --http … --peers …` for one node on loopback.
+fn node_args(
+    id: u32,
+    data_dir: &Path,
+    (sql, peer, http): (u16, u16, u16),
+    peers: &str,
+) -> Vec<String> {
+    let args: Vec<String> = vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--sql".into(),
+        format!("127.0.0.1:{sql}"),
+        "--peer".into(),
+        format!("127.0.0.1:{peer}"),
+        "--http".into(),
+        format!("127.0.0.1:{http}"),
+        "--peers".into(),
+        peers.to_string(),
+    ];
+    debug_assert_eq!(args.len(), NODE_ARGS_LEN);
+    args
+}
+
 /// N node processes in a temporary directory.
 pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
@@ -244,21 +273,7 @@ impl Cluster {
                 })
                 .collect();
             let data_dir = dir.path().join(format!("node{id}"));
-            let mut args: Vec<String> = vec![
-                "node".into(),
-                "--id".into(),
-                id.to_string(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--sql".into(),
-                format!("127.0.0.1:{sql}"),
-                "--peer".into(),
-                format!("127.0.0.1:{peer}"),
-                "--http".into(),
-                format!("127.0.0.1:{http}"),
-                "--peers".into(),
-                peers.join(","),
-            ];
+            let mut args = node_args(id, &data_dir, (sql, peer, http), &peers.join(","));
             args.extend(extra.iter().map(|flag| flag.to_string()));
             let mut node = NodeProcess {
                 id,
@@ -294,23 +309,14 @@ impl Cluster {
             .collect();
         peers.push(format!("{id}=127.0.0.1:{peer}"));
         let data_dir = self.dir.path().join(format!("node{id}"));
-        // The first node's flags after `--peers LIST` are the cluster-wide extras.
-        let shared_extra: Vec<String> = self.nodes[0].args.iter().skip(13).cloned().collect();
-        let mut args: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.to_string(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--sql".into(),
-            format!("127.0.0.1:{sql}"),
-            "--peer".into(),
-            format!("127.0.0.1:{peer}"),
-            "--http".into(),
-            format!("127.0.0.1:{http}"),
-            "--peers".into(),
-            peers.join(","),
-        ];
+        // The first node's flags after its own addresses are the cluster-wide extras.
+        let shared_extra: Vec<String> = self.nodes[0]
+            .args
+            .iter()
+            .skip(NODE_ARGS_LEN)
+            .cloned()
+            .collect();
+        let mut args = node_args(id, &data_dir, (sql, peer, http), &peers.join(","));
         args.extend(shared_extra);
         args.extend(extra.iter().map(|flag| flag.to_string()));
         self.nodes.push(NodeProcess {
@@ -391,6 +397,16 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until every running node has applied what the cluster has chosen.
+    pub async fn settle(&self) {
+        let committed = self.committed_instance().await;
+        self.wait_applied(committed, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|error| {
+                panic!("replicas did not catch up: {error}\n{}", self.logs_tail())
+            });
     }
 
     /// The highest committed instance any running node reports.

@@ -36,15 +36,6 @@ fn code(error: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
 }
 
-/// Waits until every running node has applied what the cluster has chosen.
-async fn settle(cluster: &Cluster) {
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(30))
-        .await
-        .expect("replicas catch up");
-}
-
 fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     messages
         .iter()
@@ -365,7 +356,7 @@ async fn consistency_levels(cluster: &Cluster, client: &Client) {
             .await
             .expect("write");
         if level == "local" {
-            settle(cluster).await;
+            cluster.settle().await;
         }
         // lease and linearizable reads on the follower see a write acknowledged just before.
         let row = client
@@ -406,7 +397,7 @@ async fn non_deterministic_functions(cluster: &Cluster, client: &Client, followe
         .await
         .expect("insert in a transaction");
     tx.commit().await.expect("COMMIT");
-    settle(cluster).await;
+    cluster.settle().await;
     let mut hashes = Vec::new();
     for node in &cluster.nodes {
         let local = connect_local(&node.sql_addr(), "main")
@@ -539,7 +530,7 @@ async fn a_transaction_that_outlives_its_masters_lease_gets_40001_and_leaves_not
         .batch_execute("COMMIT")
         .await
         .expect("a transaction spanning lease renewals commits");
-    settle(&cluster).await;
+    cluster.settle().await;
     for node in &cluster.nodes {
         let local = connect_local(&node.sql_addr(), "main")
             .await
@@ -583,7 +574,7 @@ async fn a_transaction_that_outlives_its_masters_lease_gets_40001_and_leaves_not
     // Phase 3: the old master resumes and learns the new master's write while the transaction
     // is open: the transaction can never commit, and the client hears 40001.
     cluster.nodes[(master - 1) as usize].signal(libc::SIGCONT);
-    settle(&cluster).await;
+    cluster.settle().await;
     let lost = client
         .batch_execute("COMMIT")
         .await

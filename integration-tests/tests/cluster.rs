@@ -31,15 +31,6 @@ async fn assert_replicas_identical(cluster: &Cluster, table: &str) -> usize {
     first.1
 }
 
-/// Waits until every running node has applied what the cluster has chosen.
-async fn settle(cluster: &Cluster) {
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(30))
-        .await
-        .expect("replicas catch up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_replicate_1000_rows_identically() {
     // Phase 1: a cluster elects a master.
@@ -84,7 +75,7 @@ async fn three_nodes_replicate_1000_rows_identically() {
     }
 
     // Phase 3: every replica holds exactly the same 1,000 rows.
-    settle(&cluster).await;
+    cluster.settle().await;
     assert_eq!(assert_replicas_identical(&cluster, "items").await, 1000);
 }
 
@@ -198,7 +189,7 @@ async fn killing_the_master_under_write_load_fails_over_and_loses_no_acknowledge
 
     // Phase 3: no acknowledged row is missing on any running node, nor on the old master once
     // it restarts and catches up.
-    settle(&cluster).await;
+    cluster.settle().await;
     let acked: BTreeSet<i64> = acked
         .lock()
         .expect("lock")
@@ -224,7 +215,7 @@ async fn killing_the_master_under_write_load_fails_over_and_loses_no_acknowledge
         .start()
         .expect("restart the old master");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    settle(&cluster).await;
+    cluster.settle().await;
     let present = ids_on(&cluster.nodes[(master - 1) as usize].sql_addr()).await;
     assert!(
         acked.is_subset(&present),
@@ -266,7 +257,7 @@ async fn a_follower_restarted_under_load_catches_up_and_a_full_restart_keeps_the
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer stops");
-    settle(&cluster).await;
+    cluster.settle().await;
     let rows = assert_replicas_identical(&cluster, "log").await;
     let acked_count = acked.lock().expect("lock").len();
     assert!(
@@ -285,7 +276,7 @@ async fn a_follower_restarted_under_load_catches_up_and_a_full_restart_keeps_the
         .wait_for_master(Duration::from_secs(30))
         .await
         .expect("a master after restart");
-    settle(&cluster).await;
+    cluster.settle().await;
     assert_eq!(assert_replicas_identical(&cluster, "log").await, rows);
     // And it still takes writes.
     connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
@@ -330,7 +321,7 @@ async fn non_deterministic_functions_replay_byte_identically_on_every_replica() 
     }
 
     // Phase 2: every replica holds the same bytes, read back with `local` consistency.
-    settle(&cluster).await;
+    cluster.settle().await;
     let mut copies = Vec::new();
     for node in &cluster.nodes {
         let local = connect_local(&node.sql_addr(), "main")
