@@ -1,6 +1,10 @@
 //! SQLite runs with `synchronous=NORMAL` because the Paxos log is the durable record: a replica
 //! whose SQLite file lost its most recent commits (what a power cut can do to an unsynced WAL
 //! tail) gets every acknowledged row back from the log when it starts.
+//!
+//! The other way round: Chosen records are appended without an fsync of their own (one fsync
+//! per instance per node), so a crash can leave a replica *ahead* of its log; the node then
+//! stands on its replica (a `Meta` record) and rejoins.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -124,5 +128,145 @@ async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos
             expected.difference(&ids).collect::<Vec<_>>()
         );
         assert_eq!(ids, expected, "node {}", node.id);
+    }
+}
+
+/// Rewrites a stopped node's Paxos log without its last `count` Chosen records (every other
+/// record, the durable promises included, is kept): what a power cut does to Chosen records
+/// appended after the log's last sync, while the SQLite replica kept those instances.
+fn drop_last_chosen_records(data_dir: &Path, count: usize) -> Vec<u64> {
+    use paxsql_binlog::{FileLog, FileLogOptions, LogStore, RecordKind};
+    let log_dir = data_dir.join("main").join("log");
+    let records = {
+        let (log, _) = FileLog::open(&log_dir, FileLogOptions::default()).expect("open the log");
+        let (first, last) = (log.first_instance(), log.last_instance());
+        log.read_range(
+            first.expect("log has records"),
+            last.expect("log has records") + 1,
+        )
+        .expect("read the log")
+    };
+    let chosen_positions: Vec<usize> = (0..records.len())
+        .filter(|&position| records[position].kind == RecordKind::Chosen)
+        .collect();
+    let dropped: Vec<usize> = chosen_positions[chosen_positions.len() - count..].to_vec();
+    std::fs::remove_dir_all(&log_dir).expect("remove the old log");
+    let (mut log, _) =
+        FileLog::open(&log_dir, FileLogOptions::default()).expect("create the new log");
+    for (position, record) in records.iter().enumerate() {
+        if !dropped.contains(&position) {
+            log.append(record).expect("append");
+        }
+    }
+    log.sync().expect("sync the new log");
+    dropped
+        .iter()
+        .map(|&position| records[position].instance_id)
+        .collect()
+}
+
+async fn metric(http_addr: &str, name: &str) -> f64 {
+    let (status, text) = paxsql_integration_tests::cluster::http_get(http_addr, "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "/metrics: {text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
+    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
+    connect(&master_addr, "main")
+        .await
+        .expect("connect")
+        .batch_execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+    insert_ids(&master_addr, 1..=40).await;
+    cluster.settle().await;
+
+    // A follower stops; its log loses its last 3 Chosen records, its SQLite keeps them.
+    let follower = (1..=3).find(|id| *id != master).expect("a follower");
+    cluster.node(follower).stop();
+    let follower_dir = cluster.nodes[(follower - 1) as usize].data_dir.clone();
+    let dropped = drop_last_chosen_records(&follower_dir, 3);
+    cluster
+        .node(follower)
+        .start()
+        .expect("restart the follower");
+
+    insert_ids(&master_addr, 41..=80).await;
+    cluster.settle().await;
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(30))
+        .await
+        .expect("every replica catches up");
+    let expected: BTreeSet<i64> = (1..=80).collect();
+    let master_ids = ids_on(&master_addr).await;
+    assert_eq!(master_ids, expected);
+    let follower_ids = ids_on(&cluster.nodes[(follower - 1) as usize].sql_addr()).await;
+    assert_eq!(
+        follower_ids, master_ids,
+        "the follower's local reads equal the master's"
+    );
+    let log = cluster.nodes[(follower - 1) as usize].log();
+    assert!(
+        log.contains("stood on the replica"),
+        "the follower stood on its replica (instances {dropped:?} were cut from its log): {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_syncs_its_log_about_once_per_chosen_instance() {
+    let cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
+    connect(&master_addr, "main")
+        .await
+        .expect("connect")
+        .batch_execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create");
+    cluster.settle().await;
+    let mut before = Vec::new();
+    for node in &cluster.nodes {
+        let http = node.http_addr();
+        before.push((
+            metric(&http, "paxsql_log_fsyncs_total").await,
+            metric(&http, "paxsql_values_delivered_total").await,
+        ));
+    }
+    insert_ids(&master_addr, 1..=250).await;
+    cluster.settle().await;
+    for (node, (fsyncs_before, delivered_before)) in cluster.nodes.iter().zip(before) {
+        let http = node.http_addr();
+        let fsyncs = metric(&http, "paxsql_log_fsyncs_total").await - fsyncs_before;
+        let delivered = metric(&http, "paxsql_values_delivered_total").await - delivered_before;
+        assert!(
+            delivered >= 200.0,
+            "node {}: {delivered} instances",
+            node.id
+        );
+        let per_instance = fsyncs / delivered;
+        println!(
+            "node {}: {fsyncs} fsyncs for {delivered} chosen instances = {per_instance:.3}",
+            node.id
+        );
+        assert!(
+            per_instance <= 1.2,
+            "node {}: {per_instance:.3} fsyncs per chosen instance (want about 1)",
+            node.id
+        );
     }
 }

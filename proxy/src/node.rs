@@ -3,7 +3,10 @@
 //! Start-up order matters:
 //! 1. Each group's log is opened (a torn tail is cut; corruption stops the node) and its
 //!    SQLite replica is brought up to the log's chosen values *before* the core starts, so the
-//!    core's view ("everything in my log is delivered") holds.
+//!    core's view ("everything in my log is delivered") holds. If instead the replica is
+//!    *ahead* of the log (Chosen records are appended without their own fsync and a crash lost
+//!    the tail), the replica is synced and its meta written to the log as a `Meta` record:
+//!    the core stands on it like on a checkpoint (`stand_on_replica`).
 //! 2. The Paxos runtime starts (transport + one driver per group), then one SQL service per
 //!    group consumes chosen values.
 //! 3. Only then do the SQL and HTTP ports open.
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use paxsql_binlog::{FileLog, FileLogOptions, LogStore, Record, RecordKind};
-use paxsql_replicator::paxos::Core;
+use paxsql_replicator::paxos::{recovery, CheckpointMeta, Core};
 use paxsql_replicator::runtime::log_writer::abort_process;
 use paxsql_replicator::runtime::node::{GroupParts, Node, NodeConfig as RuntimeConfig};
 use paxsql_replicator::service::SqlService;
@@ -53,12 +56,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut parts = Vec::new();
     let mut databases = BTreeMap::new();
     for group in &config.groups {
-        let (log, database) = open_group(&config, group)?;
+        let (mut log, database) = open_group(&config, group)?;
         let seed = process_seed(config.node_id);
         let runtime_config = runtime_config(&config, &identity);
-        let records = all_records(&log)?;
+        let mut records = all_records(&log)?;
         let mut core_config = runtime_config.core_config(group, seed);
         core_config.may_vote = may_vote(&config, ran_before, &records, &database, group);
+        if recovery::state_machine_ahead(&core_config, &records, database.applied_instance()) {
+            records.push(stand_on_replica(&mut log, &database, group)?);
+        }
         let core = Core::new(core_config, &records);
         parts.push(GroupParts {
             name: group.clone(),
@@ -315,6 +321,63 @@ fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Data
         .with_context(|| format!("cannot open the database of group {group}"))?;
     catch_up_from_log(&log, &mut database, group)?;
     Ok((log, database))
+}
+
+/// The replica applied instances whose Chosen records the log lost in a crash (they are
+/// appended without a sync of their own; see `paxos::recovery::state_machine_ahead`). Makes the
+/// replica durable, then appends and syncs its meta as a `Meta` record: the core stands on it
+/// like on a checkpoint. Answers the record (for the core's recovery).
+fn stand_on_replica(log: &mut FileLog, database: &Database, group: &str) -> anyhow::Result<Record> {
+    let snapshot = database
+        .meta()
+        .with_context(|| format!("group {group}: reading the replica's meta"))?;
+    let (Some(instance_id), Some(checksum_after)) =
+        (snapshot.applied_instance, snapshot.applied_checksum_after)
+    else {
+        bail!(
+            "group {group}: the replica is ahead of the Paxos log but does not record its running              checksum (written by an older paxsql); restore this node from a peer's checkpoint"
+        );
+    };
+    let meta = CheckpointMeta {
+        instance_id,
+        checksum_after,
+        cluster_gid: snapshot.cluster_gid.unwrap_or(0),
+        members: snapshot.members,
+        members_version: snapshot.members_version.unwrap_or(0),
+        master_id: snapshot.master_id,
+        lease_ms: snapshot.lease_ms.unwrap_or(0),
+        lease_version: snapshot.lease_version.unwrap_or(0),
+    };
+    // SQLite runs with synchronous=NORMAL: its newest commits may still be only in the page
+    // cache. The log is about to say "instance N is applied here"; N must survive a power cut.
+    sync_replica_files(database.path())
+        .with_context(|| format!("group {group}: syncing the replica before standing on it"))?;
+    let record = meta.record();
+    let log_chosen = log.last_instance();
+    log.append(&record)
+        .and_then(|()| log.sync())
+        .with_context(|| format!("group {group}: writing the replica's meta to the log"))?;
+    tracing::warn!(
+        group,
+        applied = instance_id,
+        log_last_instance = ?log_chosen,
+        "the replica is ahead of the Paxos log (Chosen records lost in a crash): stood on the replica"
+    );
+    Ok(record)
+}
+
+/// fsyncs the replica's database file and its write-ahead log.
+fn sync_replica_files(path: &Path) -> std::io::Result<()> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for file in [path, Path::new(&wal)] {
+        match std::fs::File::open(file) {
+            Ok(opened) => opened.sync_all()?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn all_records(log: &FileLog) -> anyhow::Result<Vec<Record>> {

@@ -1,5 +1,5 @@
 //! The group driver with a scripted engine: actions carried out in order, replies released
-//! only after the sync, deliveries, proposals, read index, learn replies, applied reports.
+//! only after the sync, appended Chosen records that wait for no sync, deliveries, proposals, read index, learn replies, applied reports.
 
 mod runtime_support;
 
@@ -220,6 +220,66 @@ async fn actions_run_in_order_and_then_send_waits_for_the_sync() {
     assert!(inputs
         .iter()
         .any(|input| matches!(input, Input::Persisted { token: 7 })));
+    harness.cancel.cancel();
+    harness.task.await.expect("driver ends");
+}
+
+#[tokio::test]
+async fn an_appended_chosen_record_is_delivered_without_waiting_for_a_sync() {
+    let script: Script = Box::new(|input| match input {
+        Input::Propose { proposal_id, .. } => vec![
+            Action::Append {
+                records: vec![chosen_record(1)],
+            },
+            Action::Deliver {
+                instance_id: 1,
+                value: value(55),
+            },
+            Action::ProposalDone {
+                proposal_id: *proposal_id,
+                outcome: ProposalOutcome::Chosen {
+                    instance_id: 1,
+                    value_id: 55,
+                },
+            },
+        ],
+        _ => Vec::new(),
+    });
+    let events = Events::default();
+    let mut harness = start(
+        script,
+        InstrumentedLog::new(events.clone()),
+        events.clone(),
+        None,
+    );
+    let outcome = harness
+        .channels
+        .handle
+        .propose(paxos_value::Payload::Opaque(vec![1].into()), Some(1))
+        .await;
+    assert!(matches!(outcome, Ok(ProposalOutcome::Chosen { .. })));
+    let delivered = harness.channels.deliveries.recv().await.expect("delivered");
+    assert_eq!(delivered.instance_id, 1);
+    wait_until(|| {
+        events
+            .lock()
+            .expect("events")
+            .contains(&Event::Appended { instance_id: 1 })
+    })
+    .await;
+    let all = events.lock().expect("events").clone();
+    assert!(
+        !all.iter()
+            .any(|event| matches!(event, Event::Synced { .. })),
+        "an appended record waits for no sync: {all:?}"
+    );
+    let inputs = harness.inputs.lock().expect("inputs").clone();
+    assert!(
+        !inputs
+            .iter()
+            .any(|input| matches!(input, Input::Persisted { .. })),
+        "no completion for an append: {inputs:?}"
+    );
     harness.cancel.cancel();
     harness.task.await.expect("driver ends");
 }

@@ -1,5 +1,6 @@
 //! The log writer thread: group commit (one sync for everything drained), completions only
-//! after the sync, reads in queue order, and a failed sync that is fatal and final.
+//! after the sync, reads in queue order, lazily appended records that wait for no sync, and a
+//! failed sync that is fatal and final.
 
 mod runtime_support;
 
@@ -186,6 +187,66 @@ async fn a_read_sees_every_earlier_persist_and_truncation_drops_the_prefix() {
     tokio::task::spawn_blocking(move || writer.close())
         .await
         .expect("closes");
+}
+
+#[tokio::test]
+async fn appended_records_cause_no_sync_and_become_durable_with_the_next_one() {
+    let events = Events::default();
+    let (completions_sender, mut completions) = mpsc::channel(16);
+    let metrics = Arc::new(RuntimeMetrics::new());
+    let (fatal, fatal_messages) = recording_fatal();
+    let writer = LogWriter::spawn(
+        "main",
+        Box::new(InstrumentedLog::new(events.clone())),
+        completions_sender,
+        metrics.clone(),
+        fatal,
+    )
+    .expect("spawns");
+    writer
+        .append(vec![record(1), record(2)])
+        .await
+        .expect("queued");
+    // A read runs after every earlier job: it sees the lazily appended records, unsynced.
+    let read = writer.reader().read(0, 10).await.expect("reads");
+    assert_eq!(read.records.len(), 2);
+    assert_eq!(syncs(&events), 0, "an append alone never syncs");
+    assert_eq!(
+        metrics
+            .lazy_records
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+
+    // The next persist's sync covers the appended records too.
+    writer
+        .persist(7, vec![record(3)], Vec::new())
+        .await
+        .expect("queued");
+    let done = completions.recv().await.expect("completes");
+    assert_eq!(
+        done.iter().map(|done| done.token).collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(syncs(&events), 1);
+    assert!(events
+        .lock()
+        .expect("events")
+        .contains(&Event::Synced { records_durable: 3 }));
+    assert_eq!(
+        metrics
+            .synced_records_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+
+    // Closing syncs a lazily appended tail, so a clean restart finds it.
+    writer.append(vec![record(4)]).await.expect("queued");
+    tokio::task::spawn_blocking(move || writer.close())
+        .await
+        .expect("closes");
+    assert_eq!(syncs(&events), 2);
+    assert!(fatal_messages.lock().expect("messages").is_empty());
 }
 
 #[tokio::test]

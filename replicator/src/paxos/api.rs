@@ -6,9 +6,20 @@
 //!    `Persist` actions), and only **then** send `then_send`; finally feed
 //!    [`Input::Persisted`] with the same token. A promise or accept that leaves before its
 //!    record is durable breaks Paxos.
-//! 3. [`Action::Deliver`]: apply the chosen value to the state machine in instance order, then
-//!    feed [`Input::Applied`].
-//! 4. Ticks carry a monotonic clock that keeps counting while the machine is suspended
+//! 3. [`Action::Append`]: append `records` after every record queued before them, without
+//!    waiting for a sync. They become durable with the next sync of the same log (a later
+//!    `Persist`, or the sync a `TruncateLog` does first). An fdatasync covers every earlier
+//!    append of the file, so the log on disk is always a prefix of what was appended: a crash
+//!    loses at most the `Append`ed records after the last sync, never one in the middle.
+//! 4. [`Action::Deliver`]: apply the chosen value to the state machine in instance order, then
+//!    feed [`Input::Applied`]. A `Deliver` does **not** wait for the `Chosen` record before it
+//!    to be durable (one fsync per instance, the PhxPaxos learner): the value is chosen because
+//!    a quorum *durably* accepted it, so delivering it early cannot deliver a value that a later
+//!    recovery could see unchosen. What a crash can leave is a state machine *ahead* of the
+//!    log's last `Chosen` record; the driver reconciles that at startup with
+//!    [`crate::paxos::recovery::state_machine_ahead`] (the state machine's meta becomes a `Meta` record,
+//!    appended and synced before the core starts).
+//! 5. Ticks carry a monotonic clock that keeps counting while the machine is suspended
 //!    (`CLOCK_BOOTTIME`); `now_ms` never goes backwards.
 
 use paxsql_binlog::Record;
@@ -161,9 +172,13 @@ pub enum Action {
         records: Vec<Record>,
         then_send: Vec<Envelope>,
     },
+    /// Append `records` in queue order without waiting for a sync (the `Chosen` record of an
+    /// instance). Durable with the next sync of the log; nothing waits on it (see rule 3).
+    Append { records: Vec<Record> },
     /// Send at once (nothing in it depends on an unsynced record).
     Send(Envelope),
-    /// Instance `instance_id` chose `value`. Delivered exactly once, in instance order.
+    /// Instance `instance_id` chose `value`. Delivered exactly once, in instance order, right
+    /// after the `Append` of its `Chosen` record (not after that record is durable).
     Deliver {
         instance_id: InstanceId,
         value: PaxosValue,

@@ -86,6 +86,11 @@ impl CheckpointMeta {
         if rest.len() != count.checked_mul(4)? {
             return None;
         }
+        // 0 encodes "no master"; any other value is the node id + 1.
+        let master_id = match master_plus_one.checked_sub(1) {
+            None => None,
+            Some(id) => Some(NodeId::try_from(id).ok()?),
+        };
         let members = rest
             .chunks_exact(4)
             .map(|chunk| u32::from_le_bytes(chunk.try_into().expect("chunks of 4")))
@@ -96,9 +101,7 @@ impl CheckpointMeta {
             cluster_gid,
             members,
             members_version,
-            master_id: master_plus_one
-                .checked_sub(1)
-                .map(|id| NodeId::try_from(id).ok())?,
+            master_id,
             lease_ms,
             lease_version,
         })
@@ -178,7 +181,6 @@ impl Core {
             return;
         }
         self.settle_proposals_before(meta.instance_id, actions);
-        self.pending_deliveries.clear();
         self.stand_on_checkpoint(&meta);
         self.applied_instance = Some(meta.instance_id);
         self.learn_requested_ms = None;

@@ -5,8 +5,13 @@
 //! # Ordering obligations kept here
 //! - Promise/accept replies leave only through [`Action::Persist`]'s `then_send` (or, when
 //!   addressed to this node's own proposer, are held until [`Input::Persisted`]).
-//! - A chosen value is delivered only after its Chosen record is durable, in instance order,
-//!   exactly once; outcomes of local proposals follow their instance's delivery.
+//! - A chosen value is delivered at once, in instance order, exactly once, right after the
+//!   [`Action::Append`] of its Chosen record; outcomes of local proposals follow their
+//!   instance's delivery. The Chosen record is *not* synced on its own: a value is chosen only
+//!   once a quorum's accept records are durable, so the chosen fact survives any crash; this
+//!   node's Chosen record becomes durable with its next sync (usually the next instance's
+//!   accept). A crash may leave the state machine ahead of the log's Chosen records; startup
+//!   reconciles that (`recovery::state_machine_ahead`). One fsync per instance per node.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -22,15 +27,6 @@ use super::rng::Rng;
 
 /// Read-index rounds in flight at once; past it a read is refused at once.
 pub const READ_INDEX_PENDING_MAX: usize = 1024;
-
-/// A chosen value whose Chosen record is not yet durable, with the outcomes that follow it.
-#[derive(Debug)]
-pub(super) struct PendingDelivery {
-    pub token: u64,
-    pub durable: bool,
-    pub value: PaxosValue,
-    pub after: Vec<Action>,
-}
 
 /// A queued local proposal.
 #[derive(Clone, Debug)]
@@ -69,7 +65,6 @@ pub struct Core {
     pub(super) proposer: Proposer,
     pub(super) lease: LeaseState,
     pub(super) queue: VecDeque<QueuedProposal>,
-    pub(super) pending_deliveries: BTreeMap<InstanceId, PendingDelivery>,
     /// Replies of the local acceptor to the local proposer, released when their record is durable.
     pub(super) held_self_replies: BTreeMap<u64, Vec<Envelope>>,
     pub(super) reads: BTreeMap<u64, ReadRound>,
@@ -107,7 +102,6 @@ impl Core {
             proposer: Proposer::default(),
             lease: LeaseState::default(),
             queue: VecDeque::new(),
-            pending_deliveries: BTreeMap::new(),
             held_self_replies: BTreeMap::new(),
             reads: BTreeMap::new(),
             applied_instance: None,
@@ -338,16 +332,6 @@ impl Core {
                 self.handle_message(reply, actions);
             }
         }
-        let mut found = false;
-        for pending in self.pending_deliveries.values_mut() {
-            if pending.token == token {
-                pending.durable = true;
-                found = true;
-            }
-        }
-        if found {
-            self.deliver_durable_prefix(actions);
-        }
         self.try_propose(actions);
     }
 
@@ -362,26 +346,10 @@ impl Core {
         );
     }
 
-    /// Emits `Deliver` (and the outcomes that wait on it) for every durable chosen value at
-    /// the front of the pending map.
-    fn deliver_durable_prefix(&mut self, actions: &mut Vec<Action>) {
-        while let Some(entry) = self.pending_deliveries.first_entry() {
-            if !entry.get().durable {
-                break;
-            }
-            let instance_id = *entry.key();
-            let pending = entry.remove();
-            actions.push(Action::Deliver {
-                instance_id,
-                value: pending.value,
-            });
-            actions.extend(pending.after);
-        }
-    }
-
     /// Records that `instance_id` chose `value` at `ballot`, from any path (own quorum, a
-    /// Chosen notice, a learned value). Verifies the checksum chain, persists the Chosen
-    /// record, applies the core's own state machines and moves to the next instance.
+    /// Chosen notice, a learned value). Verifies the checksum chain, appends the Chosen
+    /// record (no sync: see the module docs), applies the core's own state machines, moves to
+    /// the next instance and delivers the value, then the outcomes that follow it.
     pub(super) fn commit_chosen(
         &mut self,
         instance_id: InstanceId,
@@ -408,27 +376,20 @@ impl Core {
             ballot: Some(ballot),
             value: Some(value.clone()),
         };
-        let token = self.take_token();
-        actions.push(Action::Persist {
-            token,
+        actions.push(Action::Append {
             records: vec![Record::new(
                 instance_id,
                 RecordKind::Chosen,
                 chosen.encode_to_vec(),
             )],
-            then_send: Vec::new(),
         });
         let mut after = Vec::new();
         self.apply_chosen(instance_id, &value, &mut after, actions);
-        self.pending_deliveries.insert(
-            instance_id,
-            PendingDelivery {
-                token,
-                durable: false,
-                value,
-                after,
-            },
-        );
+        if self.halted.is_some() {
+            return;
+        }
+        actions.push(Action::Deliver { instance_id, value });
+        actions.extend(after);
     }
 
     /// The state changes of a chosen value, shared with recovery (which passes no outcomes).

@@ -72,10 +72,11 @@ impl Core {
         let alive = lease
             .learned_at_ms
             .is_some_and(|learned_ms| now_ms < learned_ms + lease.lease_ms);
-        // A master removed from the member list is no master (it stops serving at once).
-        lease
-            .master_id
-            .filter(|master| alive && self.is_member(*master))
+        // A master removed from the member list stops serving as soon as it learns it
+        // (`is_serving_as_master`), but one cut off from the members may not learn it before
+        // its lease ends: its lease is waited out like any other (it cannot renew it, members
+        // ignore a non-member's votes).
+        lease.master_id.filter(|_| alive)
     }
 
     /// A chosen `MasterLease` at `instance_id`.

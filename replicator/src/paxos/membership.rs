@@ -5,9 +5,10 @@
 //!   version (the instance of the list it was computed from; 0 = the init) still holds. The
 //!   quorum for instance i therefore uses the list in force after i − 1.
 //! - A member list change ends skip-prepare: the promises came from the old quorum.
-//! - A master that is no longer a member is no master: it stops serving at once and the
-//!   remaining members campaign without waiting for its lease to run out (its lease values
-//!   can no longer be chosen without it, and it stops renewing).
+//! - A master that is no longer a member stops serving as soon as it learns so. The remaining
+//!   members still wait for its lease to run out before they campaign: a master cut off from
+//!   them may not learn its removal and serves until its own lease ends (it cannot renew it:
+//!   members ignore a non-member's votes). Electing at once made two masters (simulator).
 
 use paxsql_schema::{paxos_value::Payload, PaxosValue};
 

@@ -25,7 +25,7 @@ mod learner;
 mod lease;
 mod membership;
 mod proposer;
-mod recovery;
+pub mod recovery;
 mod rng;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,9 @@
 //!   A `Persist` does not hold back the actions after it (a `Send` is by contract independent
 //!   of unsynced records); an action that must wait for durability is one the engine emits
 //!   after `Input::Persisted`.
+//! - `Append` (a Chosen record) goes to the log writer in the same queue, after every earlier
+//!   job, with no completion: a later sync makes it durable. The `Deliver` after it does not
+//!   wait for that (see `paxos::api`, rule 3).
 //! - `Deliver` goes to a bounded channel toward the state machine. When the state machine
 //!   falls behind, the driver waits there: the backpressure reaches Paxos on purpose.
 //!   The state machine reports progress with [`GroupHandle::applied`], which never waits, so
@@ -403,6 +406,15 @@ impl Driver {
                 records,
                 then_send,
             } => self.handle_persist(token, records, then_send).await,
+            Action::Append { records } => {
+                // No completion and no slot: nothing waits for these records (a later sync
+                // covers them), so `LOG_WRITER_PERSISTS_IN_FLIGHT_MAX` is not involved.
+                let log = self
+                    .log
+                    .as_ref()
+                    .expect("the log writer lives until the driver closes");
+                log.append(records).await.map_err(|_| Stop::LogWriterGone)
+            }
             Action::Send(envelope) => {
                 self.outbox.send(envelope);
                 Ok(())

@@ -6,8 +6,13 @@
 //! envelopes) back to the group driver, in job order. So a promise or accept leaves the node
 //! only after its record is durable, and many of them share one fsync.
 //!
+//! `Append` jobs (Chosen records) are appended in queue order like the records of a `Persist`
+//! but nothing waits for them and they cause no sync: they become durable with the next sync
+//! (of a later `Persist`, a truncation, or the close). A sync covers every earlier append of
+//! the file, so the durable log is always a prefix of what was appended.
+//!
 //! Reads (for learners) and prefix truncations go through the same queue, so a read sees every
-//! record of every earlier `Persist` job. **Ordering:** a truncation first syncs the records
+//! record of every earlier `Persist` or `Append` job. **Ordering:** a truncation first syncs the records
 //! appended before it in the batch (a checkpoint's meta record), so they are durable before
 //! anything below them is deleted.
 //!
@@ -19,6 +24,7 @@
 //! `std::process::abort()` (the process dies with SIGABRT, exit status 134 in a shell) without
 //! running destructors that could touch the log. Tests pass a handler that only records.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,6 +69,9 @@ enum Job {
         records: Vec<Record>,
         then_send: Vec<Envelope>,
     },
+    Append {
+        records: Vec<Record>,
+    },
     Read {
         from: u64,
         to: u64,
@@ -106,6 +115,7 @@ impl LogWriter {
             .spawn(move || {
                 let mut writer = WriterThread {
                     group: thread_group,
+                    unsynced_records: 0,
                     log,
                     completions,
                     metrics,
@@ -137,6 +147,16 @@ impl LogWriter {
                 records,
                 then_send,
             })
+            .await
+            .map_err(|_| RuntimeError::LogWriterStopped {
+                group: self.group.to_string(),
+            })
+    }
+
+    /// Queues records to append after every earlier job, with no sync and no completion.
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), RuntimeError> {
+        self.jobs
+            .send(Job::Append { records })
             .await
             .map_err(|_| RuntimeError::LogWriterStopped {
                 group: self.group.to_string(),
@@ -193,6 +213,8 @@ impl LogReader {
 
 struct WriterThread {
     group: String,
+    /// Records appended since the last sync (of `Persist` and `Append` jobs).
+    unsynced_records: usize,
     log: Box<dyn LogStore>,
     completions: mpsc::Sender<Vec<PersistDone>>,
     metrics: Arc<RuntimeMetrics>,
@@ -215,13 +237,30 @@ impl WriterThread {
                 return;
             }
         }
+        // Closing: make the lazily appended tail durable, so a clean restart finds it.
+        if let Err(message) = self.sync_and_release(&mut Vec::new(), true) {
+            (self.fatal)(&message);
+        }
     }
 
-    /// Appends, syncs once, then releases completions and read answers. `Err` is fatal.
+    fn append_all(&mut self, records: &[Record]) -> Result<(), String> {
+        for record in records {
+            self.log.append(record).map_err(|error| {
+                format!(
+                    "appending to the log of group {} failed: {error}",
+                    self.group
+                )
+            })?;
+        }
+        self.unsynced_records += records.len();
+        Ok(())
+    }
+
+    /// Appends, syncs once (if a `Persist` waits), then releases completions and read
+    /// answers. `Err` is fatal.
     fn carry_out(&mut self, batch: Vec<Job>) -> Result<(), String> {
         let mut done = Vec::new();
         let mut reads = Vec::new();
-        let mut records_appended = 0;
         for job in batch {
             match job {
                 Job::Persist {
@@ -229,16 +268,14 @@ impl WriterThread {
                     records,
                     then_send,
                 } => {
-                    for record in &records {
-                        self.log.append(record).map_err(|error| {
-                            format!(
-                                "appending to the log of group {} failed: {error}",
-                                self.group
-                            )
-                        })?;
-                    }
-                    records_appended += records.len();
+                    self.append_all(&records)?;
                     done.push(PersistDone { token, then_send });
+                }
+                Job::Append { records } => {
+                    self.append_all(&records)?;
+                    self.metrics
+                        .lazy_records
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                 }
                 Job::Read { from, to, reply } => {
                     let read = self.log.read_range(from, to).map(|records| LogRead {
@@ -248,27 +285,30 @@ impl WriterThread {
                     reads.push((read, reply));
                 }
                 Job::Truncate { below } => {
-                    // What was appended before the cut (a checkpoint's meta record) must be
-                    // durable before anything below it is deleted.
-                    self.sync_and_release(&mut done, &mut records_appended)?;
+                    // What was appended before the cut (a checkpoint's meta record, lazily
+                    // appended Chosen records) must be durable before anything below it is
+                    // deleted.
+                    self.sync_and_release(&mut done, true)?;
                     self.truncate(below);
                 }
             }
         }
-        self.sync_and_release(&mut done, &mut records_appended)?;
+        self.sync_and_release(&mut done, false)?;
         for (read, reply) in reads {
             let _ = reply.send(read);
         }
         Ok(())
     }
 
-    /// Syncs once for every persist in `done` and hands their completions back. `Err` is fatal.
+    /// Syncs once for every persist in `done` and hands their completions back; with
+    /// `even_if_lazy`, also syncs when only `Append`ed records are unsynced. `Err` is fatal.
     fn sync_and_release(
         &mut self,
         done: &mut Vec<PersistDone>,
-        records_appended: &mut usize,
+        even_if_lazy: bool,
     ) -> Result<(), String> {
-        if done.is_empty() {
+        let lazy_only = even_if_lazy && self.unsynced_records > 0;
+        if done.is_empty() && !lazy_only {
             return Ok(());
         }
         let started = Instant::now();
@@ -277,8 +317,11 @@ impl WriterThread {
             .map_err(|error| format!("syncing the log of group {} failed: {error}", self.group))?;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.metrics
-            .record_sync(done.len(), *records_appended, micros);
-        *records_appended = 0;
+            .record_sync(done.len(), self.unsynced_records, micros);
+        self.unsynced_records = 0;
+        if done.is_empty() {
+            return Ok(());
+        }
         // Err only when the driver is gone (shutdown): nobody is waiting any more.
         let _ = self.completions.blocking_send(std::mem::take(done));
         Ok(())

@@ -73,6 +73,8 @@ pub struct RuntimeMetrics {
     pub synced_records_total: AtomicU64,
     /// Persist jobs made durable, summed over syncs (batch size = this / `fsyncs`).
     pub synced_persist_jobs_total: AtomicU64,
+    /// Records appended without a sync of their own (Chosen records; durable with the next).
+    pub lazy_records: AtomicU64,
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub peer_connections_established: AtomicU64,
@@ -113,7 +115,7 @@ impl RuntimeMetrics {
     /// The counters in the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let mut text = String::new();
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "proposals_submitted_total",
                 "Local proposals handed to the core.",
@@ -163,6 +165,11 @@ impl RuntimeMetrics {
                 "log_synced_persist_jobs_total",
                 "Persist jobs made durable.",
                 &self.synced_persist_jobs_total,
+            ),
+            (
+                "log_lazy_records_total",
+                "Log records appended without waiting for a sync (Chosen records).",
+                &self.lazy_records,
             ),
             (
                 "peer_frames_sent_total",

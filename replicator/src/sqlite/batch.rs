@@ -325,14 +325,8 @@ impl<'db> PendingCommit<'db> {
             instance_id,
             detail,
         };
-        write_applied(
-            connection,
-            instance_id,
-            value.value_id,
-            value.checksum_before,
-            self.record.time_unix_ms,
-        )
-        .map_err(|error| fatal(error.to_string()))?;
+        write_applied(connection, instance_id, value, self.record.time_unix_ms)
+            .map_err(|error| fatal(error.to_string()))?;
         connection
             .execute_batch("COMMIT")
             .map_err(|error| fatal(error.to_string()))?;

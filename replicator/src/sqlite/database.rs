@@ -231,13 +231,7 @@ impl Database {
                 ApplyOutcome::Applied
             }
         };
-        write_applied(
-            &self.writer.connection,
-            instance_id,
-            value.value_id,
-            value.checksum_before,
-            time_unix_ms,
-        )?;
+        write_applied(&self.writer.connection, instance_id, value, time_unix_ms)?;
         Ok((outcome, time_unix_ms))
     }
 
@@ -382,16 +376,21 @@ fn set_members(
 pub(super) fn write_applied(
     connection: &rusqlite::Connection,
     instance_id: u64,
-    value_id: u64,
-    checksum_before: u64,
+    value: &PaxosValue,
     time_unix_ms: i64,
 ) -> Result<(), SqliteError> {
+    let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
     meta::set(connection, key::APPLIED_INSTANCE, instance_id as i64)?;
-    meta::set(connection, key::APPLIED_VALUE_ID, value_id as i64)?;
+    meta::set(connection, key::APPLIED_VALUE_ID, value.value_id as i64)?;
     meta::set(
         connection,
         key::APPLIED_CHECKSUM_BEFORE,
-        checksum_before as i64,
+        value.checksum_before as i64,
+    )?;
+    meta::set(
+        connection,
+        key::APPLIED_CHECKSUM_AFTER,
+        checksum_after as i64,
     )?;
     meta::set(connection, key::TIME_UNIX_MS, time_unix_ms)
 }

@@ -20,6 +20,9 @@ pub mod key {
     pub const APPLIED_VALUE_ID: &str = "applied_value_id";
     /// `checksum_before` of the last applied value (the runtime chains it forward).
     pub const APPLIED_CHECKSUM_BEFORE: &str = "applied_checksum_before";
+    /// The running checksum after the last applied value (startup stands on it when the
+    /// replica is ahead of the Paxos log).
+    pub const APPLIED_CHECKSUM_AFTER: &str = "applied_checksum_after";
     pub const TIME_UNIX_MS: &str = "time_unix_ms";
     pub const CLUSTER_GID: &str = "cluster_gid";
     pub const CLUSTER_NAME: &str = "cluster_name";
@@ -37,6 +40,7 @@ pub mod key {
         APPLIED_INSTANCE,
         APPLIED_VALUE_ID,
         APPLIED_CHECKSUM_BEFORE,
+        APPLIED_CHECKSUM_AFTER,
         TIME_UNIX_MS,
         CLUSTER_GID,
         CLUSTER_NAME,
@@ -125,6 +129,7 @@ pub struct MetaSnapshot {
     pub applied_instance: Option<u64>,
     pub applied_value_id: Option<u64>,
     pub applied_checksum_before: Option<u64>,
+    pub applied_checksum_after: Option<u64>,
     pub time_unix_ms: Option<i64>,
     pub cluster_gid: Option<u64>,
     pub cluster_name: Option<String>,
@@ -148,6 +153,7 @@ pub fn snapshot(connection: &Connection) -> Result<MetaSnapshot, SqliteError> {
         applied_instance: unsigned(key::APPLIED_INSTANCE)?,
         applied_value_id: unsigned(key::APPLIED_VALUE_ID)?,
         applied_checksum_before: unsigned(key::APPLIED_CHECKSUM_BEFORE)?,
+        applied_checksum_after: unsigned(key::APPLIED_CHECKSUM_AFTER)?,
         time_unix_ms: get_i64(connection, key::TIME_UNIX_MS)?,
         cluster_gid: unsigned(key::CLUSTER_GID)?,
         cluster_name: get_text(connection, key::CLUSTER_NAME)?,

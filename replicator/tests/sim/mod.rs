@@ -1,13 +1,18 @@
 //! A deterministic world of Paxos cores: a seeded faulty network (drops, duplicates, delays,
 //! reorders, symmetric and one-way partitions), storage whose sync completes late and loses
-//! unsynced records on a crash, crashes and restarts, clients proposing throughout, and one
-//! clock rate per node. Invariants are checked after every event; the first violation stops
+//! unsynced records on a crash (Chosen records are appended without a sync of their own), a
+//! state machine modelled on SQLite with `synchronous=NORMAL` (a crash keeps a random prefix
+//! of what it applied, possibly ahead of the log's Chosen records, possibly behind), crashes
+//! and restarts that reconcile the two as the runtime does, clients proposing throughout, and
+//! one clock rate per node. Invariants are checked after every event; the first violation stops
 //! the run and names itself.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use paxsql_binlog::{LogStore, MemLog, RecordKind};
-use paxsql_replicator::paxos::{Action, Config, Core, Input, NodeId, PlantedBug, ProposalOutcome};
+use paxsql_replicator::paxos::{
+    recovery, Action, CheckpointMeta, Config, Core, Input, NodeId, PlantedBug, ProposalOutcome,
+};
 use paxsql_schema::{
     envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Membership,
     MembershipOp, Message, PaxosValue,
@@ -84,8 +89,11 @@ struct Node {
     /// Persists appended but not yet synced: (token, messages to send once durable).
     unsynced: Vec<(u64, Vec<Envelope>)>,
     sync_scheduled: bool,
-    /// The state machine (survives crashes, like the SQLite file).
+    /// The state machine (like the SQLite file with `synchronous=NORMAL`: a crash keeps a
+    /// random prefix of it, never shorter than `durable_delivered`).
     delivered: Vec<PaxosValue>,
+    /// How much of `delivered` was made durable (synced before the log said so).
+    durable_delivered: usize,
 }
 
 impl Node {
@@ -121,6 +129,8 @@ pub struct World {
     pub membership_chosen: u64,
     /// Events after which some node served as master (proves the master check is not vacuous).
     pub serving_events: u64,
+    /// Restarts whose state machine was ahead of the log, so the node stood on it.
+    pub stood_on_state_machine: u64,
     /// Print deliveries and crashes (set by `PAXSQL_SIM_TRACE`).
     pub trace: bool,
 }
@@ -142,6 +152,7 @@ impl World {
                 unsynced: Vec::new(),
                 sync_scheduled: false,
                 delivered: Vec::new(),
+                durable_delivered: 0,
             })
             .collect();
         let mut world = World {
@@ -166,6 +177,7 @@ impl World {
             chosen_count: 0,
             membership_chosen: 0,
             serving_events: 0,
+            stood_on_state_machine: 0,
             trace: std::env::var("PAXSQL_SIM_TRACE").is_ok(),
         };
         for index in 0..scenario.nodes {
@@ -206,6 +218,7 @@ impl World {
 
     fn start_node(&mut self, index: usize) {
         let config = self.config(index);
+        self.stand_on_state_machine_if_ahead(index, &config);
         let core = Core::new(config, self.nodes[index].log.records());
         // The state machine catches up from the log, as the runtime does at startup.
         let records: Vec<ChosenValue> = self.nodes[index]
@@ -235,6 +248,31 @@ impl World {
             );
         }
         self.schedule(0, Event::Tick(index));
+    }
+
+    /// The runtime's startup reconciliation (`proxy/src/node.rs`): a state machine ahead of
+    /// the log's chosen instance is made durable and its meta appended and synced as a `Meta`
+    /// record, on which the core then stands.
+    fn stand_on_state_machine_if_ahead(&mut self, index: usize, config: &Config) {
+        let node = &mut self.nodes[index];
+        let applied = (node.delivered.len() as u64).checked_sub(1);
+        if !recovery::state_machine_ahead(config, node.log.records(), applied) {
+            return;
+        }
+        let meta = CheckpointMeta::after_values(config, &node.delivered)
+            .expect("a state machine ahead of the log applied something");
+        node.durable_delivered = node.delivered.len();
+        node.log.append(&meta.record()).expect("memlog append");
+        node.log.sync().expect("memlog sync");
+        self.stood_on_state_machine += 1;
+        if self.trace {
+            println!(
+                "{} ms: node {} stands on its state machine at instance {}",
+                self.now_ms,
+                node_id(index),
+                meta.instance_id
+            );
+        }
     }
 
     /// Runs until the end of the liveness window or the first violation.
@@ -325,10 +363,12 @@ impl World {
         }
         // Power cuts like to strike while a sync is pending: prefer a node with unsynced
         // records half of the time, else pick any node.
+        // (A persist waits for its sync: lazily appended Chosen records alone do not count,
+        // nearly every node has some.)
         let syncing: Vec<usize> = (0..self.nodes.len())
-            .filter(|&index| self.nodes[index].log.unsynced_len() > 0)
+            .filter(|&index| !self.nodes[index].unsynced.is_empty())
             .collect();
-        let index = if !syncing.is_empty() && self.rng.below(2) == 0 {
+        let index = if !syncing.is_empty() && self.rng.below(4) != 0 {
             syncing[self.rng.below(syncing.len() as u64) as usize]
         } else {
             self.rng.below(self.nodes.len() as u64) as usize
@@ -340,6 +380,12 @@ impl World {
             }
             node.core = None;
             node.log.crash();
+            // SQLite with synchronous=NORMAL: the newest commits may be lost too.
+            let kept = self.rng.range(
+                node.durable_delivered as u64,
+                node.delivered.len() as u64 + 1,
+            );
+            node.delivered.truncate(kept as usize);
             node.unsynced.clear();
             node.sync_scheduled = false;
             node.incarnation += 1;
@@ -533,6 +579,13 @@ impl World {
                     );
                 }
             }
+            Action::Append { records } => {
+                // Durable only with the node's next sync; a crash before it loses them.
+                let node = &mut self.nodes[index];
+                for record in &records {
+                    node.log.append(record).expect("memlog append");
+                }
+            }
             Action::Send(envelope) => self.send(envelope),
             Action::Deliver { instance_id, value } => {
                 if instance_id as usize != self.nodes[index].delivered.len() {
@@ -645,18 +698,20 @@ impl World {
             .core
             .as_ref()
             .expect("a live node serves learn requests");
-        let values: Vec<ChosenValue> = node
-            .log
-            .records()
-            .iter()
-            .filter(|record| {
-                record.kind == RecordKind::Chosen && record.instance_id >= from_instance
-            })
-            .take(max_values as usize)
-            .map(|record| {
-                ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes")
-            })
-            .collect();
+        // Consecutive instances from `from_instance`, as the runtime serves them: a node that
+        // stood on its state machine may lack some (then it sends only what it has).
+        let mut values: Vec<ChosenValue> = Vec::new();
+        for record in node.log.records() {
+            let next = from_instance + values.len() as u64;
+            if record.kind != RecordKind::Chosen || record.instance_id != next {
+                continue;
+            }
+            if values.len() >= max_values as usize {
+                break;
+            }
+            values
+                .push(ChosenValue::decode(record.payload.as_ref()).expect("chosen record decodes"));
+        }
         let learned = LearnedValues {
             values,
             chosen_instance: core.chosen_instance().unwrap_or(0),
