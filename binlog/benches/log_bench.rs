@@ -76,7 +76,10 @@ const CASES: [Case; 6] = [
     },
 ];
 
-fn run_raw(dir: &Path, overwrite: bool, budget: Duration) -> f64 {
+/// Records per second, and the median latency of one sync (with its writes) in µs.
+type Measured = (f64, f64);
+
+fn run_raw(dir: &Path, overwrite: bool, budget: Duration) -> Measured {
     let path = dir.join("raw-fsync.bin");
     let mut file = OpenOptions::new()
         .create(true)
@@ -95,21 +98,24 @@ fn run_raw(dir: &Path, overwrite: bool, budget: Duration) -> f64 {
     let payload = [0x5au8; 100];
     let started = Instant::now();
     let mut operations = 0u64;
+    let mut latencies = Vec::new();
     while started.elapsed() < budget {
+        let sync_started = Instant::now();
         let position = file.stream_position().expect("position");
         if overwrite && position + payload.len() as u64 > SEGMENT_BYTES {
             file.seek(SeekFrom::Start(0)).expect("seek");
         }
         file.write_all(&payload).expect("write");
         file.sync_data().expect("fdatasync");
+        latencies.push(sync_started.elapsed().as_secs_f64() * 1e6);
         operations += 1;
     }
     let rate = operations as f64 / started.elapsed().as_secs_f64();
     std::fs::remove_file(&path).expect("remove raw file");
-    rate
+    (rate, median(latencies))
 }
 
-fn run_file_log(dir: &Path, case: &Case, budget: Duration) -> f64 {
+fn run_file_log(dir: &Path, case: &Case, budget: Duration) -> Measured {
     let log_dir: PathBuf = dir.join("log");
     let options = FileLogOptions {
         segment_bytes_max: SEGMENT_BYTES,
@@ -118,7 +124,9 @@ fn run_file_log(dir: &Path, case: &Case, budget: Duration) -> f64 {
     let payload = bytes::Bytes::from(vec![0xa5u8; case.payload_bytes]);
     let started = Instant::now();
     let mut instance_id = 0u64;
+    let mut latencies = Vec::new();
     while started.elapsed() < budget {
+        let sync_started = Instant::now();
         for _ in 0..case.records_per_sync {
             log.append(&Record {
                 instance_id,
@@ -129,11 +137,12 @@ fn run_file_log(dir: &Path, case: &Case, budget: Duration) -> f64 {
             instance_id += 1;
         }
         log.sync().expect("sync");
+        latencies.push(sync_started.elapsed().as_secs_f64() * 1e6);
     }
     let rate = instance_id as f64 / started.elapsed().as_secs_f64();
     drop(log);
     std::fs::remove_dir_all(&log_dir).expect("remove log");
-    rate
+    (rate, median(latencies))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -152,23 +161,28 @@ fn run_new_segment(dir: &Path, segment_bytes_max: u64) -> f64 {
     milliseconds
 }
 
-/// Medians of every case (records/s), then of every new-segment size (ms).
+/// The number of results: records/s and p50 sync µs of every case, ms of every new segment.
+const RESULTS: usize = 2 * CASES.len() + NEW_SEGMENT_BYTES.len();
+
+/// Medians over the rounds: records/s of every case, then their p50 sync latencies (µs), then
+/// the time of every new-segment size (ms).
 fn measure(dir: &Path, budget: Duration) -> Vec<f64> {
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CASES.len() + NEW_SEGMENT_BYTES.len()];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); RESULTS];
     for _ in 0..ROUNDS {
-        for (case, case_rates) in CASES.iter().zip(rates.iter_mut()) {
-            let rate = if case.records_per_sync == 0 {
+        for (index, case) in CASES.iter().enumerate() {
+            let (rate, sync_p50_us) = if case.records_per_sync == 0 {
                 run_raw(dir, case.raw_overwrite, budget)
             } else {
                 run_file_log(dir, case, budget)
             };
-            case_rates.push(rate);
+            results[index].push(rate);
+            results[CASES.len() + index].push(sync_p50_us);
         }
-        for (&bytes, times) in NEW_SEGMENT_BYTES.iter().zip(&mut rates[CASES.len()..]) {
+        for (&bytes, times) in NEW_SEGMENT_BYTES.iter().zip(&mut results[2 * CASES.len()..]) {
             times.push(run_new_segment(dir, bytes));
         }
     }
-    rates.into_iter().map(median).collect()
+    results.into_iter().map(median).collect()
 }
 
 /// Runs `processes` copies of this bench at once and returns the mean of their medians.
@@ -184,7 +198,7 @@ fn measure_in_parallel(processes: usize) -> Vec<f64> {
                 .expect("spawn a bench process")
         })
         .collect();
-    let mut sums = vec![0.0; CASES.len() + NEW_SEGMENT_BYTES.len()];
+    let mut sums = vec![0.0; RESULTS];
     for child in children {
         let output = child.wait_with_output().expect("bench process");
         assert!(output.status.success(), "a bench process failed");
@@ -229,21 +243,25 @@ fn main() {
     };
     let raw_syncs_per_second = medians[0];
     println!();
-    println!("| case | records/s | syncs/s | µs per sync | sync cost vs raw fsync |");
-    println!("|---|---:|---:|---:|---:|");
-    for (case, &records_per_second) in CASES.iter().zip(&medians[..CASES.len()]) {
+    println!(
+        "| case | records/s | syncs/s | µs per sync | p50 µs per sync | sync cost vs raw fsync |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (index, case) in CASES.iter().enumerate() {
+        let records_per_second = medians[index];
         let syncs_per_second = records_per_second / case.records_per_sync.max(1) as f64;
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.2}× |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}× |",
             case.name,
             records_per_second,
             syncs_per_second,
             1e6 / syncs_per_second,
+            medians[CASES.len() + index],
             raw_syncs_per_second / syncs_per_second
         );
     }
     println!();
-    for (&bytes, milliseconds) in NEW_SEGMENT_BYTES.iter().zip(&medians[CASES.len()..]) {
+    for (&bytes, milliseconds) in NEW_SEGMENT_BYTES.iter().zip(&medians[2 * CASES.len()..]) {
         println!(
             "new log, first segment of {} MiB: {milliseconds:.1} ms",
             bytes / (1024 * 1024)
