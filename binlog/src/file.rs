@@ -714,7 +714,10 @@ mod tests {
         assert!(log.sync().is_err());
         drop(log);
         // Record 1 was synced when its segment was sealed; nothing half-made is left.
-        let (log, report) = FileLog::open(dir.path(), FileLogOptions::default()).expect("reopen");
+        let options = FileLogOptions {
+            segment_bytes_max: 64,
+        };
+        let (log, report) = FileLog::open(dir.path(), options).expect("reopen");
         assert_eq!((report.segments, report.records), (1, 1));
         assert_eq!(log.last_instance(), Some(1));
     }
