@@ -178,7 +178,10 @@ fn measure(dir: &Path, budget: Duration) -> Vec<f64> {
             results[index].push(rate);
             results[CASES.len() + index].push(sync_p50_us);
         }
-        for (&bytes, times) in NEW_SEGMENT_BYTES.iter().zip(&mut results[2 * CASES.len()..]) {
+        for (&bytes, times) in NEW_SEGMENT_BYTES
+            .iter()
+            .zip(&mut results[2 * CASES.len()..])
+        {
             times.push(run_new_segment(dir, bytes));
         }
     }
