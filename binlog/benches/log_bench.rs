@@ -201,7 +201,7 @@ fn measure_in_parallel(processes: usize) -> Vec<f64> {
                 .expect("spawn a bench process")
         })
         .collect();
-    let mut sums = vec![0.0; RESULTS];
+    let mut sums = [0.0; RESULTS];
     for child in children {
         let output = child.wait_with_output().expect("bench process");
         assert!(output.status.success(), "a bench process failed");
