@@ -17,13 +17,16 @@
 //! The scan treats an all-zero record header as the clean end of the records **when every
 //! byte after it is zero too**. Cases:
 //! - Zeros to the end of the file: the clean end (nothing is cut, the zeros stay for appends).
-//! - A record header at the end that fails its check (a write torn by a crash: its first part
-//!   reached the disk, the rest is still zeros), with no valid record after it, in the last
-//!   segment: a torn tail. Its bytes are overwritten with zeros and synced ("cut").
+//! - Bytes at the end that are not a valid record and do not start with a zero header (a write
+//!   torn by a crash: its first part reached the disk, the rest is still zeros), with no valid
+//!   record after them, in the last segment: a torn tail. They are overwritten with zeros up to
+//!   the last non-zero byte and synced ("cut"); `TornTail::bytes_cut` counts them.
 //! - A zero header followed by any non-zero byte: [`LogError::Corrupt`] at the first non-zero
 //!   byte. It is either damage in the preallocated area or a power cut that persisted a later
-//!   block but not an earlier one; both are indistinguishable here and a power cut persisting
-//!   out of order was reported as corruption before preallocation too (restore from a peer).
+//!   block but not an earlier one; both are indistinguishable here. A power cut persisting a
+//!   later *valid record* out of order was reported as corruption before preallocation too;
+//!   zeros followed by garbage used to be cut and are now corruption as well (restore from a
+//!   peer: move the log aside, the node relearns it).
 //! - A segment that is not the last one is trimmed to its records when it is sealed, so any
 //!   zero tail or damage in it is corruption, as it always was.
 //! - Segments written before preallocation (file size = records) still open: their end is the
