@@ -48,7 +48,7 @@ const INFO_FRAME_BYTES_MAX: u32 = 64 * 1024;
 /// Bytes in one streamed chunk (and the largest frame the fetcher accepts). Large enough that
 /// per-chunk costs (frame head, channel hop, syscalls) vanish beside the byte copies.
 pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Chunk buffers of a fetch (memory: this many chunks): one being received, one being
+/// Chunk buffers of a fetch (memory: this many chunks, plus 2 MiB each for alignment): one being received, one being
 /// verified, [`DIRECT_WRITES_IN_FLIGHT`] being written, and spare so the network side runs
 /// ahead while the disk is slow.
 pub const STREAM_CHUNKS_IN_FLIGHT: usize = 6;
