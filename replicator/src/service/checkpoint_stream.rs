@@ -48,11 +48,12 @@ const INFO_FRAME_BYTES_MAX: u32 = 64 * 1024;
 /// Bytes in one streamed chunk (and the largest frame the fetcher accepts). Large enough that
 /// per-chunk costs (frame head, channel hop, syscalls) vanish beside the byte copies.
 pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Chunk buffers of a fetch (memory: this many chunks, plus 2 MiB each for alignment): one being received, one being
-/// verified, [`DIRECT_WRITES_IN_FLIGHT`] being written, and spare so the network side runs
-/// ahead while the disk is slow.
+/// Chunk buffers of a fetch (memory: this many chunks, plus 2 MiB each for alignment): one
+/// being received, one being verified, [`DIRECT_WRITES_IN_FLIGHT`] being written, and spare so
+/// the network side runs ahead while the disk is slow.
 pub const STREAM_CHUNKS_IN_FLIGHT: usize = 6;
-/// The fetcher starts writeback of the part file every this many bytes (see the module docs).
+/// Where `O_DIRECT` is refused, the fetcher starts writeback of the part file every this many
+/// bytes, bounding dirty memory (`checkpoint_part.rs`).
 pub const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
 /// Alignment (buffer address, file offset, length) of a direct (`O_DIRECT`) write.
 const DIRECT_ALIGN_BYTES: usize = 4096;
