@@ -14,7 +14,9 @@ use paxsql_schema::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
-use super::connection::{value_from_proto, ConnectionOptions, PaxConnection};
+use super::connection::{
+    run_internal, value_from_proto, ConnectionOptions, PaxConnection, BEGIN_IMMEDIATE, COMMIT,
+};
 use super::error::SqliteError;
 use super::meta::{self, key, MetaSnapshot};
 use super::readers::{ReaderPool, READERS_MAX_DEFAULT};
@@ -179,9 +181,7 @@ impl Database {
         instance_id: u64,
         value: &PaxosValue,
     ) -> Result<ApplyOutcome, SqliteError> {
-        self.writer
-            .connection
-            .execute_batch("BEGIN IMMEDIATE")
+        run_internal(&self.writer.connection, BEGIN_IMMEDIATE)
             .map_err(SqliteError::sqlite("beginning the apply transaction"))?;
         let applied = self.apply_payload(instance_id, value);
         let (outcome, time_unix_ms) = match applied {
@@ -197,13 +197,12 @@ impl Database {
             }
         };
         // The value is chosen: a failed COMMIT leaves this node unable to follow the log.
-        self.writer
-            .connection
-            .execute_batch("COMMIT")
-            .map_err(|source| SqliteError::CommitAfterChosen {
+        run_internal(&self.writer.connection, COMMIT).map_err(|source| {
+            SqliteError::CommitAfterChosen {
                 instance_id,
                 detail: source.to_string(),
-            })?;
+            }
+        })?;
         self.applied_instance = Some(instance_id);
         self.time_unix_ms = time_unix_ms;
         Ok(outcome)
