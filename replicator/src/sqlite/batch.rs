@@ -15,9 +15,7 @@
 
 use paxsql_schema::{paxos_value::Payload, BinlogBatch, Message, PaxosValue, Statement};
 
-use super::connection::{
-    run_internal, value_to_proto, BEGIN_IMMEDIATE, COMMIT, RELEASE_STATEMENT, SAVEPOINT_STATEMENT,
-};
+use super::connection::value_to_proto;
 use super::database::{write_applied, Database};
 use super::error::{classify, SqliteError};
 use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
@@ -66,7 +64,7 @@ impl Database {
             return Err(SqliteError::WriterBusy);
         }
         self.writer.set_query_only(false)?;
-        if let Err(source) = run_internal(&self.writer.connection, BEGIN_IMMEDIATE) {
+        if let Err(source) = self.writer.connection.execute_batch("BEGIN IMMEDIATE") {
             self.writer.set_query_only(true)?;
             return Err(SqliteError::Sqlite {
                 context: "beginning a batch".into(),
@@ -180,14 +178,20 @@ impl<'db> Batch<'db> {
                 format!("paxsql savepoint failed: {error}"),
             )
         };
-        run_internal(&writer.connection, SAVEPOINT_STATEMENT).map_err(internal)?;
+        writer
+            .connection
+            .execute_batch("SAVEPOINT paxsql_statement")
+            .map_err(internal)?;
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
             writer.execute(request)
         };
         let Err(error) = outcome else {
-            run_internal(&writer.connection, RELEASE_STATEMENT).map_err(internal)?;
+            writer
+                .connection
+                .execute_batch("RELEASE paxsql_statement")
+                .map_err(internal)?;
             return outcome;
         };
         if writer.connection.is_autocommit() {
@@ -329,7 +333,9 @@ impl<'db> PendingCommit<'db> {
             self.record.time_unix_ms,
         )
         .map_err(|error| fatal(error.to_string()))?;
-        run_internal(connection, COMMIT).map_err(|error| fatal(error.to_string()))?;
+        connection
+            .execute_batch("COMMIT")
+            .map_err(|error| fatal(error.to_string()))?;
         database.applied_instance = Some(instance_id);
         database.time_unix_ms = self.record.time_unix_ms;
         database.writer.set_query_only(true)

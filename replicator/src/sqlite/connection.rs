@@ -75,9 +75,6 @@ pub struct PaxConnection {
     busy_timeout: Duration,
 }
 
-/// Prepared client statements kept per connection, by SQL text (least recently used leave).
-pub const STATEMENT_CACHE_CAPACITY: usize = 128;
-
 /// SQLite VM instructions between two calls of a reader's progress handler.
 pub const READ_BUDGET_OPS_PER_CALL: i32 = 1_000;
 
@@ -216,7 +213,6 @@ impl PaxConnection {
         vfs::register().map_err(SqliteError::VfsRegistration)?;
         let mut connection = Connection::open_with_flags_and_vfs(path, flags, vfs::VFS_NAME)
             .map_err(SqliteError::sqlite(format!("opening {}", path.display())))?;
-        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         connection
             .busy_timeout(Duration::from_millis(options.busy_timeout_ms))
             .map_err(SqliteError::sqlite("setting the busy timeout"))?;
@@ -347,74 +343,31 @@ impl PaxConnection {
     }
 
     fn run(&self, request: &StatementRequest) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
-        if INTERNAL_STATEMENTS.contains(&request.sql.as_str()) {
-            // Never a cached internal statement: those were prepared unpoliced, and a client
-            // sending the same text must meet the authorizer.
-            let mut statement = self
-                .connection
-                .prepare(&request.sql)
-                .map_err(|error| classify(&error))?;
-            return run_prepared(&mut statement, &request.params);
-        }
-        // Cached by text: drivers repeat the same parameterized statements, and a follower
-        // replays the master's texts. Client statements run here under the policy guard, so
-        // every cached one passed the authorizer (which SQLite consults again whenever a schema
-        // change makes it re-prepare one).
         let mut statement = self
             .connection
-            .prepare_cached(&request.sql)
+            .prepare(&request.sql)
             .map_err(|error| classify(&error))?;
-        run_prepared(&mut statement, &request.params)
-    }
-}
-
-/// Internal statements without parameters or rows, run from the connection's statement cache
-/// (one batch runs several: preparing them each time was a visible share of the writer's CPU).
-/// PRAGMAs are not among them: a flag pragma acts when it is prepared, not when it steps.
-pub const INTERNAL_STATEMENTS: &[&str] = &[
-    BEGIN_IMMEDIATE,
-    COMMIT,
-    SAVEPOINT_STATEMENT,
-    RELEASE_STATEMENT,
-];
-pub const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
-pub const COMMIT: &str = "COMMIT";
-pub const SAVEPOINT_STATEMENT: &str = "SAVEPOINT paxsql_statement";
-pub const RELEASE_STATEMENT: &str = "RELEASE paxsql_statement";
-
-/// Runs one of [`INTERNAL_STATEMENTS`] through the statement cache.
-pub fn run_internal(connection: &Connection, sql: &'static str) -> rusqlite::Result<()> {
-    debug_assert!(
-        INTERNAL_STATEMENTS.contains(&sql),
-        "{sql} is not listed as internal"
-    );
-    connection.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-fn run_prepared(
-    statement: &mut rusqlite::Statement<'_>,
-    params: &[Value],
-) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
-    bind_parameters(statement, params)?;
-    let columns: Vec<Column> = statement
-        .columns()
-        .map(|column| Column {
-            name: column.name().to_string(),
-            decl_type: column.decl_type().map(str::to_string),
-        })
-        .collect();
-    let mut rows = Vec::new();
-    let mut cursor = statement.raw_query();
-    while let Some(row) = cursor.next().map_err(|error| classify(&error))? {
-        let mut values = Vec::with_capacity(columns.len());
-        for index in 0..columns.len() {
-            values.push(value_from_ref(
-                row.get_ref(index).map_err(|error| classify(&error))?,
-            ));
+        bind_parameters(&mut statement, &request.params)?;
+        let columns: Vec<Column> = statement
+            .columns()
+            .map(|column| Column {
+                name: column.name().to_string(),
+                decl_type: column.decl_type().map(str::to_string),
+            })
+            .collect();
+        let mut rows = Vec::new();
+        let mut cursor = statement.raw_query();
+        while let Some(row) = cursor.next().map_err(|error| classify(&error))? {
+            let mut values = Vec::with_capacity(columns.len());
+            for index in 0..columns.len() {
+                values.push(value_from_ref(
+                    row.get_ref(index).map_err(|error| classify(&error))?,
+                ));
+            }
+            rows.push(values);
         }
-        rows.push(values);
+        Ok((columns, rows))
     }
-    Ok((columns, rows))
 }
 
 /// Binds `params` by parameter name: `$n` and `?n` bind `params[n-1]` (SQLite numbers `$n` by

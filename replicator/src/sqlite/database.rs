@@ -14,9 +14,7 @@ use paxsql_schema::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
-use super::connection::{
-    run_internal, value_from_proto, ConnectionOptions, PaxConnection, BEGIN_IMMEDIATE, COMMIT,
-};
+use super::connection::{value_from_proto, ConnectionOptions, PaxConnection};
 use super::error::SqliteError;
 use super::meta::{self, key, MetaSnapshot};
 use super::readers::{ReaderPool, READERS_MAX_DEFAULT};
@@ -181,7 +179,9 @@ impl Database {
         instance_id: u64,
         value: &PaxosValue,
     ) -> Result<ApplyOutcome, SqliteError> {
-        run_internal(&self.writer.connection, BEGIN_IMMEDIATE)
+        self.writer
+            .connection
+            .execute_batch("BEGIN IMMEDIATE")
             .map_err(SqliteError::sqlite("beginning the apply transaction"))?;
         let applied = self.apply_payload(instance_id, value);
         let (outcome, time_unix_ms) = match applied {
@@ -197,12 +197,13 @@ impl Database {
             }
         };
         // The value is chosen: a failed COMMIT leaves this node unable to follow the log.
-        run_internal(&self.writer.connection, COMMIT).map_err(|source| {
-            SqliteError::CommitAfterChosen {
+        self.writer
+            .connection
+            .execute_batch("COMMIT")
+            .map_err(|source| SqliteError::CommitAfterChosen {
                 instance_id,
                 detail: source.to_string(),
-            }
-        })?;
+            })?;
         self.applied_instance = Some(instance_id);
         self.time_unix_ms = time_unix_ms;
         Ok(outcome)

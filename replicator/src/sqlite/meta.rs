@@ -80,11 +80,11 @@ pub fn set<T: rusqlite::ToSql>(
     name: &str,
     value: T,
 ) -> Result<(), SqliteError> {
-    // Cached: every batch writes four keys. Clients may send this text too; it is an ordinary
-    // UPDATE that the authorizer allows, so sharing the cached statement changes nothing.
     let updated = connection
-        .prepare_cached("UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1")
-        .and_then(|mut statement| statement.execute(rusqlite::params![name, value]))
+        .execute(
+            "UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1",
+            rusqlite::params![name, value],
+        )
         .map_err(SqliteError::sqlite(format!("writing meta key {name}")))?;
     assert_eq!(updated, 1, "meta key {name} is created at open");
     Ok(())
