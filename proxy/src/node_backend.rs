@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use paxsql_replicator::service::{SqlService, SqlTransaction};
+use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, SqlErrorKind, StatementRequest, StatementResult,
 };
@@ -56,6 +57,18 @@ impl Backend for NodeBackend {
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
         self.service(group)?.read(statement, consistency).await
+    }
+
+    async fn read_cancelable(
+        &self,
+        group: &str,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
+        self.service(group)?
+            .read_cancelable(statement, consistency, cancel)
+            .await
     }
 
     async fn begin(&self, group: &str) -> Result<Box<dyn Transaction>, SqlError> {

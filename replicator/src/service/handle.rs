@@ -16,7 +16,7 @@ use crate::paxos::InstanceId;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
-    Column, Consistency, Database, ReaderPool, SqlError, SqlErrorKind, StatementRequest,
+    Column, Consistency, Database, ReadCancel, ReaderPool, SqlError, SqlErrorKind, StatementRequest,
     StatementResult,
 };
 
@@ -215,6 +215,18 @@ impl SqlService {
         statement: StatementRequest,
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
+        self.read_cancelable(statement, consistency, ReadCancel::new())
+            .await
+    }
+
+    /// [`Self::read`] that `cancel` can interrupt (PostgreSQL's CancelRequest): a canceled read
+    /// fails with [`ReadCancel::error`]. Reads change nothing, so canceling one is always safe.
+    pub async fn read_cancelable(
+        &self,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
         match consistency {
             Consistency::Local => {}
             Consistency::Lease => {
@@ -230,7 +242,7 @@ impl SqlService {
             }
         }
         let readers = self.readers.clone();
-        let result = tokio::task::spawn_blocking(move || readers.read(&statement))
+        let result = tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
             .await
             .map_err(|error| {
                 SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
