@@ -12,10 +12,10 @@
 pub mod local;
 
 use async_trait::async_trait;
-use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 
 /// The database as the wire server sees it. One instance serves every connection.
 #[async_trait]

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use paxsql_replicator::service::{SqlService, SqlTransaction};
-use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, SqlErrorKind, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 
 use crate::backend::{Backend, Transaction};
 

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, SqlErrorKind, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_schema::{
     forward_request::Kind, ForwardEmpty, ForwardRead, ForwardRequest, ForwardWrite,
 };

@@ -16,8 +16,8 @@ use crate::paxos::InstanceId;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
-    Column, Consistency, Database, ReadCancel, ReaderPool, SqlError, SqlErrorKind, StatementRequest,
-    StatementResult,
+    Column, Consistency, Database, ReadCancel, ReaderPool, SqlError, SqlErrorKind,
+    StatementRequest, StatementResult,
 };
 
 use super::checkpoints::ChecksumRing;
@@ -242,11 +242,12 @@ impl SqlService {
             }
         }
         let readers = self.readers.clone();
-        let result = tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
-            .await
-            .map_err(|error| {
-                SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
-            })??;
+        let result =
+            tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
+                .await
+                .map_err(|error| {
+                    SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
+                })??;
         // Snapshot first, lease second: a lease that ended during the read is not trusted.
         if consistency != Consistency::Local && !self.serving() {
             return Err(not_serving());
