@@ -268,3 +268,65 @@ impl Drop for Attached<'_> {
         *self.0.inner.running.lock().expect("read cancel lock") = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sqlite::{Database, DatabaseOptions};
+
+    const RUNAWAY: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+    #[test]
+    fn a_canceled_read_is_interrupted_and_its_reader_serves_the_next_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database =
+            Database::open(dir.path().join("db.sqlite"), DatabaseOptions::default()).expect("open");
+        let readers = database.readers();
+        let cancel = ReadCancel::new();
+        let running = {
+            let (readers, cancel) = (readers.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                readers.read_cancelable(&StatementRequest::new(RUNAWAY), &cancel)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let canceled_at = Instant::now();
+        cancel.cancel();
+        let outcome = running.join().expect("read thread");
+        assert!(canceled_at.elapsed() < Duration::from_secs(2));
+        assert_eq!(outcome, Err(ReadCancel::error()));
+        assert!(
+            !cancel.interrupt_if_running(),
+            "detached once the read ended"
+        );
+        let next = readers
+            .read_cancelable(&StatementRequest::new("SELECT 1"), &ReadCancel::new())
+            .expect("the same reader reads again");
+        assert_eq!(next.rows, vec![vec![crate::sqlite::Value::Integer(1)]]);
+    }
+
+    #[test]
+    fn a_cancel_before_the_read_stops_it_and_one_after_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database =
+            Database::open(dir.path().join("db.sqlite"), DatabaseOptions::default()).expect("open");
+        let readers = database.readers();
+        let early = ReadCancel::new();
+        early.cancel();
+        assert_eq!(
+            readers.read_cancelable(&StatementRequest::new(RUNAWAY), &early),
+            Err(ReadCancel::error())
+        );
+        let late = ReadCancel::new();
+        let result = readers
+            .read_cancelable(&StatementRequest::new("SELECT 2"), &late)
+            .expect("read");
+        late.cancel();
+        assert_eq!(result.rows, vec![vec![crate::sqlite::Value::Integer(2)]]);
+        // The reader the late cancel ran on is not interrupted for the next read.
+        assert!(readers.read(&StatementRequest::new("SELECT 3")).is_ok());
+    }
+}
