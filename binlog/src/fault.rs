@@ -9,6 +9,12 @@
 //!
 //! Both go through the same error paths as the real failures (the log is poisoned, the node
 //! stops). Unset (the normal case) they cost one branch per append or sync.
+//!
+//! Segments are preallocated, so on a real full disk it is the zero-filling of the next segment
+//! that fails (at a rollover, or at open), not an append inside a segment. That failure takes
+//! the same path as a failed append: [`crate::LogError::Io`] with ENOSPC, the log poisoned. The
+//! byte budget above counts record bytes only (the zeros are not appends), so a test still
+//! stops the node after about N bytes of records, whatever the segment size.
 
 /// The hooks in force for one log.
 #[derive(Clone, Copy, Debug, Default)]

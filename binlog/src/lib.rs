@@ -3,7 +3,8 @@
 //! - [`store`]: the [`LogStore`] trait and the durability contract every log must keep.
 //! - [`mem`]: [`MemLog`], the log in memory with `crash()`, for the simulator and tests.
 //! - [`file`]: [`FileLog`], the log on disk: segment files ([`segment`]) of CRC32C-checked
-//!   records ([`record`]), fsync, torn-tail recovery, truncation of whole segments.
+//!   records ([`record`]), preallocated (zero-filled) so a sync is a pure data flush, fsync,
+//!   torn-tail recovery, truncation of whole segments.
 //! - [`value`]: the binlog value format (a [`paxsql_schema::PaxosValue`] / `BinlogBatch`) and its
 //!   size limits.
 //! - [`error`]: the [`LogError`] enum.

@@ -5,6 +5,32 @@
 //! - Segments are numbered without gaps; only the oldest are ever deleted, oldest first.
 //! - A segment is synced before the next one is created, so only the **last** segment can end
 //!   in a torn write. Damage anywhere in an earlier segment is corruption.
+//!
+//! # Preallocation
+//! A new segment is written in full before it gets its name: the header, then zeros up to the
+//! segment size, synced, under a temporary name ([`prepare_segment`]), then renamed into place
+//! ([`Segment::install`]). Records then overwrite zeros, so the file size never changes on the
+//! commit path and `fdatasync` is a pure data flush (no inode size to journal). Because the
+//! rename comes after the sync, a segment name never points at a half-zeroed file; a crash
+//! before the rename leaves only a temporary file, which the next open deletes.
+//!
+//! The scan treats an all-zero record header as the clean end of the records **when every
+//! byte after it is zero too**. Cases:
+//! - Zeros to the end of the file: the clean end (nothing is cut, the zeros stay for appends).
+//! - Bytes at the end that are not a valid record and do not start with a zero header (a write
+//!   torn by a crash: its first part reached the disk, the rest is still zeros), with no valid
+//!   record after them, in the last segment: a torn tail. They are overwritten with zeros up to
+//!   the last non-zero byte and synced ("cut"); `TornTail::bytes_cut` counts them.
+//! - A zero header followed by any non-zero byte: [`LogError::Corrupt`] at the first non-zero
+//!   byte. It is either damage in the preallocated area or a power cut that persisted a later
+//!   block but not an earlier one; both are indistinguishable here. A power cut persisting a
+//!   later *valid record* out of order was reported as corruption before preallocation too;
+//!   zeros followed by garbage used to be cut and are now corruption as well (restore from a
+//!   peer: move the log aside, the node relearns it).
+//! - A segment that is not the last one is trimmed to its records when it is sealed, so any
+//!   zero tail or damage in it is corruption, as it always was.
+//! - Segments written before preallocation (file size = records) still open: their end is the
+//!   end of the file; the last one is zero-filled up to the segment size once, at open.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,12 +38,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::record::{
-    decode_record_at, segment_header, valid_record_after, Decoded, SEGMENT_HEADER_BYTES,
+    decode_record_at, segment_header, valid_record_after, Decoded, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::LogError;
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".binlog";
+/// Suffix of a segment being zero-filled under a temporary name (never read as a segment).
+const PREPARING_SUFFIX: &str = ".binlog.preparing";
+/// Zeros are written in chunks of this size when a segment is preallocated.
+const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The file name of segment `sequence`: zero-padded so names sort like numbers.
 pub fn segment_file_name(sequence: u64) -> String {
@@ -33,6 +64,17 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The temporary name of segment `sequence` while it is being zero-filled.
+pub fn preparing_file_name(sequence: u64) -> String {
+    format!("{SEGMENT_PREFIX}{sequence:020}{PREPARING_SUFFIX}")
+}
+
+/// True for a leftover temporary segment file (a crash during preallocation): never promised,
+/// safe to delete.
+pub fn is_preparing_file_name(name: &str) -> bool {
+    name.starts_with(SEGMENT_PREFIX) && name.ends_with(PREPARING_SUFFIX)
 }
 
 /// Where a record lives, and how long it is.
@@ -51,33 +93,108 @@ pub struct Segment {
     pub file: File,
     /// Bytes written so far (the segment header included); the next record goes here.
     pub len_bytes: u64,
+    /// The size of the file: `len_bytes` plus the zero-filled tail not yet written over.
+    pub file_bytes: u64,
     /// The highest instance id of any record in this segment.
     pub instance_max: Option<u64>,
 }
 
+/// A segment file written in full (header, then zeros) and synced under its temporary name,
+/// ready to be renamed into place by [`Segment::install`].
+#[derive(Debug)]
+pub struct PreparedSegment {
+    pub sequence: u64,
+    /// The temporary path.
+    pub path: PathBuf,
+    pub file: File,
+    pub file_bytes: u64,
+}
+
+/// Writes segment `sequence` of `file_bytes` bytes (its header, then real zeros, not
+/// `fallocate`: unwritten extents would be converted on the first write, again a metadata
+/// change on the commit path) under a temporary name in `dir`, and syncs it.
+pub fn prepare_segment(
+    dir: &Path,
+    sequence: u64,
+    file_bytes: u64,
+) -> Result<PreparedSegment, LogError> {
+    let path = dir.join(preparing_file_name(sequence));
+    let io_error = |source| LogError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file_bytes = file_bytes.max(SEGMENT_HEADER_BYTES as u64);
+    // `truncate`, not `create_new`: a leftover of a crash under this name is never promised.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_error)?;
+    file.write_all(&segment_header()).map_err(io_error)?;
+    write_zeros(&file, SEGMENT_HEADER_BYTES as u64, file_bytes).map_err(io_error)?;
+    file.sync_all().map_err(|source| LogError::SyncFailed {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(PreparedSegment {
+        sequence,
+        path,
+        file,
+        file_bytes,
+    })
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
+    let mut offset = from;
+    while offset < to {
+        let chunk = (to - offset).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..chunk], offset)?;
+        offset += chunk as u64;
+    }
+    Ok(())
+}
+
 impl Segment {
-    /// Creates segment `sequence` in `dir` and writes its header. Neither the file nor the
-    /// directory entry is synced: the caller must sync both before promising durability.
-    pub fn create(dir: &Path, sequence: u64) -> Result<Segment, LogError> {
-        let path = dir.join(segment_file_name(sequence));
-        let io_error = |source| LogError::Io {
+    /// Renames a prepared segment into place. The directory is not synced: the caller must sync
+    /// it before promising anything written to the new segment.
+    pub fn install(dir: &Path, prepared: PreparedSegment) -> Result<Segment, LogError> {
+        let path = dir.join(segment_file_name(prepared.sequence));
+        std::fs::rename(&prepared.path, &path).map_err(|source| LogError::Io {
             path: path.clone(),
             source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_error)?;
-        file.write_all(&segment_header()).map_err(io_error)?;
+        })?;
         Ok(Segment {
-            sequence,
+            sequence: prepared.sequence,
             path,
-            file,
+            file: prepared.file,
             len_bytes: SEGMENT_HEADER_BYTES as u64,
+            file_bytes: prepared.file_bytes,
             instance_max: None,
         })
+    }
+
+    /// Zero-fills the file up to `file_bytes` (a segment written before preallocation, or one
+    /// trimmed when sealed) and syncs it, so appends to it overwrite zeros from now on.
+    pub fn preallocate_to(&mut self, file_bytes: u64) -> Result<(), LogError> {
+        if self.file_bytes >= file_bytes {
+            return Ok(());
+        }
+        write_zeros(&self.file, self.file_bytes, file_bytes).map_err(|source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.file
+            .sync_all()
+            .map_err(|source| LogError::SyncFailed {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.file_bytes = file_bytes;
+        Ok(())
     }
 
     pub fn note_record(&mut self, instance_id: u64) {
@@ -92,9 +209,10 @@ impl Segment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     pub path: PathBuf,
-    /// Where the last good record ended: the file was truncated to this length.
+    /// Where the last good record ended: the next record goes here.
     pub offset: u64,
-    /// How many bytes were cut.
+    /// How many bytes were cut: overwritten with zeros from `offset` up to the last non-zero
+    /// byte of the file.
     pub bytes_cut: u64,
     pub reason: String,
 }
@@ -109,7 +227,8 @@ pub struct ScannedSegment {
 }
 
 /// Opens and scans segment `sequence`. `is_last` says whether a damaged tail may be a torn
-/// write (cut, after which the file is truncated and synced) or is corruption (an error).
+/// write (cut: overwritten with zeros and synced) or is corruption (an error). See the module
+/// docs for how a zero-filled tail is read.
 pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedSegment, LogError> {
     let path = dir.join(segment_file_name(sequence));
     let io_error = |source| LogError::Io {
@@ -133,11 +252,13 @@ pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedS
         path: path.clone(),
         file,
         len_bytes: bytes.len() as u64,
+        file_bytes: bytes.len() as u64,
         instance_max: None,
     };
     let header = segment_header();
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != header {
-        // A crash right after creating the last segment can leave its header short or unwritten.
+        // A crash right after creating the last segment (before preallocation existed) can
+        // leave its header short or unwritten.
         let header_torn = bytes.len() <= SEGMENT_HEADER_BYTES
             && (header.starts_with(&bytes) || bytes.iter().all(|&byte| byte == 0));
         if !(is_last && header_torn) {
@@ -160,11 +281,57 @@ pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedS
         });
     }
 
+    let (records, end) = scan_records(&bytes, sequence, is_last, &corrupt)?;
+    for &(instance_id, _) in &records {
+        segment.note_record(instance_id);
+    }
+    segment.len_bytes = end.offset as u64;
+    let Some(reason) = end.damage else {
+        return Ok(ScannedSegment {
+            segment,
+            records,
+            torn_tail: None,
+        });
+    };
+    // Everything after the damage is zero or garbage (nothing valid follows it): zero it.
+    let damage_end = bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(end.offset, |last| last + 1);
+    let torn = TornTail {
+        path: path.clone(),
+        offset: end.offset as u64,
+        bytes_cut: (damage_end - end.offset) as u64,
+        reason,
+    };
+    zero_tail(&segment, end.offset as u64, damage_end as u64)?;
+    Ok(ScannedSegment {
+        segment,
+        records,
+        torn_tail: Some(torn),
+    })
+}
+
+/// Where the records of a segment end, and why.
+struct RecordsEnd {
+    /// The offset after the last valid record: the next record goes here.
+    offset: usize,
+    /// `Some(reason)` when a torn write (only possible in the last segment) starts at `offset`.
+    damage: Option<String>,
+}
+
+/// Decodes the records after the segment header: `(instance id, location)` of each, in file
+/// order, and where they end. Damage that is not a torn tail of the last segment is an error.
+fn scan_records(
+    bytes: &[u8],
+    sequence: u64,
+    is_last: bool,
+    corrupt: &dyn Fn(usize, String) -> LogError,
+) -> Result<(Vec<(u64, Location)>, RecordsEnd), LogError> {
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
-    let mut damage = None;
     while offset < bytes.len() {
-        match decode_record_at(&bytes, offset) {
+        match decode_record_at(bytes, offset) {
             Decoded::Record {
                 record,
                 bytes: record_bytes,
@@ -179,84 +346,85 @@ pub fn scan_segment(dir: &Path, sequence: u64, is_last: bool) -> Result<ScannedS
                         bytes: bytes_u32,
                     },
                 ));
-                segment.note_record(record.instance_id);
                 offset += record_bytes;
             }
+            // The clean end of a preallocated segment. A sealed segment was trimmed to its
+            // records, so zeros there mean lost data.
+            Decoded::Zeros if is_last => break,
             Decoded::Zeros => {
-                damage = Some("zero-filled tail".to_string());
-                break;
-            }
-            // A length that points past the end is a torn write only if nothing valid follows:
-            // a flipped length bit must not hide the records after it.
-            Decoded::Truncated { reason } | Decoded::Invalid { reason } => {
-                if is_last && !valid_record_after(&bytes, offset) {
-                    damage = Some(reason);
-                    break;
-                }
                 return Err(corrupt(
                     offset,
-                    format!("{reason}; valid records follow it, so this is not a torn write"),
-                ));
+                    "zero-filled tail in a segment that is not the last one".to_string(),
+                ))
+            }
+            Decoded::Truncated { reason } | Decoded::Invalid { reason } => {
+                let header_end = bytes.len().min(offset + RECORD_HEADER_BYTES);
+                if bytes[offset..header_end].iter().all(|&byte| byte == 0) {
+                    let nonzero = bytes[offset..]
+                        .iter()
+                        .position(|&byte| byte != 0)
+                        .expect("not all zeros, or the decoder had said Zeros")
+                        + offset;
+                    return Err(corrupt(
+                        nonzero,
+                        "non-zero bytes after the zero-filled end of the records: damage in the \
+                         preallocated area, or a power cut that persisted a later write but not \
+                         an earlier one"
+                            .to_string(),
+                    ));
+                }
+                // A length that points past the end is a torn write only if nothing valid
+                // follows: a flipped length bit must not hide the records after it.
+                if is_last && !valid_record_after(bytes, offset) {
+                    let end = RecordsEnd {
+                        offset,
+                        damage: Some(reason),
+                    };
+                    return Ok((records, end));
+                }
+                let reason = if is_last {
+                    format!("{reason}; valid records follow it, so this is not a torn write")
+                } else {
+                    format!("{reason} in a segment that is not the last one")
+                };
+                return Err(corrupt(offset, reason));
             }
         }
     }
-    let Some(reason) = damage else {
-        return Ok(ScannedSegment {
-            segment,
-            records,
-            torn_tail: None,
-        });
+    let end = RecordsEnd {
+        offset,
+        damage: None,
     };
-    if !is_last {
-        return Err(corrupt(
-            offset,
-            format!("{reason} in a segment that is not the last one"),
-        ));
-    }
-    let torn = TornTail {
-        path: path.clone(),
-        offset: offset as u64,
-        bytes_cut: (bytes.len() - offset) as u64,
-        reason,
-    };
-    cut_tail(&mut segment, offset as u64)?;
-    Ok(ScannedSegment {
-        segment,
-        records,
-        torn_tail: Some(torn),
-    })
+    Ok((records, end))
 }
 
-/// Truncates the last segment to its last good record and syncs the cut, so that records
+/// Overwrites the torn bytes `from..to` of the last segment with zeros and syncs, so records
 /// appended later can never be followed by the old torn bytes.
-fn cut_tail(segment: &mut Segment, len_bytes: u64) -> Result<(), LogError> {
+fn zero_tail(segment: &Segment, from: u64, to: u64) -> Result<(), LogError> {
+    write_zeros(&segment.file, from, to).map_err(|source| LogError::Io {
+        path: segment.path.clone(),
+        source,
+    })?;
     segment
         .file
-        .set_len(len_bytes)
-        .map_err(|source| LogError::Io {
-            path: segment.path.clone(),
-            source,
-        })?;
-    segment
-        .file
-        .sync_all()
+        .sync_data()
         .map_err(|source| LogError::SyncFailed {
             path: segment.path.clone(),
             source,
-        })?;
-    segment.len_bytes = len_bytes;
-    Ok(())
+        })
 }
 
+/// Rewrites a torn segment header (a segment created before preallocation existed).
 fn rewrite_header(segment: &mut Segment) -> Result<(), LogError> {
-    cut_tail(segment, 0)?;
+    let io_error = |source| LogError::Io {
+        path: segment.path.clone(),
+        source,
+    };
+    segment.file.set_len(0).map_err(io_error)?;
     segment
         .file
         .write_all_at(&segment_header(), 0)
-        .map_err(|source| LogError::Io {
-            path: segment.path.clone(),
-            source,
-        })?;
+        .map_err(io_error)?;
     segment
         .file
         .sync_all()
@@ -265,7 +433,27 @@ fn rewrite_header(segment: &mut Segment) -> Result<(), LogError> {
             source,
         })?;
     segment.len_bytes = SEGMENT_HEADER_BYTES as u64;
+    segment.file_bytes = SEGMENT_HEADER_BYTES as u64;
     Ok(())
+}
+
+/// The offset just after the last valid record of a segment file (the segment header's end if
+/// it holds none): where the next record would go. Reads only; no corruption checks beyond
+/// stopping at the first bytes that are not a valid record. For tests and tools that need to
+/// damage or inspect the records of a preallocated segment, whose file size says nothing.
+pub fn records_end(path: &Path) -> std::io::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    let mut offset = SEGMENT_HEADER_BYTES.min(bytes.len());
+    while offset < bytes.len() {
+        match decode_record_at(&bytes, offset) {
+            Decoded::Record {
+                bytes: record_bytes,
+                ..
+            } => offset += record_bytes,
+            _ => break,
+        }
+    }
+    Ok(offset as u64)
 }
 
 #[cfg(test)]

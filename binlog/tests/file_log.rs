@@ -1,11 +1,16 @@
 //! FileLog on disk: recovery (torn tail versus corruption), segment rollover, truncation by whole
-//! segments, and reopening.
+//! segments, and reopening. Segments are preallocated (zero-filled to the segment size), so a
+//! torn write is made by writing over the zeros after the last record, not by cutting the file.
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use paxsql_binlog::record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use paxsql_binlog::record::{
+    encode_record, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
+use paxsql_binlog::segment::records_end;
 use paxsql_binlog::{FileLog, FileLogOptions, LogError, LogStore, Record, RecordKind};
 
 const SEGMENT_BYTES_MAX: u64 = 1024;
@@ -47,6 +52,38 @@ fn instances(log: &FileLog) -> Vec<u64> {
         .iter()
         .map(|record| record.instance_id)
         .collect()
+}
+
+/// Writes `bytes` at `offset` of a segment file, as a crash mid-write (or damage) would.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open segment")
+        .write_all_at(bytes, offset)
+        .expect("write");
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("segment").len()
+}
+
+fn end_of_records(path: &Path) -> u64 {
+    records_end(path).expect("read segment")
+}
+
+/// Turns every segment into the format written before preallocation: the file ends with its
+/// last record.
+fn trim_to_old_format(paths: &[PathBuf]) {
+    for path in paths {
+        let end = end_of_records(path);
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_len(end)
+            .expect("trim");
+    }
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
@@ -151,31 +188,51 @@ fn a_torn_last_record_is_cut_and_earlier_records_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 20);
     let last = paths.last().expect("a segment");
-    let len = std::fs::metadata(last).expect("segment").len();
-    // Cut the last record in the middle of its payload, as a crash during write() would.
-    OpenOptions::new()
-        .write(true)
-        .open(last)
-        .expect("open")
-        .set_len(len - 30)
-        .expect("truncate");
-    let (log, report) = reopen(dir.path());
+    let end = end_of_records(last);
+    // The last record's final 30 bytes never reached the disk: zeros, as preallocated.
+    write_at(last, end - 30, &[0u8; 30]);
+    let (mut log, report) = reopen(dir.path());
     let torn = report.torn_tail.expect("the torn write is reported");
     assert_eq!(torn.path, *last);
-    assert_eq!(torn.offset, len - RECORD_BYTES);
+    assert_eq!(torn.offset, end - RECORD_BYTES);
     assert_eq!(torn.bytes_cut, RECORD_BYTES - 30);
     assert_eq!(instances(&log), (0..19).collect::<Vec<_>>());
-    assert_eq!(
-        std::fs::metadata(last).expect("segment").len(),
-        len - RECORD_BYTES,
-        "the file was cut"
+    let bytes = std::fs::read(last).expect("read");
+    assert!(
+        bytes[(end - RECORD_BYTES) as usize..]
+            .iter()
+            .all(|&byte| byte == 0),
+        "the torn bytes were zeroed"
     );
+    assert_eq!(file_len(last), SEGMENT_BYTES_MAX, "the preallocation stays");
+    // The next record takes the torn one's place and survives a reopen.
+    log.append(&record(19)).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let (log, report) = reopen(dir.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(instances(&log), (0..20).collect::<Vec<_>>());
+    assert_eq!(end_of_records(last), end);
 }
 
 #[test]
 fn a_short_header_at_the_tail_is_cut() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
+    let last = paths.last().expect("segment");
+    let end = end_of_records(last);
+    write_at(last, end, &b"PXR1\x01\x02"[..]);
+    let (log, report) = reopen(dir.path());
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!((torn.offset, torn.bytes_cut), (end, 6));
+    assert_eq!(instances(&log), (0..5).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_short_header_at_the_end_of_an_old_format_segment_is_cut() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 5);
+    trim_to_old_format(&paths);
     append_bytes(paths.last().expect("segment"), &b"PXR1\x01\x02"[..]);
     let (log, report) = reopen(dir.path());
     assert_eq!(report.torn_tail.expect("reported").bytes_cut, 6);
@@ -183,16 +240,24 @@ fn a_short_header_at_the_tail_is_cut() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_cut() {
+fn a_zero_filled_tail_is_the_clean_end_and_appends_continue_after_the_last_record() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
-    append_bytes(paths.last().expect("segment"), &[0u8; 300]);
+    let last = paths.last().expect("segment");
+    assert_eq!(file_len(last), SEGMENT_BYTES_MAX, "preallocated");
+    let end = SEGMENT_HEADER_BYTES as u64 + 5 * RECORD_BYTES;
+    assert_eq!(end_of_records(last), end);
     let (mut log, report) = reopen(dir.path());
-    assert_eq!(report.torn_tail.expect("reported").bytes_cut, 300);
-    // New appends land right after the last good record and survive the next reopen.
+    assert_eq!((report.records, report.torn_tail), (5, None));
     log.append(&record(5)).expect("append");
     log.sync().expect("sync");
     drop(log);
+    assert_eq!(
+        end_of_records(last),
+        end + RECORD_BYTES,
+        "right after record 4"
+    );
+    assert_eq!(file_len(last), SEGMENT_BYTES_MAX, "appends overwrite zeros");
     let (log, report) = reopen(dir.path());
     assert_eq!(report.torn_tail, None);
     assert_eq!(instances(&log), (0..6).collect::<Vec<_>>());
@@ -202,13 +267,39 @@ fn a_zero_filled_tail_is_cut() {
 fn garbage_at_the_tail_with_nothing_valid_after_is_cut() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
+    let last = paths.last().expect("segment");
+    let end = end_of_records(last);
     let garbage: Vec<u8> = (0..500u32)
         .map(|index| (index * 37 % 256) as u8 | 1)
         .collect();
-    append_bytes(paths.last().expect("segment"), &garbage);
+    write_at(last, end, &garbage);
     let (log, report) = reopen(dir.path());
-    assert_eq!(report.torn_tail.expect("reported").bytes_cut, 500);
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!((torn.offset, torn.bytes_cut), (end, 500));
     assert_eq!(instances(&log), (0..5).collect::<Vec<_>>());
+}
+
+#[test]
+fn garbage_inside_the_zero_filled_tail_is_corruption_at_its_offset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 5);
+    let last = paths.last().expect("segment");
+    let damaged = end_of_records(last) + 100;
+    write_at(last, damaged, &[0x5a]);
+    expect_corrupt(dir.path(), last, damaged);
+}
+
+#[test]
+fn a_valid_record_after_zeros_is_corruption_not_a_clean_end() {
+    // A power cut that persisted a later write but not the one before it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 5);
+    let last = paths.last().expect("segment");
+    let later = end_of_records(last) + RECORD_BYTES;
+    let mut bytes = Vec::new();
+    encode_record(&record(6), &mut bytes);
+    write_at(last, later, &bytes);
+    expect_corrupt(dir.path(), last, later);
 }
 
 #[test]
@@ -216,12 +307,12 @@ fn a_flipped_byte_in_the_last_record_is_treated_as_torn() {
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
     let last = paths.last().expect("segment");
-    let len = std::fs::metadata(last).expect("segment").len();
-    flip_byte(last, len - 10);
+    let end = end_of_records(last);
+    flip_byte(last, end - 10);
     let (log, report) = reopen(dir.path());
     assert_eq!(
         report.torn_tail.expect("reported").offset,
-        len - RECORD_BYTES
+        end - RECORD_BYTES
     );
     assert_eq!(instances(&log), (0..4).collect::<Vec<_>>());
 }
@@ -281,8 +372,11 @@ fn a_missing_middle_segment_is_corruption() {
 
 #[test]
 fn a_torn_segment_header_of_the_last_segment_is_rewritten() {
+    // Only a log written before preallocation can have one: segments now get their name only
+    // once their header and zeros are synced.
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 30);
+    trim_to_old_format(&paths);
     let next = dir
         .path()
         .join(paxsql_binlog::segment::segment_file_name(paths.len() as u64));
@@ -294,6 +388,78 @@ fn a_torn_segment_header_of_the_last_segment_is_rewritten() {
     drop(log);
     let (log, _) = reopen(dir.path());
     assert_eq!(instances(&log), (0..31).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_old_format_log_opens_and_its_last_segment_is_preallocated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 30);
+    trim_to_old_format(&paths);
+    let last = paths.last().expect("segment");
+    let end = file_len(last);
+    let (mut log, report) = reopen(dir.path());
+    assert_eq!(
+        (report.segments, report.records, report.torn_tail),
+        (paths.len(), 30, None)
+    );
+    assert_eq!(file_len(last), SEGMENT_BYTES_MAX, "zero-filled at open");
+    log.append(&record(30)).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(end_of_records(last), end + RECORD_BYTES);
+    assert_eq!(
+        instances(&reopen(dir.path()).0),
+        (0..31).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn rollover_seals_segments_trimmed_to_their_records_and_preallocates_the_next() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 30);
+    assert!(paths.len() >= 4);
+    let (sealed, active) = paths.split_at(paths.len() - 1);
+    for path in sealed {
+        assert_eq!(file_len(path), end_of_records(path), "{}", path.display());
+    }
+    assert_eq!(file_len(&active[0]), SEGMENT_BYTES_MAX);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        names.len(),
+        paths.len(),
+        "no preallocated file is left behind once the log is closed: {names:?}"
+    );
+}
+
+#[test]
+fn a_half_prepared_segment_left_by_a_crash_is_deleted_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 5);
+    let leftover = dir.path().join(paxsql_binlog::segment::preparing_file_name(
+        paths.len() as u64
+    ));
+    std::fs::write(&leftover, [0u8; 300]).expect("write a half-zeroed segment");
+    let (mut log, report) = reopen(dir.path());
+    assert_eq!((report.segments, report.torn_tail), (1, None));
+    assert!(!leftover.exists());
+    for instance in 5..30 {
+        log.append(&record(instance)).expect("append");
+    }
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(
+        instances(&reopen(dir.path()).0),
+        (0..30).collect::<Vec<_>>()
+    );
 }
 
 #[test]

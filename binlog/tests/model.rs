@@ -42,29 +42,30 @@ fn op() -> impl Strategy<Value = Op> {
 enum Subject {
     Mem(MemLog),
     File {
-        log: Option<FileLog>,
+        log: Option<Box<FileLog>>,
         dir: tempfile::TempDir,
     },
 }
 
 const SEGMENT_BYTES_MAX: u64 = 512;
 
-fn open_file_log(dir: &std::path::Path) -> FileLog {
-    FileLog::open(
+fn open_file_log(dir: &std::path::Path) -> Box<FileLog> {
+    let log = FileLog::open(
         dir,
         FileLogOptions {
             segment_bytes_max: SEGMENT_BYTES_MAX,
         },
     )
     .expect("reopen")
-    .0
+    .0;
+    Box::new(log)
 }
 
 impl Subject {
     fn log(&mut self) -> &mut dyn LogStore {
         match self {
             Subject::Mem(log) => log,
-            Subject::File { log, .. } => log.as_mut().expect("open"),
+            Subject::File { log, .. } => log.as_deref_mut().expect("open"),
         }
     }
 

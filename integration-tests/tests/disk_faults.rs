@@ -141,7 +141,9 @@ async fn a_corrupted_record_mid_log_stops_the_node_naming_file_and_offset_and_it
     cluster.node(victim).stop();
     let segment = last_segment(&cluster, victim);
     let mut bytes = std::fs::read(&segment).expect("read segment");
-    let middle = bytes.len() / 2;
+    // Segments are preallocated with zeros: aim at the middle of the records, not of the file.
+    let records_end = paxsql_binlog::segment::records_end(&segment).expect("scan the segment");
+    let middle = usize::try_from(records_end / 2).expect("segment offset fits usize");
     bytes[middle] ^= 0x5a;
     std::fs::write(&segment, &bytes).expect("write segment");
 
@@ -187,12 +189,13 @@ async fn a_torn_tail_is_cut_and_relearned_from_peers() {
     let victim = follower(&cluster).await;
     cluster.node(victim).kill9();
     let segment = last_segment(&cluster, victim);
-    let length = std::fs::metadata(&segment).expect("stat").len();
+    // Segments are preallocated: the last record's final 7 bytes go back to zeros.
+    let end = paxsql_binlog::segment::records_end(&segment).expect("scan the segment");
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
         .expect("open");
-    file.set_len(length - 7).expect("truncate");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 7], end - 7).expect("tear");
     drop(file);
 
     // Phase 2: it restarts, says it cut the torn write, relearns, and matches its peers.

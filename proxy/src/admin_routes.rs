@@ -62,6 +62,7 @@ impl NodeAdmin {
             .get("offset")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let version: Option<u32> = query.get("version").and_then(|v| v.parse().ok());
         let checkpoints = self.checkpoints.get(&group).cloned();
         Box::new(move |mut stream: TcpStream| {
             Box::pin(async move {
@@ -88,6 +89,7 @@ impl NodeAdmin {
                     &file,
                     &info,
                     offset,
+                    version,
                 )
                 .await
             })

@@ -335,7 +335,8 @@ fn stand_on_replica(log: &mut FileLog, database: &Database, group: &str) -> anyh
         (snapshot.applied_instance, snapshot.applied_checksum_after)
     else {
         bail!(
-            "group {group}: the replica is ahead of the Paxos log but does not record its running              checksum (written by an older paxsql); restore this node from a peer's checkpoint"
+            "group {group}: the replica is ahead of the Paxos log but does not record its running \
+             checksum (written by an older paxsql); restore this node from a peer's checkpoint"
         );
     };
     let meta = CheckpointMeta {

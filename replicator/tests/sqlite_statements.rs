@@ -384,3 +384,31 @@ fn readers_are_bounded_and_shareable_across_threads() {
     );
     drop(second);
 }
+
+#[test]
+fn budgeted_reads_finish_short_statements_and_give_up_long_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database =
+        Database::open(dir.path().join("db.sqlite"), DatabaseOptions::default()).expect("open");
+    let readers = database.readers();
+    // No idle reader yet: the budgeted path never opens one (that is file I/O).
+    assert!(readers.read_within_budget(&sql("SELECT 1"), 4).is_none());
+    drop(readers.get().expect("open one reader"));
+    let short = readers
+        .read_within_budget(&sql("SELECT 1"), 4)
+        .expect("a one-row read fits the budget");
+    assert_eq!(short.rows, vec![vec![Value::Integer(1)]]);
+    let long = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
+                SELECT count(*) FROM n";
+    assert!(
+        readers.read_within_budget(&sql(long), 4).is_none(),
+        "a million-row scan is interrupted"
+    );
+    // The same reader, disarmed again, runs it to the end.
+    let full = readers.read(&sql(long)).expect("unbudgeted read");
+    assert_eq!(full.rows, vec![vec![Value::Integer(1_000_000)]]);
+    // Errors are not answered in place: the blocking path gives the authoritative one.
+    assert!(readers
+        .read_within_budget(&sql("SELECT * FROM missing"), 4)
+        .is_none());
+}

@@ -99,6 +99,11 @@ pub fn classify(sql: &str) -> StatementKind {
                 }
             } else if is_version_call(&tokens) {
                 StatementKind::Version
+            } else if keywords.first() == Some(&Keyword::SELECT) {
+                // A statement that starts with SELECT only reads (only `WITH … INSERT` and the
+                // like write): no full parse on the hot path of every point read. SQLite
+                // reports its syntax errors when it prepares it.
+                StatementKind::Read
             } else {
                 classify_query(sql)
             }
@@ -347,6 +352,14 @@ mod tests {
             StatementKind::Catalog
         );
         assert_eq!(classify("SELEC oops"), StatementKind::Undecided);
+        assert_eq!(
+            classify("SELECT 1 UNION SELECT a FROM t"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            classify("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"),
+            StatementKind::Write
+        );
     }
 
     #[test]

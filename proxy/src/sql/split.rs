@@ -28,6 +28,12 @@ pub fn significant_tokens(sql: &str) -> Option<Vec<Token>> {
 /// body do not split. Pieces with no statement in them (only comments, whitespace) are
 /// dropped; each piece keeps its text without the trailing semicolon.
 pub fn split_statements(sql: &str) -> Vec<String> {
+    // Fast path for the common message of one statement: no semicolon to split at, and a
+    // leading word means the piece holds a statement (no tokenizing needed to know).
+    let trimmed = sql.trim();
+    if !sql.contains(';') && trimmed.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return vec![trimmed.to_owned()];
+    }
     let Some(all_tokens) = tokens(sql) else {
         return vec![sql.trim().to_owned()];
     };
@@ -124,5 +130,19 @@ mod tests {
     #[test]
     fn comment_only_message_has_no_statements() {
         assert!(split_statements("-- nothing\n ; ;").is_empty());
+        assert!(split_statements("  /* nothing */ ").is_empty());
+        assert!(split_statements(" -- nothing").is_empty());
+    }
+
+    #[test]
+    fn one_statement_without_semicolon_is_kept_whole() {
+        assert_eq!(
+            split_statements("\n SELECT 1 -- trailing comment\n"),
+            vec!["SELECT 1 -- trailing comment"]
+        );
+        assert_eq!(
+            split_statements("SELECT 'unterminated"),
+            vec!["SELECT 'unterminated"]
+        );
     }
 }

@@ -1,32 +1,37 @@
 //! The checkpoint transfer: a peer's checkpoint file streamed over its HTTP port in chunks.
 //!
-//! Request: `GET /checkpoint/stream?group=G&instance=I&offset=O HTTP/1.1` (`instance=0`: the
-//! newest). Response: `200` and a body of frames, each `u32 length | u32 crc32c | bytes`
-//! (big-endian): first the [`CheckpointInfo`] as JSON, then the file from `offset` on in chunks
-//! of at most [`STREAM_CHUNK_BYTES`], then an empty frame. `404` when the checkpoint is gone.
+//! Request: `GET /checkpoint/stream?group=G&instance=I&offset=O&version=V HTTP/1.1`
+//! (`instance=0`: the newest; `O` a multiple of [`STREAM_CHUNK_BYTES`]; `V` is
+//! [`STREAM_VERSION`]). Response: `200` with the header [`VERSION_HEADER`]`: V` and a body of
+//! frames, each `u32 length | u32 crc32c | bytes` (big-endian): first the [`CheckpointInfo`]
+//! as JSON, then the file from `offset` on in chunks of [`STREAM_CHUNK_BYTES`] (the last may be
+//! short), then an empty frame. `404` when the checkpoint is gone; `400` with a JSON reason
+//! when the versions differ or the offset is not a chunk boundary (the fetcher stops: peers of
+//! different releases cannot stream); `500` when the checkpoint file is damaged.
+//!
+//! The server ([`serve`], in `checkpoint_serve.rs`) takes each chunk's CRC from the chunk table
+//! written with the checkpoint ([`super::checkpoint_chunks`]) and sends the bytes with
+//! `sendfile`, so they never enter its user space.
 //!
 //! The fetcher keeps `incoming.part` and `incoming.json` in the checkpoints folder, so a broken
-//! transfer resumes from the bytes it has. A chunk whose CRC does not match is never written:
-//! the fetcher reconnects and asks again from the same offset. The whole file's xxh3-128 is
-//! checked before the file is handed over.
+//! transfer resumes from the whole chunks it has. A chunk whose CRC does not match is never
+//! written: the fetcher reconnects and asks again from the same offset. The whole file's
+//! xxh3-128 is checked before the file is handed over.
 //!
-//! Speed: both ends are two-stage pipelines over [`STREAM_CHUNKS_IN_FLIGHT`] reused buffers
-//! (memory bound: that many chunks per side). The server reads and CRCs the next chunk on a
-//! blocking thread while the async side sends the previous one; the fetcher checks each chunk's
-//! CRC on the async side and hands it to a blocking thread that hashes and writes it. The part
-//! file is not fsync'd per chunk: every [`WRITEBACK_BYTES`] the writer starts the disk write of
-//! that range and waits for the range before it (`sync_file_range`), so the single fsync at the
-//! end finds little left and dirty memory stays bounded. Durability of the part file between
-//! those points is not needed for correctness: a resumed fetch rehashes whatever it holds and
-//! the whole-file hash rejects a damaged prefix.
+//! Speed: the fetcher is a pipeline over [`STREAM_CHUNKS_IN_FLIGHT`] reused buffers (memory
+//! bound: that many chunks): the async side reads each chunk from the socket straight into an
+//! aligned buffer (the only copy of the bytes); a blocking thread checks its CRC and hashes
+//! it; [`DIRECT_WRITES_IN_FLIGHT`] writer threads write it with `O_DIRECT`
+//! (`checkpoint_part.rs`). The part file is fsync'd once, at the end. Durability of the part
+//! file before that is not needed for correctness: a resumed fetch rehashes whatever it holds
+//! and the whole-file hash rejects a damaged prefix.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use xxhash_rust::xxh3::Xxh3;
 
 use super::checkpoints::CheckpointInfo;
 
@@ -43,19 +48,29 @@ const INFO_FRAME_BYTES_MAX: u32 = 64 * 1024;
 /// Bytes in one streamed chunk (and the largest frame the fetcher accepts). Large enough that
 /// per-chunk costs (frame head, channel hop, syscalls) vanish beside the byte copies.
 pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Chunk buffers per side of a transfer (memory: this many chunks per side). More than two
-/// lets the network side run ahead while a direct write waits for the disk.
-pub const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
-/// The fetcher starts writeback of the part file every this many bytes (see the module docs).
+/// Chunk buffers of a fetch (memory: this many chunks, plus 2 MiB each for alignment): one
+/// being received, one being verified, [`DIRECT_WRITES_IN_FLIGHT`] being written, and spare so
+/// the network side runs ahead while the disk is slow.
+pub const STREAM_CHUNKS_IN_FLIGHT: usize = 6;
+/// Where `O_DIRECT` is refused, the fetcher starts writeback of the part file every this many
+/// bytes, bounding dirty memory (`checkpoint_part.rs`).
 pub const WRITEBACK_BYTES: u64 = 64 * 1024 * 1024;
 /// Alignment (buffer address, file offset, length) of a direct (`O_DIRECT`) write.
 const DIRECT_ALIGN_BYTES: usize = 4096;
-/// Read buffer in front of the socket (response head, frame heads; chunks bypass it).
-const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+/// Read buffer in front of the socket (response head, frame heads; chunks bypass it). Small:
+/// the bytes of a chunk that land in it are copied once more.
+const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
+/// The wire format's version, sent by the fetcher and echoed by the server in
+/// [`VERSION_HEADER`]. Version 2: chunk-aligned offsets, CRCs from the checkpoint's chunk table.
+pub const STREAM_VERSION: u32 = 2;
+/// The response header that carries [`STREAM_VERSION`].
+pub const VERSION_HEADER: &str = "X-Paxsql-Checkpoint-Stream";
+/// Largest error body read from a peer that refused a transfer.
+const ERROR_BODY_BYTES_MAX: u64 = 4 * 1024;
 
 const _: () = assert!(STREAM_CHUNK_BYTES <= u32::MAX as usize);
 const _: () = assert!(INFO_FRAME_BYTES_MAX as usize <= STREAM_CHUNK_BYTES);
-const _: () = assert!(STREAM_CHUNKS_IN_FLIGHT >= 2);
+const _: () = assert!(STREAM_CHUNKS_IN_FLIGHT >= DIRECT_WRITES_IN_FLIGHT + 2);
 const _: () = assert!(STREAM_CHUNK_BYTES.is_multiple_of(DIRECT_ALIGN_BYTES));
 const _: () = assert!(WRITEBACK_BYTES.is_multiple_of(STREAM_CHUNK_BYTES as u64));
 
@@ -83,6 +98,8 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the peer at {peer_http} cannot stream to this node: {reason}")]
+    Refused { peer_http: String, reason: String },
     #[error("the peer at {peer_http} sent no usable checkpoint after {attempts} attempts: {last}")]
     GaveUp {
         peer_http: String,
@@ -96,17 +113,22 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchE
     move |source| FetchError::Io { context, source }
 }
 
+/// The 8-byte head of a frame of `length` bytes whose CRC32C is `crc`.
+pub(crate) fn frame_head(length: usize, crc: u32) -> [u8; 8] {
+    let length = u32::try_from(length).expect("a frame is at most one chunk");
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&length.to_be_bytes());
+    head[4..].copy_from_slice(&crc.to_be_bytes());
+    head
+}
+
 /// Writes one frame whose CRC32C is `crc`.
 async fn write_frame_with_crc<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
     crc: u32,
 ) -> std::io::Result<()> {
-    let mut head = [0u8; 8];
-    let length = u32::try_from(bytes.len()).expect("a frame is at most one chunk");
-    head[..4].copy_from_slice(&length.to_be_bytes());
-    head[4..].copy_from_slice(&crc.to_be_bytes());
-    writer.write_all(&head).await?;
+    writer.write_all(&frame_head(bytes.len(), crc)).await?;
     writer.write_all(bytes).await
 }
 
@@ -118,69 +140,33 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     write_frame_with_crc(writer, bytes, crc32c::crc32c(bytes)).await
 }
 
-/// A chunk on its way through a pipeline: the buffer, the bytes used, their CRC32C.
-type Chunk = (Vec<u8>, usize, u32);
+#[path = "checkpoint_serve.rs"]
+mod serving;
+pub use serving::{serve, SERVE_STALL_TIMEOUT};
 
-/// Serves `file` (described by `info`) from `offset` on, after the HTTP response head.
-pub async fn serve<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    file: &Path,
-    info: &CheckpointInfo,
-    offset: u64,
-) -> std::io::Result<()> {
-    use std::io::Seek;
-    let mut source = std::fs::File::open(file)?;
-    source.seek(std::io::SeekFrom::Start(offset))?;
-    writer
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-        .await?;
-    let info_json = serde_json::to_vec(info).expect("checkpoint info serializes");
-    write_frame(writer, &info_json).await?;
-    let (filled_sender, mut filled) = tokio::sync::mpsc::channel::<Chunk>(STREAM_CHUNKS_IN_FLIGHT);
-    let (free, free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_IN_FLIGHT);
-    for _ in 0..STREAM_CHUNKS_IN_FLIGHT {
-        free.try_send(vec![0u8; STREAM_CHUNK_BYTES])
-            .expect("the free queue holds every buffer");
-    }
-    let reader =
-        tokio::task::spawn_blocking(move || read_chunks(source, free_receiver, filled_sender));
-    // Dropping `filled` (an error below) stops the reader at its next hand-off.
-    while let Some((buffer, length, crc)) = filled.recv().await {
-        write_frame_with_crc(writer, &buffer[..length], crc).await?;
-        // The reader may have stopped (end of file): a refused buffer is simply dropped.
-        let _ = free.try_send(buffer);
-    }
-    reader.await.expect("the chunk reader does not panic")?;
-    write_frame(writer, &[]).await?;
-    writer.flush().await
+#[path = "checkpoint_part.rs"]
+mod part;
+pub use part::DIRECT_WRITES_IN_FLIGHT;
+use part::{chunk_area, chunk_buffer, open_part, Check, Received, Verifier, VerifyError};
+
+/// Why one connection of a fetch ended early.
+enum AttemptError {
+    /// Worth another attempt (a broken connection, a bad chunk, …).
+    Retry(String),
+    /// The peer will never serve this node (another wire format): stop.
+    Refused(String),
 }
 
-/// The serving side's blocking stage: fills free buffers from `source` with whole chunks (the
-/// last may be short) and CRCs them. Stops at the end of the file or when the sender is gone.
-fn read_chunks(
-    mut source: std::fs::File,
-    mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    filled: tokio::sync::mpsc::Sender<Chunk>,
-) -> std::io::Result<()> {
-    use std::io::Read;
-    while let Some(mut buffer) = free.blocking_recv() {
-        let mut length = 0;
-        while length < buffer.len() {
-            let read = source.read(&mut buffer[length..])?;
-            if read == 0 {
-                break;
-            }
-            length += read;
-        }
-        if length == 0 {
-            return Ok(());
-        }
-        let crc = crc32c::crc32c(&buffer[..length]);
-        if filled.blocking_send((buffer, length, crc)).is_err() {
-            return Ok(());
-        }
+impl From<String> for AttemptError {
+    fn from(problem: String) -> Self {
+        AttemptError::Retry(problem)
     }
-    Ok(())
+}
+
+impl From<&str> for AttemptError {
+    fn from(problem: &str) -> Self {
+        AttemptError::Retry(problem.to_string())
+    }
 }
 
 /// Fetches the newest checkpoint of `group` from `peer_http` into `dir`; returns the verified
@@ -202,7 +188,13 @@ pub async fn fetch(
         match fetch_once(peer_http, group, dir, progress).await {
             Ok(Some(done)) => return Ok(done),
             Ok(None) => last_problem = "the transfer restarts".into(),
-            Err(problem) => {
+            Err(AttemptError::Refused(reason)) => {
+                return Err(FetchError::Refused {
+                    peer_http: peer_http.to_string(),
+                    reason,
+                })
+            }
+            Err(AttemptError::Retry(problem)) => {
                 tracing::warn!(group, peer_http, %problem, "checkpoint transfer interrupted; resuming");
                 last_problem = problem;
             }
@@ -237,17 +229,18 @@ fn partial(dir: &Path) -> Option<(CheckpointInfo, u64)> {
         .ok()?
         .len()
         .min(info.file_bytes);
-    // Resume on a block boundary, so the rest can go through the direct handle.
-    Some((info, length - length % DIRECT_ALIGN_BYTES as u64))
+    // Resume on a chunk boundary: the server's CRCs are per whole chunk (and the rest of the
+    // file can go through the direct handle).
+    Some((info, length - length % STREAM_CHUNK_BYTES as u64))
 }
 
-/// One connection. `Ok(Some)` done; `Ok(None)` start again; `Err` a retryable problem.
+/// One connection. `Ok(Some)` done; `Ok(None)` start again; `Err` see [`AttemptError`].
 async fn fetch_once(
     peer_http: &str,
     group: &str,
     dir: &Path,
     progress: &SharedProgress,
-) -> Result<Option<(PathBuf, CheckpointInfo)>, String> {
+) -> Result<Option<(PathBuf, CheckpointInfo)>, AttemptError> {
     let resume = partial(dir);
     let (want_instance, offset) = resume
         .as_ref()
@@ -259,21 +252,33 @@ async fn fetch_once(
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::with_capacity(SOCKET_BUFFER_BYTES, stream);
     let request = format!(
-        "GET /checkpoint/stream?group={group}&instance={want_instance}&offset={offset} HTTP/1.1\r\nHost: {peer_http}\r\nConnection: close\r\n\r\n"
+        "GET /checkpoint/stream?group={group}&instance={want_instance}&offset={offset}&version={STREAM_VERSION} HTTP/1.1\r\nHost: {peer_http}\r\nConnection: close\r\n\r\n"
     );
     stream
         .get_mut()
         .write_all(request.as_bytes())
         .await
         .map_err(|error| format!("sending the request: {error}"))?;
-    let status = read_status(&mut stream).await?;
+    let (status, version) = read_response_head(&mut stream).await?;
     if status == 404 && want_instance != 0 {
         // The peer dropped the checkpoint we were resuming: start over with its newest.
         forget_partial(dir);
         return Ok(None);
     }
+    if status == 400 {
+        let reason = read_error_body(&mut stream).await;
+        return Err(AttemptError::Refused(format!("HTTP 400: {reason}")));
+    }
     if status != 200 {
-        return Err(format!("the peer answered HTTP {status}"));
+        let reason = read_error_body(&mut stream).await;
+        return Err(format!("the peer answered HTTP {status}: {reason}").into());
+    }
+    if version != Some(STREAM_VERSION) {
+        let theirs =
+            version.map_or_else(|| "none (an older release)".to_string(), |v| v.to_string());
+        return Err(AttemptError::Refused(format!(
+            "it streams checkpoint version {theirs}, this node fetches version {STREAM_VERSION}: run the same paxsql release on every node"
+        )));
     }
     let info_bytes = read_frame(&mut stream, INFO_FRAME_BYTES_MAX)
         .await?
@@ -286,7 +291,7 @@ async fn fetch_once(
         start_partial(dir, &info).map_err(|error| error.to_string())?;
         0
     };
-    receive_file(&mut stream, dir, &info, offset, progress).await
+    Ok(receive_file(&mut stream, dir, &info, offset, progress).await?)
 }
 
 fn forget_partial(dir: &Path) {
@@ -304,7 +309,10 @@ fn start_partial(dir: &Path, info: &CheckpointInfo) -> std::io::Result<()> {
     std::fs::File::open(&path)?.sync_all()
 }
 
-async fn read_status(stream: &mut BufReader<TcpStream>) -> Result<u16, String> {
+/// Reads the response head: the status and the [`VERSION_HEADER`] value, if any.
+async fn read_response_head(
+    stream: &mut BufReader<TcpStream>,
+) -> Result<(u16, Option<u32>), String> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();
@@ -325,31 +333,49 @@ async fn read_status(stream: &mut BufReader<TcpStream>) -> Result<u16, String> {
         }
     }
     let text = String::from_utf8_lossy(&head);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("malformed response head {:?}", text.lines().next()))
+        .ok_or_else(|| format!("malformed response head {:?}", text.lines().next()))?;
+    let version = text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(VERSION_HEADER)
+            .then(|| value.trim().parse().ok())?
+    });
+    Ok((status, version))
 }
 
-/// Reads one frame: `Ok(Some(bytes))`, `Ok(None)` when its CRC does not match.
+/// The body of an error response (its `error` field when it is JSON), bounded, best effort.
+async fn read_error_body(stream: &mut BufReader<TcpStream>) -> String {
+    let mut body = Vec::new();
+    let mut limited = stream.take(ERROR_BODY_BYTES_MAX);
+    let _ = tokio::time::timeout(FETCH_IO_TIMEOUT, limited.read_to_end(&mut body)).await;
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|value| value.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// Reads one frame of at most `limit` bytes: `Ok(Some(bytes))`, `Ok(None)` when its CRC does
+/// not match.
 async fn read_frame(
     stream: &mut BufReader<TcpStream>,
     limit: u32,
 ) -> Result<Option<Vec<u8>>, String> {
     let mut bytes = vec![0u8; limit as usize];
-    let length = read_frame_into(stream, &mut bytes).await?;
-    Ok(length.map(|length| {
-        bytes.truncate(length);
-        bytes
-    }))
+    let (length, crc) = read_frame_into(stream, &mut bytes).await?;
+    bytes.truncate(length);
+    Ok((crc32c::crc32c(&bytes) == crc).then_some(bytes))
 }
 
-/// Reads one frame of at most `buffer.len()` bytes into `buffer`: `Ok(Some(length))`,
-/// `Ok(None)` when its CRC does not match.
+/// Reads one frame of at most `buffer.len()` bytes into `buffer`: its length and the CRC32C
+/// the peer sent for it (not checked here).
 async fn read_frame_into(
     stream: &mut BufReader<TcpStream>,
     buffer: &mut [u8],
-) -> Result<Option<usize>, String> {
+) -> Result<(usize, u32), String> {
     let mut head = [0u8; 8];
     tokio::time::timeout(FETCH_IO_TIMEOUT, stream.read_exact(&mut head))
         .await
@@ -363,13 +389,12 @@ async fn read_frame_into(
             buffer.len()
         ));
     }
-    let bytes = &mut buffer[..length];
     // Large reads bypass the BufReader's buffer: the chunk is copied once, socket to buffer.
-    tokio::time::timeout(FETCH_IO_TIMEOUT, stream.read_exact(bytes))
+    tokio::time::timeout(FETCH_IO_TIMEOUT, stream.read_exact(&mut buffer[..length]))
         .await
         .map_err(|_| "the peer stalled".to_string())?
         .map_err(|error| format!("reading a chunk: {error}"))?;
-    Ok((crc32c::crc32c(bytes) == crc).then_some(length))
+    Ok((length, crc))
 }
 
 /// Appends verified chunks to `incoming.part` from `offset`; on the end frame checks the size
@@ -386,32 +411,51 @@ async fn receive_file(
     let (file, hasher) = tokio::task::spawn_blocking(move || open_part(&opened_part, offset))
         .await
         .expect("opening the part file does not panic")?;
-    let (filled, filled_receiver) =
-        tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(STREAM_CHUNKS_IN_FLIGHT);
+    {
+        let mut progress = progress.lock().expect("progress lock");
+        progress.instance_id = info.instance_id;
+        progress.bytes_total = info.file_bytes;
+        progress.bytes_done = offset;
+        progress.state = "streaming".into();
+    }
+    let (to_verifier, verifier_inbox) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
     let (free_sender, mut free) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_IN_FLIGHT);
     for _ in 0..STREAM_CHUNKS_IN_FLIGHT {
         free_sender
-            .try_send(vec![0u8; STREAM_CHUNK_BYTES + DIRECT_ALIGN_BYTES])
+            .try_send(chunk_buffer())
             .expect("the free queue holds every buffer");
     }
-    let writer = PartWriter {
-        direct: open_direct(&part),
+    let verifier = Verifier {
         file,
-        hasher,
         path: part.clone(),
-        written: offset,
-        writeback_from: offset,
+        check: Check {
+            hasher,
+            written: offset,
+            instance_id: info.instance_id,
+            bytes_total: info.file_bytes,
+            progress: progress.clone(),
+        },
     };
-    let writing = tokio::task::spawn_blocking(move || writer.run(filled_receiver, free_sender));
-    let received = receive_chunks(stream, dir, info, offset, progress, &filled, &mut free).await;
-    // Closing the queue ends the writer after the chunks already handed over.
-    drop(filled);
-    let written = writing.await.expect("the part writer does not panic");
-    let done = received?;
-    let (file, hasher) = written?;
-    if done != info.file_bytes {
+    let verifying = tokio::task::spawn_blocking(move || verifier.run(verifier_inbox, free_sender));
+    let received = receive_chunks(stream, dir, info, offset, &to_verifier, &mut free).await;
+    // Closing the queue ends the verifier after the chunks already handed over.
+    drop(to_verifier);
+    // A verifier stop (a bad chunk, a failed write) explains a stopped receiver: it goes first.
+    let (file, hasher, done) = match verifying.await.expect("the verifier does not panic") {
+        Ok(verified) => verified,
+        Err(VerifyError::BadChunk(at)) => {
+            progress.lock().expect("progress lock").chunks_refetched += 1;
+            // Nothing of a bad chunk is written; the next attempt asks from `at` again.
+            return Err(format!(
+                "chunk at offset {at} failed its CRC; fetching it again"
+            ));
+        }
+        Err(VerifyError::Write(error)) => return Err(error),
+    };
+    let ended = received?;
+    if ended != info.file_bytes || done != ended {
         return Err(format!(
-            "the stream ended at {done} of {} bytes",
+            "the stream ended at {ended} of {} bytes ({done} written)",
             info.file_bytes
         ));
     }
@@ -435,39 +479,22 @@ async fn receive_file(
     Ok(Some((complete, info.clone())))
 }
 
-/// Reads chunk frames until the end frame, handing each CRC-checked chunk to the writer;
-/// returns the file length reached. A bad chunk is never handed over.
+/// Reads chunk frames until the end frame, handing each to the verifier; returns the file
+/// length the stream reached.
 async fn receive_chunks(
     stream: &mut BufReader<TcpStream>,
     dir: &Path,
     info: &CheckpointInfo,
     offset: u64,
-    progress: &SharedProgress,
-    filled: &tokio::sync::mpsc::Sender<(Vec<u8>, usize)>,
+    to_verifier: &tokio::sync::mpsc::Sender<Received>,
     free: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<u64, String> {
-    let started = Instant::now();
-    let mut received: u64 = 0;
     let mut done = offset;
-    {
-        let mut progress = progress.lock().expect("progress lock");
-        progress.instance_id = info.instance_id;
-        progress.bytes_total = info.file_bytes;
-        progress.bytes_done = done;
-        progress.state = "streaming".into();
-    }
-    let mut last_log = Instant::now();
     loop {
         let Some(mut buffer) = free.recv().await else {
             return Err("the part writer stopped".into());
         };
-        let Some(length) = read_frame_into(stream, chunk_area(&mut buffer)).await? else {
-            progress.lock().expect("progress lock").chunks_refetched += 1;
-            // Nothing of a bad chunk is written; the next attempt asks from `done` again.
-            return Err(format!(
-                "chunk at offset {done} failed its CRC; fetching it again"
-            ));
-        };
+        let (length, crc) = read_frame_into(stream, chunk_area(&mut buffer)).await?;
         if length == 0 {
             return Ok(done);
         }
@@ -475,175 +502,16 @@ async fn receive_chunks(
             forget_partial(dir);
             return Err("the peer sent more bytes than the checkpoint holds".into());
         }
-        if filled.send((buffer, length)).await.is_err() {
+        let chunk = Received {
+            buffer,
+            length,
+            crc,
+        };
+        if to_verifier.send(chunk).await.is_err() {
             return Err("the part writer stopped".into());
         }
         done += length as u64;
-        received += length as u64;
-        let seconds = started.elapsed().as_secs_f64().max(1e-6);
-        let mut progress = progress.lock().expect("progress lock");
-        progress.bytes_done = done;
-        progress.rate_mb_per_s = received as f64 / seconds / 1e6;
-        if last_log.elapsed() >= Duration::from_secs(1) {
-            last_log = Instant::now();
-            tracing::info!(
-                instance_id = info.instance_id,
-                bytes_done = done,
-                bytes_total = info.file_bytes,
-                rate_mb_per_s = format!("{:.1}", progress.rate_mb_per_s),
-                "checkpoint transfer progress"
-            );
-        }
     }
-}
-
-/// The fetching side's blocking stage: hashes and appends verified chunks to the part file.
-struct PartWriter {
-    file: std::fs::File,
-    /// The same file opened with `O_DIRECT` when the file system allows it: whole aligned
-    /// chunks skip the page cache (one copy less, and the disk write runs beside the transfer).
-    direct: Option<std::fs::File>,
-    hasher: Xxh3,
-    path: PathBuf,
-    /// Length of the part file so far.
-    written: u64,
-    /// Start of the range whose writeback has not been started yet.
-    writeback_from: u64,
-}
-
-impl PartWriter {
-    /// Writes chunks until the queue closes; returns the file and the hash of all it holds.
-    fn run(
-        mut self,
-        mut filled: tokio::sync::mpsc::Receiver<(Vec<u8>, usize)>,
-        free: tokio::sync::mpsc::Sender<Vec<u8>>,
-    ) -> Result<(std::fs::File, Xxh3), String> {
-        while let Some((mut buffer, length)) = filled.blocking_recv() {
-            let bytes = &chunk_area(&mut buffer)[..length];
-            self.hasher.update(bytes);
-            let aligned = self.written.is_multiple_of(DIRECT_ALIGN_BYTES as u64)
-                && length.is_multiple_of(DIRECT_ALIGN_BYTES);
-            let handle = match &self.direct {
-                Some(direct) if aligned => direct,
-                _ => &self.file,
-            };
-            std::os::unix::fs::FileExt::write_all_at(handle, bytes, self.written)
-                .map_err(|error| format!("writing {}: {error}", self.path.display()))?;
-            self.written += length as u64;
-            if self.written - self.writeback_from >= WRITEBACK_BYTES {
-                self.start_writeback()?;
-            }
-            // The receiver may have stopped (an error): a refused buffer is simply dropped.
-            let _ = free.try_send(buffer);
-        }
-        Ok((self.file, self.hasher))
-    }
-
-    /// Starts the disk write of the bytes since the last call and waits for the range before
-    /// them, so writeback runs beside the transfer and dirty pages stay near two ranges.
-    fn start_writeback(&mut self) -> Result<(), String> {
-        let previous = self.writeback_from.saturating_sub(WRITEBACK_BYTES);
-        let waited = self.writeback_from - previous;
-        sync_range(&self.file, previous, waited, true)
-            .and_then(|()| {
-                sync_range(
-                    &self.file,
-                    self.writeback_from,
-                    self.written - self.writeback_from,
-                    false,
-                )
-            })
-            .map_err(|error| format!("writeback of {}: {error}", self.path.display()))?;
-        self.writeback_from = self.written;
-        Ok(())
-    }
-}
-
-/// The chunk area of a pipeline buffer: [`STREAM_CHUNK_BYTES`] starting at an address aligned
-/// for direct I/O (buffers are allocated [`DIRECT_ALIGN_BYTES`] larger and never reallocated).
-fn chunk_area(buffer: &mut [u8]) -> &mut [u8] {
-    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
-    &mut buffer[start..start + STREAM_CHUNK_BYTES]
-}
-
-/// `part` opened for direct writes, or `None` where `O_DIRECT` is refused (tmpfs, …).
-#[cfg(target_os = "linux")]
-fn open_direct(part: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(part)
-        .ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_part: &Path) -> Option<std::fs::File> {
-    None
-}
-
-/// `sync_file_range` over `length` bytes at `offset`: starts their writeback, and with `wait`
-/// also waits for it. A hint only: the fsync at the end is what makes the file durable.
-#[cfg(target_os = "linux")]
-fn sync_range(file: &std::fs::File, offset: u64, length: u64, wait: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    if length == 0 {
-        return Ok(());
-    }
-    let flags = if wait {
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER
-    } else {
-        libc::SYNC_FILE_RANGE_WRITE
-    };
-    let offset = i64::try_from(offset).expect("a part file is below 2^63 bytes");
-    let length = i64::try_from(length).expect("a range is below 2^63 bytes");
-    // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
-    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, length, flags) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn sync_range(
-    _file: &std::fs::File,
-    _offset: u64,
-    _length: u64,
-    _wait: bool,
-) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// Opens the partial file at `offset` (cutting anything past it) and hashes what it holds.
-fn open_part(part: &Path, offset: u64) -> Result<(std::fs::File, Xxh3), String> {
-    use std::io::{Read, Seek};
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(|error| format!("opening {}: {error}", part.display()))?;
-    file.set_len(offset)
-        .map_err(|error| format!("cutting {}: {error}", part.display()))?;
-    let mut hasher = Xxh3::new();
-    let mut buffer = vec![0u8; STREAM_CHUNK_BYTES];
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|error| format!("reading {}: {error}", part.display()))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    file.seek(std::io::SeekFrom::Start(offset))
-        .map_err(|error| error.to_string())?;
-    Ok((file, hasher))
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //!
 //! - Every `interval_instances` applied instances (and on demand) a task copies the replica
 //!   from a reader connection (SQLite backup API, one WAL read transaction: the writer never
-//!   waits) into `checkpoints/ckpt-<instance>.sqlite`, fsyncs it, hashes it and writes its
-//!   [`CheckpointInfo`] beside it (`.json`, written last: a checkpoint without it is ignored).
+//!   waits) into `checkpoints/ckpt-<instance>.sqlite`, fsyncs it, hashes it (whole file and
+//!   per streamed chunk: the [`ChunkTable`] sidecar `.chunks`, so serving it needs no read)
+//!   and writes its [`CheckpointInfo`] beside it (`.json`, written last: a checkpoint without
+//!   it is ignored).
 //! - The newest `keep_max` are kept; a checkpoint being streamed to a peer is pinned and never
 //!   deleted while the stream runs.
 //! - Then the log is truncated below `newest − hold_instances`, and never below a pinned
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::checkpoint_chunks::{sidecar_path, ChunkTable};
 use super::checkpoint_stream::{self, FetchProgress, SharedProgress};
 use super::handle::SqlService;
 use crate::paxos::{CheckpointMeta, InstanceId, NodeId};
@@ -347,11 +350,11 @@ impl Checkpoints {
                 "instance {instance_id} was applied before this process started; the next checkpoint will do"
             ));
         };
-        let (file_bytes, file_hash) = hash_file(&taking).map_err(|error| error.to_string())?;
+        let table = ChunkTable::build(&taking).map_err(|error| error.to_string())?;
         let info = CheckpointInfo {
             instance_id,
-            file_bytes,
-            file_hash,
+            file_bytes: table.file_bytes,
+            file_hash: table.file_hash_hex(),
             checksum_after,
             cluster_gid: meta.cluster_gid.unwrap_or(0),
             members: meta.members.clone(),
@@ -362,6 +365,10 @@ impl Checkpoints {
         };
         let file = self.file_of(instance_id);
         std::fs::rename(&taking, &file).map_err(|error| error.to_string())?;
+        // Before the info: a listed checkpoint has its table (a lost one is rebuilt on serve).
+        table
+            .store(&sidecar_path(&file))
+            .map_err(|error| format!("writing the chunk table of {}: {error}", file.display()))?;
         let info_path = self.info_of(instance_id);
         let temporary = info_path.with_extension("tmp");
         std::fs::write(
@@ -390,6 +397,7 @@ impl Checkpoints {
             // The info file goes first: a checkpoint without it is no longer offered.
             let _ = std::fs::remove_file(self.info_of(info.instance_id));
             let _ = std::fs::remove_file(self.file_of(info.instance_id));
+            let _ = std::fs::remove_file(sidecar_path(&self.file_of(info.instance_id)));
         }
     }
 

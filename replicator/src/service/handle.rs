@@ -1,7 +1,8 @@
 //! [`SqlService`]: the async face of one group's SQL, used by the proxy.
 //!
-//! Writes and transactions go to the writer thread; reads run on the reader pool in
-//! `spawn_blocking`, checked against the session's consistency level:
+//! Writes and transactions go to the writer thread; reads run on the reader pool (short ones in
+//! place on the async worker under a step budget, longer ones in `spawn_blocking`), checked
+//! against the session's consistency level:
 //! - `local`: this replica as it is.
 //! - `lease`: only the serving master answers; the read takes its snapshot first and checks the
 //!   lease second, so a lease that ended during the read is never trusted.
@@ -27,6 +28,10 @@ use super::writer::{self, WriterContext, WriterMessage, WRITER_QUEUE_MAX};
 pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_secs(20);
 /// How long a linearizable read waits for the replica to apply what was chosen.
 pub const READ_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Progress-handler calls (each `READ_BUDGET_OPS_PER_CALL` SQLite VM instructions, tens of
+/// microseconds) a read may take on an async worker before it moves to a blocking thread.
+/// Point reads finish far below it and skip two thread hand-offs; scans move.
+pub const INLINE_READ_CALLS_MAX: u32 = 4;
 /// How often the writer thread is ticked (idle-transaction timeouts).
 const WRITER_TICK: Duration = Duration::from_millis(100);
 
@@ -241,13 +246,20 @@ impl SqlService {
                 self.wait_applied_chosen().await?;
             }
         }
-        let readers = self.readers.clone();
-        let result =
-            tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
-                .await
-                .map_err(|error| {
-                    SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
-                })??;
+        let result = match self
+            .readers
+            .read_within_budget(&statement, INLINE_READ_CALLS_MAX)
+        {
+            Some(result) => result,
+            None => {
+                let readers = self.readers.clone();
+                tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
+                    .await
+                    .map_err(|error| {
+                        SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))
+                    })??
+            }
+        };
         // Snapshot first, lease second: a lease that ended during the read is not trusted.
         if consistency != Consistency::Local && !self.serving() {
             return Err(not_serving());

@@ -6,13 +6,15 @@
 //!   transactions, proposes them, and COMMITs only when their instance chose them.
 //! - [`checkpoints`]: periodic and on-demand checkpoints off the writer thread, retention,
 //!   pins, log truncation, and bootstrapping this replica from a peer's checkpoint.
-//! - [`checkpoint_stream`]: the chunked, CRC-checked, resumable checkpoint transfer.
+//! - [`checkpoint_stream`]: the chunked, CRC-checked, resumable checkpoint transfer;
+//!   [`checkpoint_chunks`]: the per-chunk CRC table it serves, computed when a checkpoint is taken.
 //! - [`handle`]: [`SqlService`], the async face the proxy calls (writes, transactions, reads at
 //!   each consistency level).
 //!
 //! The Paxos core is wired to the runtime here too: [`crate::runtime::engine::Engine`] for
 //! [`crate::paxos::core::Core`].
 
+pub mod checkpoint_chunks;
 pub mod checkpoint_stream;
 pub mod checkpoints;
 pub mod handle;

@@ -2,6 +2,7 @@
 //! recording) and running one client statement on one of them.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +70,43 @@ pub struct PaxConnection {
     pub policy: Arc<Policy>,
     pub prng: SharedPrng,
     effects: Arc<Mutex<EffectRecorder>>,
+    /// Readers only: the step budget of a read run on an async worker (see [`ReadBudget`]).
+    read_budget: Option<Arc<ReadBudget>>,
+    busy_timeout: Duration,
+}
+
+/// SQLite VM instructions between two calls of a reader's progress handler.
+pub const READ_BUDGET_OPS_PER_CALL: i32 = 1_000;
+
+/// How much work a read may do before SQLite interrupts it. Disarmed (the normal state) it
+/// never interrupts; armed with `calls`, the statement is interrupted after about
+/// `calls × READ_BUDGET_OPS_PER_CALL` VM instructions. Async callers arm it to run short reads
+/// in place and hand long ones to a blocking thread (which runs them again, unbudgeted).
+#[derive(Debug, Default)]
+pub struct ReadBudget {
+    /// Progress-handler calls left; negative while disarmed.
+    calls_left: AtomicI64,
+}
+
+impl ReadBudget {
+    fn disarmed() -> Self {
+        ReadBudget {
+            calls_left: AtomicI64::new(-1),
+        }
+    }
+
+    /// True to interrupt the running statement. One connection runs on one thread at a time,
+    /// so relaxed loads and stores are enough.
+    fn on_progress(&self) -> bool {
+        match self.calls_left.load(Ordering::Relaxed) {
+            left if left < 0 => false,
+            0 => true,
+            left => {
+                self.calls_left.store(left - 1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
 }
 
 /// What a client statement produced, plus what the binlog records about it.
@@ -110,9 +148,42 @@ impl PaxConnection {
         options: &ConnectionOptions,
     ) -> Result<PaxConnection, SqliteError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let pax = Self::open(path, flags, options, false, rand::random())?;
+        let mut pax = Self::open(path, flags, options, false, rand::random())?;
         pax.set_query_only(true)?;
+        let budget = Arc::new(ReadBudget::disarmed());
+        let handler_budget = Arc::clone(&budget);
+        pax.connection
+            .progress_handler(
+                READ_BUDGET_OPS_PER_CALL,
+                Some(move || handler_budget.on_progress()),
+            )
+            .map_err(SqliteError::sqlite("installing the read budget"))?;
+        pax.read_budget = Some(budget);
         Ok(pax)
+    }
+
+    /// Runs a read-only statement within about `calls × READ_BUDGET_OPS_PER_CALL` VM
+    /// instructions and without waiting for locks; `None` when it did not finish that way
+    /// (over budget, busy, or any error): the caller runs it again with [`Self::execute`] on a
+    /// thread that may block, which also gives the authoritative error. Readers only.
+    pub fn execute_within_budget(
+        &self,
+        request: &StatementRequest,
+        calls: u32,
+    ) -> Option<StatementResult> {
+        let budget = self
+            .read_budget
+            .as_ref()
+            .expect("execute_within_budget is called on readers only");
+        budget.calls_left.store(i64::from(calls), Ordering::Relaxed);
+        // A busy wait would block the async worker: no waiting for locks in this attempt.
+        let no_wait = self.connection.busy_timeout(Duration::ZERO);
+        let outcome = no_wait.ok().and_then(|()| self.execute(request).ok());
+        budget.calls_left.store(-1, Ordering::Relaxed);
+        self.connection
+            .busy_timeout(self.busy_timeout)
+            .expect("restoring a busy timeout only sets two fields of the connection");
+        outcome.map(|executed| executed.result)
     }
 
     /// A private in-memory connection standing in for the writer while the replica file is
@@ -175,6 +246,8 @@ impl PaxConnection {
             policy,
             prng,
             effects,
+            read_budget: None,
+            busy_timeout: Duration::from_millis(options.busy_timeout_ms),
         })
     }
 

@@ -120,6 +120,32 @@ impl ReaderPool {
         }
     }
 
+    /// Runs a short read in place on an idle reader, for async callers that must not block:
+    /// `None` when no reader is idle or the statement did not finish within `calls` progress
+    /// calls without waiting (the caller then runs [`Self::read`] on a blocking thread).
+    pub fn read_within_budget(
+        &self,
+        request: &StatementRequest,
+        calls: u32,
+    ) -> Option<StatementResult> {
+        let reader = self.get_idle()?;
+        reader.execute_within_budget(request, calls)
+    }
+
+    /// An idle reader, never opening one (opening does file I/O).
+    fn get_idle(&self) -> Option<Reader> {
+        let mut state = self.inner.state.lock().expect("pool lock");
+        if state.closed {
+            return None;
+        }
+        let connection = state.idle.pop()?;
+        state.in_use += 1;
+        Some(Reader {
+            connection: Some(connection),
+            pool: Arc::clone(&self.inner),
+        })
+    }
+
     /// Runs a read-only statement on a reader.
     pub fn read(&self, request: &StatementRequest) -> Result<StatementResult, SqlError> {
         let reader = self.get()?;

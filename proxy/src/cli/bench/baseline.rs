@@ -27,7 +27,8 @@ const PROBE_ROUNDS_MAX: usize = 20_000;
 /// The physical floor of one replicated commit, measured here.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Floor {
-    /// `pwrite` of 100 bytes + `fdatasync` on a file in the baseline directory.
+    /// `pwrite` of 100 bytes over zeros + `fdatasync` on a preallocated file in the baseline
+    /// directory (the way paxsql's log writes).
     pub fsync_us: Latency,
     /// A 64-byte TCP ping-pong over 127.0.0.1.
     pub rtt_us: Latency,
@@ -180,6 +181,19 @@ fn measure_fsync(dir: &Path) -> anyhow::Result<Latency> {
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let record = [0x5a_u8; 100];
+    // Zero-filled and synced first, as paxsql's log segments are: each probe write then
+    // overwrites zeros and `fdatasync` flushes data only (no file size to journal), the
+    // cheapest fsync this disk offers and so the honest floor.
+    let probe_bytes = (PROBE_ROUNDS_MAX * record.len()) as u64;
+    let zeros = vec![0_u8; 1 << 20];
+    let mut filled = 0;
+    while filled < probe_bytes {
+        let chunk = (probe_bytes - filled).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..chunk as usize], filled)?;
+        filled += chunk;
+    }
+    file.sync_all()
+        .context("fsync failed while preparing the fsync probe")?;
     let mut samples = Vec::new();
     let started = Instant::now();
     let mut offset = 0;
@@ -189,7 +203,7 @@ fn measure_fsync(dir: &Path) -> anyhow::Result<Latency> {
         file.sync_data()
             .context("fdatasync failed in the fsync probe")?;
         samples.push(u32::try_from(begin.elapsed().as_micros()).unwrap_or(u32::MAX));
-        offset += record.len() as u64; // appends, like a log
+        offset += record.len() as u64; // in order, like a log
     }
     drop(file);
     let _ = std::fs::remove_file(&path);
