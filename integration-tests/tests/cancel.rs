@@ -39,8 +39,15 @@ async fn assert_session_answers_select_1(client: &Client, after: &str) {
     );
 }
 
+/// How the runaway read is sent.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Simple,
+    Extended,
+}
+
 /// Runs the runaway read, cancels it after a while, and checks 57014 came back in time.
-async fn runaway_is_canceled(client: &Client, label: &str) {
+async fn runaway_is_canceled(client: &Client, protocol: Protocol, label: &str) {
     let token = client.cancel_token();
     let cancel_sent = async {
         tokio::time::sleep(RUNNING_BEFORE_CANCEL).await;
@@ -48,7 +55,10 @@ async fn runaway_is_canceled(client: &Client, label: &str) {
         Instant::now()
     };
     let answered = async {
-        let outcome = client.simple_query(RUNAWAY).await;
+        let outcome = match protocol {
+            Protocol::Simple => client.simple_query(RUNAWAY).await.map(|_| ()),
+            Protocol::Extended => client.query(RUNAWAY, &[]).await.map(|_| ()),
+        };
         (outcome, Instant::now())
     };
     let answer = tokio::time::timeout(Duration::from_secs(20), async {
@@ -238,17 +248,23 @@ async fn cancel_requests_stop_runaway_reads_and_never_writes() {
     let node_addr = |id: u32| cluster.nodes[(id - 1) as usize].sql_addr();
 
     let on_master = connect(&node_addr(master), "main").await.expect("master");
-    runaway_is_canceled(&on_master, "on the master").await;
+    runaway_is_canceled(&on_master, Protocol::Simple, "on the master").await;
+    runaway_is_canceled(&on_master, Protocol::Extended, "on the master, extended").await;
     let via_follower = connect(&node_addr(follower), "main")
         .await
         .expect("follower");
-    runaway_is_canceled(&via_follower, "forwarded by a follower").await;
+    runaway_is_canceled(&via_follower, Protocol::Simple, "forwarded by a follower").await;
     let follower_local = connect_local(&node_addr(follower), "main")
         .await
         .expect("follower, local reads");
-    runaway_is_canceled(&follower_local, "on a follower's replica").await;
+    runaway_is_canceled(&follower_local, Protocol::Simple, "on a follower's replica").await;
     // Canceled twice in a row: nothing stale is left behind by the first.
-    runaway_is_canceled(&via_follower, "forwarded by a follower, again").await;
+    runaway_is_canceled(
+        &via_follower,
+        Protocol::Extended,
+        "forwarded by a follower, again, extended",
+    )
+    .await;
     assert_nodes_idle(&cluster, "after the canceled runaway reads").await;
 
     wrong_keys_do_nothing(&on_master, &node_addr(master)).await;

@@ -9,6 +9,9 @@
 //!   cancel is a no-op, which PostgreSQL allows. A write's client always gets its real
 //!   outcome, so a proposed write is never reported as canceled.
 //!
+//! pgwire's own cancel (a `ConnectionHandle` in the session extensions, which makes it drop
+//! the statement's future) is never installed: only the reads named above are ever stopped.
+//!
 //! Keys: pgwire's generator gives each session a counter pid and a random secret (the
 //! process's CSPRNG, `rand`). The [`CancelRegistry`] holds one entry per live, authenticated
 //! session (bounded by `--max-connections`), removed when the connection ends. A wrong key is
