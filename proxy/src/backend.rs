@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 
 /// The database as the wire server sees it. One instance serves every connection.
 #[async_trait]
@@ -42,6 +43,19 @@ pub trait Backend: Send + Sync + 'static {
         statement: StatementRequest,
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError>;
+
+    /// [`Self::read`] that `cancel` may interrupt (PostgreSQL's CancelRequest); a canceled read
+    /// fails with [`ReadCancel::error`]. The default ignores `cancel` (a cancel may be a no-op).
+    async fn read_cancelable(
+        &self,
+        group: &str,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
+        let _ignored = cancel;
+        self.read(group, statement, consistency).await
+    }
 
     /// Opens an interactive transaction (`BEGIN`). It owns the group's writer until it commits,
     /// rolls back or is dropped.

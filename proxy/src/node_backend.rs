@@ -9,6 +9,7 @@ use paxsql_replicator::service::{SqlService, SqlTransaction};
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, SqlErrorKind, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 
 use crate::backend::{Backend, Transaction};
 
@@ -56,6 +57,18 @@ impl Backend for NodeBackend {
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
         self.service(group)?.read(statement, consistency).await
+    }
+
+    async fn read_cancelable(
+        &self,
+        group: &str,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
+        self.service(group)?
+            .read_cancelable(statement, consistency, cancel)
+            .await
     }
 
     async fn begin(&self, group: &str) -> Result<Box<dyn Transaction>, SqlError> {

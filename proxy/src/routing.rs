@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, SqlErrorKind, StatementRequest, StatementResult,
 };
+use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_schema::{
     forward_request::Kind, ForwardEmpty, ForwardRead, ForwardRequest, ForwardWrite,
 };
@@ -169,33 +170,31 @@ impl Backend for RoutingBackend {
         statement: StatementRequest,
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
+        self.read_cancelable(group, statement, consistency, ReadCancel::new())
+            .await
+    }
+
+    /// A canceled read stops waiting at once: a read changes nothing, so dropping it anywhere
+    /// is safe. A forwarded one is dropped with its forwarding connection, which tells the
+    /// master to interrupt it (see `forward::server`).
+    async fn read_cancelable(
+        &self,
+        group: &str,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
         if consistency == Consistency::Local {
-            return self.local.read(group, statement, consistency).await;
+            return self
+                .local
+                .read_cancelable(group, statement, consistency, cancel)
+                .await;
         }
-        with_master!(self, group, |route| match route {
-            Route::Wait => None,
-            Route::Local => settle(self.local.read(group, statement.clone(), consistency).await),
-            Route::Remote(client) => {
-                let read = ForwardRead {
-                    statement: Some(statement_to_proto(&statement)),
-                    consistency: consistency_to_proto(consistency),
-                };
-                // A read changes nothing, so an unanswered read is simply retried.
-                match client.call(self.request(group, Kind::Read(read))).await {
-                    Err(_) => None,
-                    Ok(mut response) => settle(match response_error(&mut response) {
-                        Some(error) => Err(error),
-                        None => response
-                            .results
-                            .pop()
-                            .map(result_from_proto)
-                            .ok_or_else(|| {
-                                SqlError::new(SqlErrorKind::Other, "the master sent no result")
-                            }),
-                    }),
-                }
-            }
-        })
+        let routed = self.read_routed(group, statement, consistency, cancel.clone());
+        tokio::select! {
+            outcome = routed => outcome,
+            () = cancel.canceled() => Err(ReadCancel::error()),
+        }
     }
 
     async fn begin(&self, group: &str) -> Result<Box<dyn Transaction>, SqlError> {
@@ -248,6 +247,46 @@ impl Backend for RoutingBackend {
             }
             other => other,
         }
+    }
+}
+
+impl RoutingBackend {
+    /// A read at `consistency` on the master, wherever it is, retried while no master answers.
+    async fn read_routed(
+        &self,
+        group: &str,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
+        with_master!(self, group, |route| match route {
+            Route::Wait => None,
+            Route::Local => settle(
+                self.local
+                    .read_cancelable(group, statement.clone(), consistency, cancel.clone())
+                    .await
+            ),
+            Route::Remote(client) => {
+                let read = ForwardRead {
+                    statement: Some(statement_to_proto(&statement)),
+                    consistency: consistency_to_proto(consistency),
+                };
+                // A read changes nothing, so an unanswered read is simply retried.
+                match client.call(self.request(group, Kind::Read(read))).await {
+                    Err(_) => None,
+                    Ok(mut response) => settle(match response_error(&mut response) {
+                        Some(error) => Err(error),
+                        None => response
+                            .results
+                            .pop()
+                            .map(result_from_proto)
+                            .ok_or_else(|| {
+                                SqlError::new(SqlErrorKind::Other, "the master sent no result")
+                            }),
+                    }),
+                }
+            }
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use paxsql_replicator::sqlite::types::{SqlError, SqlErrorKind};
+use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_schema::{forward_request::Kind, ForwardRequest, ForwardResponse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
@@ -48,7 +49,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(request) = read_frame::<ForwardRequest>(stream).await? {
-        let response = handle_request(request, backend, transaction).await;
+        // The follower sends nothing while it waits for an answer, so anything readable now is
+        // its end of stream: its client canceled (or vanished). A read is then interrupted;
+        // everything else still runs to its real outcome, exactly as before (a write's fate
+        // must never depend on a cancel), and the answer is simply not sent.
+        let cancel = ReadCancel::new();
+        let handling = handle_request(request, backend, transaction, cancel.clone());
+        tokio::pin!(handling);
+        let mut probe = [0u8; 1];
+        let mut follower_gone = false;
+        let response = loop {
+            tokio::select! {
+                response = &mut handling => break response,
+                _ = stream.read(&mut probe), if !follower_gone => {
+                    follower_gone = true;
+                    cancel.cancel();
+                }
+            }
+        };
+        if follower_gone {
+            return Ok(());
+        }
         write_frame(stream, &response).await?;
     }
     Ok(())
@@ -58,6 +79,7 @@ async fn handle_request(
     request: ForwardRequest,
     backend: &dyn Backend,
     transaction: &mut Option<Box<dyn Transaction>>,
+    cancel: ReadCancel,
 ) -> ForwardResponse {
     let mut response = ForwardResponse {
         request_id: request.request_id,
@@ -87,7 +109,7 @@ async fn handle_request(
             Some(consistency) => {
                 let statement = statement_from_proto(read.statement.unwrap_or_default());
                 backend
-                    .read(group, statement, consistency)
+                    .read_cancelable(group, statement, consistency, cancel)
                     .await
                     .map(|result| {
                         response.results = vec![result_to_proto(&result)];

@@ -35,6 +35,7 @@ use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
+use super::cancel::{CancelGate, CancelRegistration, CancelRegistry};
 use super::errors::PgError;
 use super::session::{Output, Session, SERVER_VERSION};
 use super::types;
@@ -124,9 +125,19 @@ pub struct ConnectionHandlers {
     pub activity: Arc<Activity>,
     pub authentication: Arc<Authentication>,
     pub admission: Admission,
+    /// Where this session registers for cancel requests once it is authenticated.
+    pub cancel_registration: Arc<CancelRegistration>,
+    /// Where a cancel request arriving on this connection looks its session up.
+    pub cancel_registry: Arc<CancelRegistry>,
 }
 
 impl PgWireServerHandlers for ConnectionHandlers {
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(CancelGate {
+            registry: self.cancel_registry.clone(),
+        })
+    }
+
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         Arc::new(QueryHandler {
             session: self.session.clone(),
@@ -146,6 +157,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
             session: self.session.clone(),
             authentication: self.authentication.clone(),
             admission: self.admission,
+            cancel_registration: self.cancel_registration.clone(),
         })
     }
 }
@@ -154,6 +166,7 @@ struct StartupGate {
     session: Arc<Session>,
     authentication: Arc<Authentication>,
     admission: Admission,
+    cancel_registration: Arc<CancelRegistration>,
 }
 
 #[async_trait]
@@ -190,6 +203,27 @@ impl StartupHandler for StartupGate {
             }
             self.session.set_group(group);
         }
+        let outcome = self.authenticate(client, message).await;
+        // Authenticated (BackendKeyData sent): cancel requests may now name this session.
+        if outcome.is_ok() && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            let (pid, secret_key) = client.pid_and_secret_key();
+            self.cancel_registration.register(pid, secret_key);
+        }
+        outcome
+    }
+}
+
+impl StartupGate {
+    async fn authenticate<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         match self.authentication.as_ref() {
             Authentication::Scram(handler) => handler.on_startup(client, message).await,
             Authentication::Trust => match &message {

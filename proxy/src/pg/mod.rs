@@ -11,6 +11,7 @@
 //! trust or SCRAM-SHA-256 authentication, optional TLS, and idle timeouts. When a connection
 //! ends for any reason its open transaction is rolled back.
 
+pub mod cancel;
 pub mod errors;
 pub mod handler;
 pub mod options;
@@ -127,6 +128,8 @@ struct Shared {
     authentication_tls: Arc<Authentication>,
     tls: Option<TlsAcceptor>,
     connections: AtomicUsize,
+    /// Admitted sessions by process id, for cancel requests.
+    cancel_registry: Arc<cancel::CancelRegistry>,
 }
 
 /// Serves PostgreSQL clients on `listener` until `shutdown` resolves; then closes every
@@ -142,11 +145,12 @@ pub async fn serve(
     let authentication = Arc::new(authentication(&options, false)?);
     let shared = Arc::new(Shared {
         backend,
-        options,
         authentication,
         authentication_tls,
         tls,
         connections: AtomicUsize::new(0),
+        cancel_registry: Arc::new(cancel::CancelRegistry::new(options.connections_max)),
+        options,
     });
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -220,6 +224,10 @@ async fn run_connection(
     };
     let session = Arc::new(Session::new(shared.backend.clone()));
     let activity = Arc::new(Activity::new());
+    let cancel_registration = Arc::new(cancel::CancelRegistration::new(
+        shared.cancel_registry.clone(),
+        session.cancel_switch().clone(),
+    ));
     let handlers = Arc::new(ConnectionHandlers {
         session: session.clone(),
         activity: activity.clone(),
@@ -229,6 +237,8 @@ async fn run_connection(
             shared.authentication.clone()
         },
         admission,
+        cancel_registration: cancel_registration.clone(),
+        cancel_registry: shared.cancel_registry.clone(),
     });
     let idle_timeout = tokio::select! {
         outcome = process_socket(socket, shared.tls.clone(), handlers) => {
@@ -249,6 +259,7 @@ async fn run_connection(
     } else {
         drop(spare);
     }
+    cancel_registration.unregister();
     session.close().await;
 }
 

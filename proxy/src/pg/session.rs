@@ -12,6 +12,7 @@ use paxsql_replicator::sqlite::types::{Consistency, StatementRequest, StatementR
 use pgwire::messages::response::TransactionStatus;
 use tokio::sync::Mutex;
 
+use super::cancel::{canceled_error, SessionCancel};
 use super::errors::PgError;
 use super::types::RealFormat;
 use crate::backend::{Backend, Transaction};
@@ -51,6 +52,8 @@ pub struct Session {
     backend: Arc<dyn Backend>,
     group: OnceLock<String>,
     state: Mutex<State>,
+    /// What a cancel request for this session stops (see `pg::cancel`).
+    cancel: Arc<SessionCancel>,
 }
 
 impl Session {
@@ -64,6 +67,30 @@ impl Session {
                 settings: BTreeMap::new(),
                 tx: TxState::Idle,
             }),
+            cancel: Arc::new(SessionCancel::default()),
+        }
+    }
+
+    /// The switch a cancel request for this session fires.
+    pub fn cancel_switch(&self) -> &Arc<SessionCancel> {
+        &self.cancel
+    }
+
+    /// An autocommit read that a cancel request may interrupt (57014). Only reads are ever
+    /// canceled: a write's client always gets the write's real outcome.
+    async fn read(
+        &self,
+        request: StatementRequest,
+        consistency: Consistency,
+    ) -> Result<StatementResult, PgError> {
+        let running = self.cancel.start_read();
+        let outcome = self
+            .backend
+            .read_cancelable(self.group(), request, consistency, running.switch())
+            .await;
+        match outcome {
+            Err(_) if running.is_canceled() => Err(canceled_error()),
+            other => Ok(other?),
         }
     }
 
@@ -173,12 +200,7 @@ impl Session {
         let mut results = Vec::with_capacity(pieces.len());
         for (piece, _) in pieces {
             results.push(
-                self.backend
-                    .read(
-                        self.group(),
-                        StatementRequest::new(piece.clone()),
-                        consistency,
-                    )
+                self.read(StatementRequest::new(piece.clone()), consistency)
                     .await?,
             );
         }
@@ -258,7 +280,7 @@ impl Session {
             )),
             TxState::Idle => match self.resolve(sql, kind).await? {
                 StatementKind::Read => {
-                    Ok(Output::Result(self.backend.read(self.group(), request, state.consistency).await?))
+                    Ok(Output::Result(self.read(request, state.consistency).await?))
                 }
                 _ => {
                     let mut results = self.backend.execute_write(self.group(), vec![request]).await?;

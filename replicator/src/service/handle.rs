@@ -17,8 +17,8 @@ use crate::paxos::InstanceId;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
-    Column, Consistency, Database, ReaderPool, SqlError, SqlErrorKind, StatementRequest,
-    StatementResult,
+    Column, Consistency, Database, ReadCancel, ReaderPool, SqlError, SqlErrorKind,
+    StatementRequest, StatementResult,
 };
 
 use super::checkpoints::ChecksumRing;
@@ -220,6 +220,18 @@ impl SqlService {
         statement: StatementRequest,
         consistency: Consistency,
     ) -> Result<StatementResult, SqlError> {
+        self.read_cancelable(statement, consistency, ReadCancel::new())
+            .await
+    }
+
+    /// [`Self::read`] that `cancel` can interrupt (PostgreSQL's CancelRequest): a canceled read
+    /// fails with [`ReadCancel::error`]. Reads change nothing, so canceling one is always safe.
+    pub async fn read_cancelable(
+        &self,
+        statement: StatementRequest,
+        consistency: Consistency,
+        cancel: ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
         match consistency {
             Consistency::Local => {}
             Consistency::Lease => {
@@ -241,7 +253,7 @@ impl SqlService {
             Some(result) => result,
             None => {
                 let readers = self.readers.clone();
-                tokio::task::spawn_blocking(move || readers.read(&statement))
+                tokio::task::spawn_blocking(move || readers.read_cancelable(&statement, &cancel))
                     .await
                     .map_err(|error| {
                         SqlError::new(SqlErrorKind::Other, format!("read task failed: {error}"))

@@ -32,5 +32,5 @@ pub use connection::ConnectionOptions;
 pub use database::{ApplyOutcome, Database, DatabaseOptions};
 pub use error::SqliteError;
 pub use meta::MetaSnapshot;
-pub use readers::{Reader, ReaderPool};
+pub use readers::{ReadCancel, Reader, ReaderPool};
 pub use types::*;

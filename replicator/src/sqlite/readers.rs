@@ -4,9 +4,16 @@
 //! committed state and never sees the writer's open transaction (a batch waiting for its
 //! instance to be chosen). Connections open lazily up to the bound; past it a read gets a fast
 //! "busy" error instead of queueing without limit.
+//!
+//! A read may be canceled ([`ReadCancel`], PostgreSQL's CancelRequest): the reader running it
+//! is interrupted (`sqlite3_interrupt`). Readers never write, so an interrupted read leaves
+//! nothing behind and its reader goes back to the pool as usual.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use rusqlite::InterruptHandle;
+use tokio::sync::watch;
 
 use super::connection::{ConnectionOptions, PaxConnection};
 use super::error::SqliteError;
@@ -145,6 +152,31 @@ impl ReaderPool {
         reader.execute(request).map(|executed| executed.result)
     }
 
+    /// Runs a read-only statement on a reader that `cancel` can interrupt. A read canceled
+    /// before or while it runs fails with [`ReadCancel::error`]; one that finished first keeps
+    /// its result. Blocks: call it off the async workers.
+    pub fn read_cancelable(
+        &self,
+        request: &StatementRequest,
+        cancel: &ReadCancel,
+    ) -> Result<StatementResult, SqlError> {
+        let reader = self.get()?;
+        let connection: &PaxConnection = &reader;
+        let attached = cancel.attach(connection.connection.get_interrupt_handle());
+        if cancel.is_canceled() {
+            return Err(ReadCancel::error());
+        }
+        let outcome = reader.execute(request);
+        // Detach before the reader returns to the pool: a later cancel must never interrupt
+        // another session's read on the same connection.
+        drop(attached);
+        match outcome {
+            Ok(executed) => Ok(executed.result),
+            Err(_) if cancel.is_canceled() => Err(ReadCancel::error()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// See [`PaxConnection::is_read_only`].
     pub fn is_read_only(&self, sql: &str) -> Result<bool, SqlError> {
         self.get()?.is_read_only(sql)
@@ -165,5 +197,162 @@ impl ReaderPool {
 
     pub(crate) fn reopen(&self) {
         self.inner.state.lock().expect("pool lock").closed = false;
+    }
+}
+
+/// The cancel switch of one read. The session that may cancel holds one clone, the reader
+/// running the read another. Canceling is sticky (a later attach sees it) and interrupts the
+/// connection only while the read is attached to it.
+#[derive(Clone)]
+pub struct ReadCancel {
+    inner: Arc<ReadCancelInner>,
+}
+
+struct ReadCancelInner {
+    canceled: watch::Sender<bool>,
+    /// The running read's connection, set only between attach and detach.
+    running: Mutex<Option<InterruptHandle>>,
+}
+
+impl std::fmt::Debug for ReadCancel {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ReadCancel")
+            .field("canceled", &self.is_canceled())
+            .finish()
+    }
+}
+
+impl Default for ReadCancel {
+    fn default() -> Self {
+        ReadCancel::new()
+    }
+}
+
+impl ReadCancel {
+    pub fn new() -> Self {
+        ReadCancel {
+            inner: Arc::new(ReadCancelInner {
+                canceled: watch::Sender::new(false),
+                running: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The error of a canceled read (the front end answers it with SQLSTATE 57014).
+    pub fn error() -> SqlError {
+        SqlError::new(
+            SqlErrorKind::Other,
+            "canceling statement due to user request",
+        )
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        *self.inner.canceled.borrow()
+    }
+
+    /// Resolves once the read is canceled (for callers that wait on another node instead).
+    pub async fn canceled(&self) {
+        let mut receiver = self.inner.canceled.subscribe();
+        // The sender lives in `self`, so the wait cannot fail while `self` is borrowed.
+        let _ = receiver.wait_for(|canceled| *canceled).await;
+    }
+
+    /// Cancels the read: marks it canceled, then interrupts its connection if it is running.
+    /// Ordering: the mark comes first, and [`Self::attach`] sets the handle before the reader
+    /// checks the mark, so a cancel racing the start is seen by one side or the other.
+    pub fn cancel(&self) {
+        self.inner.canceled.send_replace(true);
+        self.interrupt_if_running();
+    }
+
+    /// Interrupts the connection again if the read is still running; false once it is not.
+    /// SQLite forgets an interrupt that lands between statements or before the first step,
+    /// so a canceler repeats this a few times while the read is still attached.
+    pub fn interrupt_if_running(&self) -> bool {
+        let running = self.inner.running.lock().expect("read cancel lock");
+        match running.as_ref() {
+            Some(handle) => {
+                handle.interrupt();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn attach(&self, handle: InterruptHandle) -> Attached<'_> {
+        *self.inner.running.lock().expect("read cancel lock") = Some(handle);
+        Attached(self)
+    }
+}
+
+/// A read attached to its connection; detaches on drop.
+struct Attached<'a>(&'a ReadCancel);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        *self.0.inner.running.lock().expect("read cancel lock") = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sqlite::{Database, DatabaseOptions};
+
+    const RUNAWAY: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+    #[test]
+    fn a_canceled_read_is_interrupted_and_its_reader_serves_the_next_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database =
+            Database::open(dir.path().join("db.sqlite"), DatabaseOptions::default()).expect("open");
+        let readers = database.readers();
+        let cancel = ReadCancel::new();
+        let running = {
+            let (readers, cancel) = (readers.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                readers.read_cancelable(&StatementRequest::new(RUNAWAY), &cancel)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let canceled_at = Instant::now();
+        cancel.cancel();
+        let outcome = running.join().expect("read thread");
+        assert!(canceled_at.elapsed() < Duration::from_secs(2));
+        assert_eq!(outcome, Err(ReadCancel::error()));
+        assert!(
+            !cancel.interrupt_if_running(),
+            "detached once the read ended"
+        );
+        let next = readers
+            .read_cancelable(&StatementRequest::new("SELECT 1"), &ReadCancel::new())
+            .expect("the same reader reads again");
+        assert_eq!(next.rows, vec![vec![crate::sqlite::Value::Integer(1)]]);
+    }
+
+    #[test]
+    fn a_cancel_before_the_read_stops_it_and_one_after_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database =
+            Database::open(dir.path().join("db.sqlite"), DatabaseOptions::default()).expect("open");
+        let readers = database.readers();
+        let early = ReadCancel::new();
+        early.cancel();
+        assert_eq!(
+            readers.read_cancelable(&StatementRequest::new(RUNAWAY), &early),
+            Err(ReadCancel::error())
+        );
+        let late = ReadCancel::new();
+        let result = readers
+            .read_cancelable(&StatementRequest::new("SELECT 2"), &late)
+            .expect("read");
+        late.cancel();
+        assert_eq!(result.rows, vec![vec![crate::sqlite::Value::Integer(2)]]);
+        // The reader the late cancel ran on is not interrupted for the next read.
+        assert!(readers.read(&StatementRequest::new("SELECT 3")).is_ok());
     }
 }
