@@ -21,12 +21,15 @@
 //!   torn by a crash: its first part reached the disk, the rest is still zeros), with no valid
 //!   record after them, in the last segment: a torn tail. They are overwritten with zeros up to
 //!   the last non-zero byte and synced ("cut"); `TornTail::bytes_cut` counts them.
-//! - A zero header followed by any non-zero byte: [`LogError::Corrupt`] at the first non-zero
-//!   byte. It is either damage in the preallocated area or a power cut that persisted a later
-//!   block but not an earlier one; both are indistinguishable here. A power cut persisting a
-//!   later *valid record* out of order was reported as corruption before preallocation too;
-//!   zeros followed by garbage used to be cut and are now corruption as well (restore from a
-//!   peer: move the log aside, the node relearns it).
+//! - A zero header followed by non-zero bytes, in the last segment, with no valid record
+//!   anywhere after it: a torn tail too, cut the same way. Records overwrite zeros, so unsynced
+//!   pages reach the disk in any order: the page holding a record's header may be lost while
+//!   the page holding its payload survives. Nothing past the last sync was ever promised.
+//! - Damage followed by a valid record (in the last segment), or any damage in an earlier one:
+//!   [`LogError::Corrupt`] at the damage. A power cut that persisted a later *valid record*
+//!   but not the one before it looks the same as damage to synced data; it was reported as
+//!   corruption before preallocation too. The node refuses to start; docs/RELIABILITY.md has
+//!   the procedure (move the whole group directory aside, never the log alone).
 //! - A segment that is not the last one is trimmed to its records when it is sealed, so any
 //!   zero tail or damage in it is corruption, as it always was.
 //! - Segments written before preallocation (file size = records) still open: their end is the
@@ -365,6 +368,20 @@ fn scan_records(
                         .position(|&byte| byte != 0)
                         .expect("not all zeros, or the decoder had said Zeros")
                         + offset;
+                    // Unsynced pages reach the disk in any order (module docs): with nothing
+                    // valid after it, this is a torn tail, not lost data.
+                    if is_last && !valid_record_after(bytes, offset) {
+                        let reason = format!(
+                            "non-zero bytes at offset {nonzero} after a zero record header, with \
+                             no valid record after them (an unsynced write that reached the disk \
+                             in pieces)"
+                        );
+                        let end = RecordsEnd {
+                            offset,
+                            damage: Some(reason),
+                        };
+                        return Ok((records, end));
+                    }
                     return Err(corrupt(
                         nonzero,
                         "non-zero bytes after the zero-filled end of the records: damage in the \

@@ -280,13 +280,36 @@ fn garbage_at_the_tail_with_nothing_valid_after_is_cut() {
 }
 
 #[test]
-fn garbage_inside_the_zero_filled_tail_is_corruption_at_its_offset() {
+fn garbage_inside_the_zero_filled_tail_with_nothing_valid_after_is_cut() {
+    // A torn write whose header page was lost while a later page of it survived.
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = write_log(dir.path(), 5);
     let last = paths.last().expect("segment");
-    let damaged = end_of_records(last) + 100;
-    write_at(last, damaged, &[0x5a]);
-    expect_corrupt(dir.path(), last, damaged);
+    let end = end_of_records(last);
+    write_at(last, end + 100, &[0x5a]);
+    let (mut log, report) = reopen(dir.path());
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!((torn.offset, torn.bytes_cut), (end, 101));
+    assert_eq!(instances(&log), (0..5).collect::<Vec<_>>());
+    log.append(&record(5)).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let (log, report) = reopen(dir.path());
+    assert_eq!(report.torn_tail, None, "the cut bytes were zeroed for good");
+    assert_eq!(instances(&log), (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn garbage_after_zeros_followed_by_a_valid_record_is_corruption() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_log(dir.path(), 5);
+    let last = paths.last().expect("segment");
+    let end = end_of_records(last);
+    write_at(last, end + 100, &[0x5a]);
+    let mut bytes = Vec::new();
+    encode_record(&record(6), &mut bytes);
+    write_at(last, end + 4 * RECORD_BYTES, &bytes);
+    expect_corrupt(dir.path(), last, end + 100);
 }
 
 #[test]

@@ -245,8 +245,42 @@ async fn node_that_lost_its_log_only_learns_until_replaced() {
         .await
         .expect("create table");
 
-    // A follower loses its log and replica (a disk swapped), but keeps node.toml.
+    // A follower's Paxos log alone is moved aside (its replica stays): the replica must not let
+    // it vote with a blank acceptor.
     let forgetful = if master == 1 { 2 } else { 1 };
+    client
+        .batch_execute("INSERT INTO t (body) VALUES ('before the loss')")
+        .await
+        .expect("insert");
+    cluster.settle().await;
+    cluster.node(forgetful).stop();
+    let log_dir = cluster.nodes[(forgetful - 1) as usize]
+        .data_dir
+        .join("main")
+        .join("log");
+    std::fs::rename(&log_dir, log_dir.with_extension("aside")).expect("move the log aside");
+    cluster.node(forgetful).start().expect("restart");
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
+    let status = group_status(&cluster, forgetful).await;
+    assert_eq!(
+        status["may_vote"], false,
+        "its log is gone though its replica has data: {status}"
+    );
+    // Its log holds records again now, yet the loss is remembered across a restart.
+    cluster.node(forgetful).stop();
+    cluster.node(forgetful).start().expect("restart");
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
+    let status = group_status(&cluster, forgetful).await;
+    assert_eq!(status["may_vote"], false, "still not voting: {status}");
+
+    // A follower loses its log and replica (a disk swapped), but keeps node.toml.
     cluster.node(forgetful).stop();
     let group_dir = cluster.nodes[(forgetful - 1) as usize]
         .data_dir

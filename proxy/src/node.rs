@@ -56,12 +56,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut parts = Vec::new();
     let mut databases = BTreeMap::new();
     for group in &config.groups {
+        // Before opening: opening creates a missing log directory.
+        let log_existed = config.data_dir.join(group).join("log").is_dir();
         let (mut log, database) = open_group(&config, group)?;
         let seed = process_seed(config.node_id);
         let runtime_config = runtime_config(&config, &identity);
         let mut records = all_records(&log)?;
         let mut core_config = runtime_config.core_config(group, seed);
-        core_config.may_vote = may_vote(&config, ran_before, &records, &database, group);
+        let log_state = LogState {
+            existed: log_existed,
+            records: &records,
+        };
+        core_config.may_vote = may_vote(&config, ran_before, log_state, &database, group)?;
         if recovery::state_machine_ahead(&core_config, &records, database.applied_instance()) {
             records.push(stand_on_replica(&mut log, &database, group)?);
         }
@@ -223,30 +229,65 @@ async fn wait_for_signal() {
     }
 }
 
-/// DESIGN "Rules": a node whose group log is empty although its data dir ran before (it has
-/// `node.toml`) lost its log, and with it its promises. It must not vote; it only learns until
-/// an operator replaces it (`paxsql admin replace-member`, then a fresh data dir with `--join`).
-/// A node started with `--join` is a new incarnation that never promised anything.
+/// What the node found of a group's log at startup.
+struct LogState<'a> {
+    /// The log directory was there before this start (opening creates a missing one).
+    existed: bool,
+    records: &'a [Record],
+}
+
+/// DESIGN "Rules": a node whose group log is gone although its data dir ran before (it has
+/// `node.toml`) lost its promises. It must not vote; it only learns until an operator replaces
+/// it (`paxsql admin replace-member`, then a fresh data dir with `--join`). A node started with
+/// `--join` is a new incarnation that never promised anything.
+///
+/// Two shapes of "gone": the log directory is missing although the replica holds data (someone
+/// moved the log alone aside: the replica must not let the node vote with a blank acceptor), or
+/// log and replica are both empty. A log directory that exists but holds no record, next to a
+/// replica with data, is a crash before the log's first sync: nothing it held was promised
+/// (every promise is synced before it leaves), so the node may vote once it stands on its
+/// replica.
 fn may_vote(
     config: &NodeConfig,
     ran_before: bool,
-    records: &[Record],
+    log: LogState<'_>,
     database: &Database,
     group: &str,
-) -> bool {
+) -> anyhow::Result<bool> {
+    // Remembered across restarts: once the log has records again (learned, or the replica's
+    // meta) the loss no longer shows, but the promises stay forgotten.
+    let marker = config.data_dir.join(group).join(NO_VOTE_MARKER);
+    if marker.exists() {
+        tracing::error!(
+            group,
+            marker = %marker.display(),
+            "this node forgot its Paxos promises earlier and only learns, never votes; replace it \
+             (`paxsql admin replace-member`, then a fresh data dir with --join)"
+        );
+        return Ok(false);
+    }
+    let replica_empty = database.applied_instance().is_none();
+    let log_lost = !log.existed && !replica_empty;
     let forgot =
-        ran_before && !config.join && records.is_empty() && database.applied_instance().is_none();
+        ran_before && !config.join && log.records.is_empty() && (replica_empty || log_lost);
     if forgot {
+        write_durably(
+            &marker,
+            b"this node forgot its Paxos promises; replace it\n",
+        )?;
         tracing::error!(
             group,
             data_dir = %config.data_dir.display(),
-            "this data dir ran before but its Paxos log is empty: the node forgot its promises \
+            "this data dir ran before but its Paxos log is gone: the node forgot its promises \
              and will only learn, never vote. Replace it: `paxsql admin replace-member --old N \
              --node M --peer HOST:PORT`, then start the new node on an empty data dir with --join"
         );
     }
-    !forgot
+    Ok(!forgot)
 }
+
+/// File in a group's directory that keeps a node that forgot its promises from voting.
+const NO_VOTE_MARKER: &str = "forgot-promises";
 
 /// Checks (or creates) `DIR/node.toml`: a data dir belongs to one node id for its whole life.
 /// Answers the identity and whether the file existed already (the data dir ran before).
