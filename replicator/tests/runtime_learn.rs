@@ -103,3 +103,20 @@ fn a_corrupt_chosen_record_is_not_served() {
         vec![0]
     );
 }
+
+#[test]
+fn a_gap_stood_over_at_startup_asks_for_a_checkpoint_past_it() {
+    // Chosen 0..=3, then the node stood on its replica at 7 (Meta record), then chose 8 on.
+    let mut records: Vec<Record> = (0..=3)
+        .map(|instance| chosen_record(instance, 10))
+        .collect();
+    records.push(Record::new(7, RecordKind::Meta, vec![1, 2, 3]));
+    records.push(chosen_record(8, 10));
+    let reply = learned_values(&records, Some(0), 5, 100, Some(8));
+    assert!(reply.values.is_empty());
+    assert!(reply.needs_checkpoint);
+    assert_eq!(
+        reply.first_instance, 8,
+        "past the gap, so the learner does not drop the notice"
+    );
+}

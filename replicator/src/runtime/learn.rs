@@ -52,10 +52,19 @@ pub fn learned_values(
     }
     let from_is_chosen = chosen_instance.is_some_and(|chosen| chosen >= from_instance);
     if reply.values.is_empty() && from_is_chosen {
-        // Chosen here but not in the log: it was truncated away.
+        // Chosen here but not in the log: truncated away, or a gap this node stood over at
+        // startup (its replica was ahead of its log; a `Meta` record marks the gap's end). The
+        // learner needs a checkpoint past the gap: a first instance at or below its own would
+        // make it ignore the notice and ask again forever.
+        let past_gap = records
+            .iter()
+            .filter(|record| record.kind == RecordKind::Meta && record.instance_id >= from_instance)
+            .map(|record| record.instance_id + 1)
+            .max();
         reply.needs_checkpoint = true;
-        reply.first_instance =
-            log_first.unwrap_or_else(|| chosen_instance.map_or(0, |chosen| chosen + 1));
+        reply.first_instance = past_gap
+            .or(log_first)
+            .unwrap_or_else(|| chosen_instance.map_or(0, |chosen| chosen + 1));
     }
     reply
 }

@@ -155,6 +155,12 @@ enum AttemptError {
     Retry(String),
     /// The peer will never serve this node (another wire format): stop.
     Refused(String),
+    /// This node's disk failed in a way a retry could hide (a failed fsync: the kernel may have
+    /// dropped the dirty pages and a second fsync would report success): stop.
+    Fatal {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<String> for AttemptError {
@@ -193,6 +199,9 @@ pub async fn fetch(
                     peer_http: peer_http.to_string(),
                     reason,
                 })
+            }
+            Err(AttemptError::Fatal { context, source }) => {
+                return Err(FetchError::Io { context, source })
             }
             Err(AttemptError::Retry(problem)) => {
                 tracing::warn!(group, peer_http, %problem, "checkpoint transfer interrupted; resuming");
@@ -405,7 +414,7 @@ async fn receive_file(
     info: &CheckpointInfo,
     offset: u64,
     progress: &SharedProgress,
-) -> Result<Option<(PathBuf, CheckpointInfo)>, String> {
+) -> Result<Option<(PathBuf, CheckpointInfo)>, AttemptError> {
     let part = part_path(dir);
     let opened_part = part.clone();
     let (file, hasher) = tokio::task::spawn_blocking(move || open_part(&opened_part, offset))
@@ -446,18 +455,17 @@ async fn receive_file(
         Err(VerifyError::BadChunk(at)) => {
             progress.lock().expect("progress lock").chunks_refetched += 1;
             // Nothing of a bad chunk is written; the next attempt asks from `at` again.
-            return Err(format!(
-                "chunk at offset {at} failed its CRC; fetching it again"
-            ));
+            return Err(format!("chunk at offset {at} failed its CRC; fetching it again").into());
         }
-        Err(VerifyError::Write(error)) => return Err(error),
+        Err(VerifyError::Write(error)) => return Err(error.into()),
     };
     let ended = received?;
     if ended != info.file_bytes || done != ended {
         return Err(format!(
             "the stream ended at {ended} of {} bytes ({done} written)",
             info.file_bytes
-        ));
+        )
+        .into());
     }
     let hash = format!("{:032x}", hasher.digest128());
     if hash != info.file_hash {
@@ -465,13 +473,22 @@ async fn receive_file(
         return Err(format!(
             "the whole-file hash {hash} differs from the peer's {}; starting over",
             info.file_hash
-        ));
+        )
+        .into());
     }
-    // fsync failures are fatal for the install, never retried: the caller stops on Err here.
-    tokio::task::spawn_blocking(move || file.sync_all())
+    // A failed fsync is fatal for this fetch, never retried: the kernel may have dropped the
+    // dirty pages, so a second fsync could succeed over data that is not on disk. The part
+    // file is forgotten; a later bootstrap starts from zero.
+    let synced = tokio::task::spawn_blocking(move || file.sync_all())
         .await
-        .expect("fsync does not panic")
-        .map_err(|error| format!("fsync {}: {error}", part.display()))?;
+        .expect("fsync does not panic");
+    if let Err(source) = synced {
+        forget_partial(dir);
+        return Err(AttemptError::Fatal {
+            context: format!("fsync {}", part.display()),
+            source,
+        });
+    }
     let complete = dir.join("incoming.sqlite");
     std::fs::rename(&part, &complete).map_err(|error| error.to_string())?;
     let _ = std::fs::remove_file(info_path(dir));
