@@ -300,7 +300,7 @@ async fn fetch_once(
         start_partial(dir, &info).map_err(|error| error.to_string())?;
         0
     };
-    Ok(receive_file(&mut stream, dir, &info, offset, progress).await?)
+    receive_file(&mut stream, dir, &info, offset, progress).await
 }
 
 fn forget_partial(dir: &Path) {
