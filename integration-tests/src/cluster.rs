@@ -93,6 +93,15 @@ impl NodeProcess {
         }
     }
 
+    /// Sets `flag` to `value` for the next [`start`](Self::start): replaces the value that
+    /// follows `flag` in the node's arguments, or appends both.
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|arg| arg == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     /// The node's log file (stdout and stderr of every start).
     pub fn log_path(&self) -> &Path {
         &self.log_path

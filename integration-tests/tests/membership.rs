@@ -349,3 +349,58 @@ async fn node_that_lost_its_log_only_learns_until_replaced() {
         table_hash(&master_local, "t").await.expect("hash"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_added_to_running_nodes_forms_and_every_node_votes() {
+    // OPERATIONS: "add the group to --groups". The nodes ran before (node.toml exists), but the
+    // new group's log is new, not lost: every node must vote in it.
+    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+    cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    for id in 1..=3 {
+        cluster.node(id).stop();
+        cluster.nodes[(id - 1) as usize].set_flag("--groups", "main,orders");
+    }
+    for id in 1..=3 {
+        cluster.node(id).start().expect("restart with a new group");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let node1 = cluster.nodes[0].sql_addr();
+    loop {
+        let attempt = async {
+            let client = connect(&node1, "orders").await?;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS o (id INTEGER PRIMARY KEY); INSERT INTO o DEFAULT VALUES",
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => break,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("orders not ready yet: {error}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(error) => panic!(
+                "the new group never took a write: {error}\n{}",
+                cluster.logs_tail()
+            ),
+        }
+    }
+    for id in 1..=3 {
+        let status = http_get_json(&cluster.nodes[(id - 1) as usize].http_addr(), "/status")
+            .await
+            .expect("status");
+        assert_eq!(
+            status["groups"]["orders"]["may_vote"], true,
+            "node {id} votes in the new group: {status}"
+        );
+        assert_eq!(
+            status["groups"]["main"]["may_vote"], true,
+            "node {id} still votes in main"
+        );
+    }
+}

@@ -44,13 +44,20 @@ struct Identity {
     node_id: u32,
     cluster_name: String,
     incarnation: u64,
+    /// Every group this data dir has opened a log for. `None` in a `node.toml` written before
+    /// the list existed (then every group counts as seen). A group listed here whose log
+    /// directory is missing lost its log; a group not listed is new (added to `--groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<String>>,
 }
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::env::set_var("TZ", "UTC");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
-    let (identity, ran_before) = load_identity(&config)?;
+    let (mut identity, ran_before) = load_identity(&config)?;
+    // A node.toml from before the group list: every group it serves counts as seen.
+    let groups_unlisted = identity.groups.is_none();
     let fatal = abort_process();
 
     let mut parts = Vec::new();
@@ -58,7 +65,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     for group in &config.groups {
         // Before opening: opening creates a missing log directory.
         let log_existed = config.data_dir.join(group).join("log").is_dir();
+        let seen_before = ran_before
+            && (groups_unlisted
+                || identity
+                    .groups
+                    .as_ref()
+                    .is_some_and(|groups| groups.contains(group)));
         let (mut log, database) = open_group(&config, group)?;
+        remember_group(&config, &mut identity, group)?;
         let seed = process_seed(config.node_id);
         let runtime_config = runtime_config(&config, &identity);
         let mut records = all_records(&log)?;
@@ -67,7 +81,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             existed: log_existed,
             records: &records,
         };
-        core_config.may_vote = may_vote(&config, ran_before, log_state, &database, group)?;
+        core_config.may_vote = may_vote(&config, seen_before, log_state, &database, group)?;
         if recovery::state_machine_ahead(&core_config, &records, database.applied_instance()) {
             records.push(stand_on_replica(&mut log, &database, group)?);
         }
@@ -236,8 +250,8 @@ struct LogState<'a> {
     records: &'a [Record],
 }
 
-/// DESIGN "Rules": a node whose group log is gone although its data dir ran before (it has
-/// `node.toml`) lost its promises. It must not vote; it only learns until an operator replaces
+/// DESIGN "Rules": a node whose group log is gone although it ran that group before (`node.toml`
+/// lists it; a group newly added to `--groups` starts fresh and votes) lost its promises. It must not vote; it only learns until an operator replaces
 /// it (`paxsql admin replace-member`, then a fresh data dir with `--join`). A node started with
 /// `--join` is a new incarnation that never promised anything.
 ///
@@ -249,7 +263,7 @@ struct LogState<'a> {
 /// replica.
 fn may_vote(
     config: &NodeConfig,
-    ran_before: bool,
+    seen_before: bool,
     log: LogState<'_>,
     database: &Database,
     group: &str,
@@ -269,7 +283,7 @@ fn may_vote(
     let replica_empty = database.applied_instance().is_none();
     let log_lost = !log.existed && !replica_empty;
     let forgot =
-        ran_before && !config.join && log.records.is_empty() && (replica_empty || log_lost);
+        seen_before && !config.join && log.records.is_empty() && (replica_empty || log_lost);
     if forgot {
         write_durably(
             &marker,
@@ -320,10 +334,23 @@ fn load_identity(config: &NodeConfig) -> anyhow::Result<(Identity, bool)> {
         node_id: config.node_id,
         cluster_name: config.cluster_name.clone(),
         incarnation: process_seed(config.node_id) >> 1,
+        groups: Some(Vec::new()),
     };
     let text = toml::to_string(&identity).expect("identity serializes");
     write_durably(&path, text.as_bytes())?;
     Ok((identity, false))
+}
+
+/// Adds `group` to the groups `node.toml` lists (written durably, after the group's log
+/// exists), so a later start can tell a lost log from a new group.
+fn remember_group(config: &NodeConfig, identity: &mut Identity, group: &str) -> anyhow::Result<()> {
+    let groups = identity.groups.get_or_insert_with(Vec::new);
+    if groups.iter().any(|known| known == group) {
+        return Ok(());
+    }
+    groups.push(group.to_string());
+    let text = toml::to_string(&*identity).expect("identity serializes");
+    write_durably(&config.data_dir.join("node.toml"), text.as_bytes())
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
