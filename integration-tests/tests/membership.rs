@@ -76,6 +76,16 @@ async fn group_status(cluster: &Cluster, id: u32) -> serde_json::Value {
     status["groups"]["main"].clone()
 }
 
+/// Node `id`'s status of `main` once every node applied what is chosen now.
+async fn caught_up_status(cluster: &Cluster, id: u32) -> serde_json::Value {
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
+    group_status(cluster, id).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
     // Small log segments and frequent checkpoints, so the log is truncated before node 4 joins
@@ -260,12 +270,7 @@ async fn node_that_lost_its_log_only_learns_until_replaced() {
         .join("log");
     std::fs::rename(&log_dir, log_dir.with_extension("aside")).expect("move the log aside");
     cluster.node(forgetful).start().expect("restart");
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
-    let status = group_status(&cluster, forgetful).await;
+    let status = caught_up_status(&cluster, forgetful).await;
     assert_eq!(
         status["may_vote"], false,
         "its log is gone though its replica has data: {status}"
@@ -273,11 +278,7 @@ async fn node_that_lost_its_log_only_learns_until_replaced() {
     // Its log holds records again now, yet the loss is remembered across a restart.
     cluster.node(forgetful).stop();
     cluster.node(forgetful).start().expect("restart");
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
-    let status = group_status(&cluster, forgetful).await;
+    let status = caught_up_status(&cluster, forgetful).await;
     assert_eq!(status["may_vote"], false, "still not voting: {status}");
 
     // A follower loses its log and replica (a disk swapped), but keeps node.toml.
@@ -291,12 +292,7 @@ async fn node_that_lost_its_log_only_learns_until_replaced() {
         .batch_execute("INSERT INTO t (body) VALUES ('after the loss')")
         .await
         .expect("the cluster still writes");
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs_tail()));
-    let status = group_status(&cluster, forgetful).await;
+    let status = caught_up_status(&cluster, forgetful).await;
     assert_eq!(
         status["may_vote"], false,
         "it forgot its promises: {status}"
