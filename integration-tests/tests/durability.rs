@@ -61,11 +61,9 @@ async fn insert_ids(addr: &str, ids: std::ops::RangeInclusive<i64>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos_log() {
-    // Phase 1: a cluster with 50 acknowledged rows; every node is killed and its master's
-    // SQLite files at that moment are kept aside (an "old but consistent" file).
-    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
+/// A 3-node cluster with an empty table `kept`: the cluster, its master and the master's SQL address.
+async fn start_with_kept_table() -> (Cluster, u32, String) {
+    let cluster = Cluster::start(3, &[]).await.expect("cluster starts");
     let master = cluster
         .wait_for_master(Duration::from_secs(30))
         .await
@@ -77,6 +75,14 @@ async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos
         .batch_execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
         .await
         .expect("create");
+    (cluster, master, master_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos_log() {
+    // Phase 1: a cluster with 50 acknowledged rows; every node is killed and its master's
+    // SQLite files at that moment are kept aside (an "old but consistent" file).
+    let (mut cluster, master, master_addr) = start_with_kept_table().await;
     insert_ids(&master_addr, 1..=50).await;
     for id in 1..=3 {
         cluster.node(id).kill9();
@@ -177,18 +183,7 @@ async fn metric(http_addr: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
-    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
-    let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
-    connect(&master_addr, "main")
-        .await
-        .expect("connect")
-        .batch_execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
-        .await
-        .expect("create");
+    let (mut cluster, master, master_addr) = start_with_kept_table().await;
     insert_ids(&master_addr, 1..=40).await;
     cluster.settle().await;
 
@@ -226,18 +221,7 @@ async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_syncs_its_log_about_once_per_chosen_instance() {
-    let cluster = Cluster::start(3, &[]).await.expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
-    let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
-    connect(&master_addr, "main")
-        .await
-        .expect("connect")
-        .batch_execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
-        .await
-        .expect("create");
+    let (cluster, _, master_addr) = start_with_kept_table().await;
     cluster.settle().await;
     let mut before = Vec::new();
     for node in &cluster.nodes {
