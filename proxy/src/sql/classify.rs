@@ -42,6 +42,9 @@ pub enum StatementKind {
 
 /// Classifies one statement (no trailing semicolon needed).
 pub fn classify(sql: &str) -> StatementKind {
+    if leading_word_writes(sql) {
+        return StatementKind::Write;
+    }
     let Some(tokens) = significant_tokens(sql) else {
         return StatementKind::Undecided;
     };
@@ -110,6 +113,20 @@ pub fn classify(sql: &str) -> StatementKind {
         }
         _ => StatementKind::Undecided,
     }
+}
+
+/// Whether `sql` starts (after whitespace) with the word INSERT, UPDATE, DELETE or REPLACE: a
+/// write whatever follows, known without tokenizing the whole statement (every autocommit
+/// write pays this). Text with a leading comment takes the tokenizer's path.
+fn leading_word_writes(sql: &str) -> bool {
+    let text = sql.trim_start();
+    let word_end = text
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '$')
+        .unwrap_or(text.len());
+    let word = &text[..word_end];
+    ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+        .iter()
+        .any(|verb| word.eq_ignore_ascii_case(verb))
 }
 
 fn classify_query(sql: &str) -> StatementKind {
@@ -344,6 +361,15 @@ mod tests {
             StatementKind::Read
         );
         assert_eq!(classify("INSERT INTO t VALUES (1)"), StatementKind::Write);
+        // The leading-word shortcut: any case, leading whitespace, whole words only.
+        assert_eq!(
+            classify("\n  insert into t values ('x"),
+            StatementKind::Write
+        );
+        assert_eq!(classify("Update t SET a = 1"), StatementKind::Write);
+        assert_eq!(classify("REPLACE INTO t VALUES (1)"), StatementKind::Write);
+        assert_eq!(classify("delete_all()"), StatementKind::Undecided);
+        assert_eq!(classify("-- c\nDELETE FROM t"), StatementKind::Write);
         assert_eq!(classify("create table t (a integer)"), StatementKind::Write);
         assert_eq!(classify("PRAGMA user_version = 3"), StatementKind::Write);
         assert_eq!(classify("PRAGMA table_info(t)"), StatementKind::Read);

@@ -201,9 +201,12 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
         let lower = text.to_ascii_lowercase();
         lower == "localtime" || lower == "utc"
     };
-    if string_literals(sql)
-        .iter()
-        .any(|literal| names_local_time(literal))
+    // A literal equal to 'localtime' or 'utc' appears verbatim in the text (neither word holds
+    // a quote to escape), so text without either word needs no scan: most writes skip it.
+    if (mentions_ignoring_case(sql, b"localtime") || mentions_ignoring_case(sql, b"utc"))
+        && string_literals(sql)
+            .iter()
+            .any(|literal| names_local_time(literal))
         || text_params.iter().any(|param| names_local_time(param))
     {
         return Some(
@@ -216,6 +219,13 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
 }
 
 /// The contents of the single-quoted string literals of `sql` (comments skipped).
+/// Whether `text` contains `word` (lowercase ASCII), ignoring ASCII case.
+fn mentions_ignoring_case(text: &str, word: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word))
+}
+
 fn string_literals(sql: &str) -> Vec<String> {
     let mut literals = Vec::new();
     let mut scanner = Scanner::new(sql);
@@ -254,6 +264,11 @@ pub fn verb(sql: &str) -> String {
             Token::Word(word) if depth == 0 => {
                 let word = word.to_ascii_uppercase();
                 if first.is_none() {
+                    // Only CREATE, DROP and WITH need the words after the first: stop scanning
+                    // an INSERT at its first word (this runs for every statement on every node).
+                    if !["CREATE", "DROP", "WITH"].contains(&word.as_str()) {
+                        return verb_from_words(&[word]);
+                    }
                     first = Some(word.clone());
                 }
                 if first.as_deref() == Some("WITH") {
@@ -406,6 +421,9 @@ mod tests {
             "DELETE"
         );
         assert_eq!(verb("-- c\nselect 1"), "SELECT");
+        assert_eq!(verb("alter table t add column b"), "ALTER TABLE");
+        assert_eq!(verb("drop table t"), "DROP TABLE");
+        assert_eq!(verb("replace into t values ('CREATE')"), "REPLACE");
     }
 
     #[test]
@@ -415,5 +433,9 @@ mod tests {
         assert!(text_refusal("SELECT 1 -- 'localtime'", &[]).is_none());
         assert!(text_refusal("SELECT 'it''s localtime'", &[]).is_none());
         assert!(text_refusal("  vacuum", &[]).is_some());
+        // The quick pre-check must not hide a literal in any case.
+        assert!(text_refusal("INSERT INTO t VALUES (datetime('now', 'UTC'))", &[]).is_some());
+        assert!(text_refusal("INSERT INTO t VALUES ('utc-ish')", &[]).is_none());
+        assert!(text_refusal("INSERT INTO t VALUES ('x')", &[]).is_none());
     }
 }
