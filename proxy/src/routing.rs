@@ -355,12 +355,10 @@ impl ForwardedTransaction {
             .map_err(|failure| match failure {
                 ForwardFailure::NotSent(message)
                 | ForwardFailure::Unanswered(message)
-                | ForwardFailure::Refused(message) => {
-                    SqlError::new(
-                        SqlErrorKind::Unknown,
-                        format!("{message}; the transaction's connection to the master broke"),
-                    )
-                }
+                | ForwardFailure::Refused(message) => SqlError::new(
+                    SqlErrorKind::Unknown,
+                    format!("{message}; the transaction's connection to the master broke"),
+                ),
             })?;
         match response_error(&mut response) {
             Some(error) => Err(error),

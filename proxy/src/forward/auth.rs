@@ -211,7 +211,12 @@ where
     let hello = ForwardAuth {
         node_id: credentials.node_id,
         nonce: follower_nonce.clone(),
-        proof: proof(credentials, Role::Follower, &challenge.nonce, &follower_nonce),
+        proof: proof(
+            credentials,
+            Role::Follower,
+            &challenge.nonce,
+            &follower_nonce,
+        ),
         ..ForwardAuth::default()
     };
     write_frame(stream, &hello).await?;

@@ -41,7 +41,10 @@ pub async fn read_frame_bounded<M: Message + Default>(
     stream: &mut (impl AsyncRead + Unpin),
     bytes_max: usize,
 ) -> std::io::Result<Option<M>> {
-    assert!(bytes_max <= FORWARD_FRAME_BYTES_MAX, "frame bound above the cap");
+    assert!(
+        bytes_max <= FORWARD_FRAME_BYTES_MAX,
+        "frame bound above the cap"
+    );
     let mut length = [0u8; 4];
     match stream.read_exact(&mut length).await {
         Ok(_) => {}

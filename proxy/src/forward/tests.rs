@@ -116,7 +116,10 @@ fn start_master(
     let task = tokio::spawn(async move {
         let mut magic = [0u8; 4];
         master_end.read_exact(&mut magic).await?;
-        assert!(is_forward_magic(&magic), "the follower opens with the magic");
+        assert!(
+            is_forward_magic(&magic),
+            "the follower opens with the magic"
+        );
         serve_connection(master_end, server, "test follower").await
     });
     (follower_end, task)
@@ -141,7 +144,10 @@ async fn refused_greeting(master_secret: Option<&[u8]>, follower_secret: Option<
     let (mut follower, master) = start_master(master_secret, backend.clone());
     let outcome = greet(&mut follower, &credentials(FOLLOWER_ID, follower_secret)).await;
     let error = outcome.expect_err("the greeting must be refused");
-    assert!(error.is_refusal(), "a refusal, not a network error: {error}");
+    assert!(
+        error.is_refusal(),
+        "a refusal, not a network error: {error}"
+    );
     let ForwardAuthError::Refused(reason) = &error else {
         panic!("the master must say why it refused, got: {error}");
     };
@@ -149,7 +155,11 @@ async fn refused_greeting(master_secret: Option<&[u8]>, follower_secret: Option<
     // The master closed without reading a request; nothing ran.
     let served = master.await.expect("the master task ends");
     assert!(served.is_err(), "the master reports the refusal");
-    assert!(backend.calls().is_empty(), "nothing ran: {:?}", backend.calls());
+    assert!(
+        backend.calls().is_empty(),
+        "nothing ran: {:?}",
+        backend.calls()
+    );
     reason
 }
 
@@ -191,16 +201,22 @@ fn decode_auth(frame: &[u8]) -> ForwardAuth {
 async fn the_right_secret_serves_a_write() {
     let backend = Arc::new(RecordingBackend::default());
     let (mut follower, master) = start_master(Some(b"the secret"), backend.clone());
-    let master_id = greet(&mut follower, &credentials(FOLLOWER_ID, Some(b"the secret")))
-        .await
-        .expect("both know the secret");
+    let master_id = greet(
+        &mut follower,
+        &credentials(FOLLOWER_ID, Some(b"the secret")),
+    )
+    .await
+    .expect("both know the secret");
     assert_eq!(master_id, MASTER_ID);
     let response = call_on(&mut follower, &write_request(1))
         .await
         .expect("answered");
     assert_eq!(response.error, None);
     assert_eq!(response.results.len(), 1);
-    assert_eq!(backend.calls(), vec!["write main: INSERT INTO t VALUES (1)"]);
+    assert_eq!(
+        backend.calls(),
+        vec!["write main: INSERT INTO t VALUES (1)"]
+    );
     drop(follower);
     master
         .await
@@ -219,7 +235,10 @@ async fn without_a_secret_on_either_side_forwarding_works_as_before() {
         .await
         .expect("answered");
     assert_eq!(response.error, None);
-    assert_eq!(backend.calls(), vec!["write main: INSERT INTO t VALUES (2)"]);
+    assert_eq!(
+        backend.calls(),
+        vec!["write main: INSERT INTO t VALUES (2)"]
+    );
     drop(follower);
     master.await.expect("ends").expect("a clean end");
 }
@@ -268,7 +287,11 @@ async fn a_request_without_the_handshake_is_refused_unexecuted() {
             None => "the forwarding handshake must precede any request",
         };
         assert!(refusal.message.contains(expected), "{}", refusal.message);
-        assert!(backend.calls().is_empty(), "nothing ran: {:?}", backend.calls());
+        assert!(
+            backend.calls().is_empty(),
+            "nothing ran: {:?}",
+            backend.calls()
+        );
     }
 }
 
@@ -282,7 +305,9 @@ async fn an_old_protocol_version_gets_the_reason_as_its_response() {
     let error = response.error.expect("an error");
     assert!(
         error.message.contains("version 1, the master 2")
-            && error.message.contains("run the same paxsql version on every node"),
+            && error
+                .message
+                .contains("run the same paxsql version on every node"),
         "{}",
         error.message
     );
@@ -306,16 +331,17 @@ async fn an_oversized_handshake_frame_is_refused() {
         .expect("read")
         .expect("a refusal");
     let message = refusal.refusal.expect("a refusal").message;
-    assert!(message.contains("malformed forwarding handshake"), "{message}");
+    assert!(
+        message.contains("malformed forwarding handshake"),
+        "{message}"
+    );
     assert!(master.await.expect("ends").is_err());
     assert!(backend.calls().is_empty());
 }
 
 /// Plays a master that answers the follower's proof with `answer_proof`; answers the
 /// follower's error and every byte it sent after its hello.
-async fn follower_against_fake_master(
-    answer_proof: Vec<u8>,
-) -> (ForwardAuthError, Vec<u8>) {
+async fn follower_against_fake_master(answer_proof: Vec<u8>) -> (ForwardAuthError, Vec<u8>) {
     let (mut follower, mut master) = tokio::io::duplex(PIPE_BYTES);
     let fake = tokio::spawn(async move {
         let mut greeting = [0u8; 8];
@@ -325,7 +351,9 @@ async fn follower_against_fake_master(
             nonce: vec![9u8; 16],
             ..ForwardAuth::default()
         };
-        write_frame(&mut master, &challenge).await.expect("challenge");
+        write_frame(&mut master, &challenge)
+            .await
+            .expect("challenge");
         let hello: ForwardAuth = read_frame(&mut master)
             .await
             .expect("read")
@@ -341,7 +369,11 @@ async fn follower_against_fake_master(
         master.read_to_end(&mut after).await.expect("read to end");
         after
     });
-    let outcome = greet(&mut follower, &credentials(FOLLOWER_ID, Some(b"the secret"))).await;
+    let outcome = greet(
+        &mut follower,
+        &credentials(FOLLOWER_ID, Some(b"the secret")),
+    )
+    .await;
     drop(follower);
     let error = outcome.expect_err("the follower must not trust this master");
     (error, fake.await.expect("the fake master ends"))
@@ -351,10 +383,17 @@ async fn follower_against_fake_master(
 async fn a_follower_sends_nothing_to_a_master_that_cannot_prove_the_secret() {
     let (error, after) = follower_against_fake_master(vec![0u8; 32]).await;
     assert!(
-        matches!(error, ForwardAuthError::WrongProof { prover: Role::Master }),
+        matches!(
+            error,
+            ForwardAuthError::WrongProof {
+                prover: Role::Master
+            }
+        ),
         "{error}"
     );
-    assert!(error.to_string().contains("check --cluster-secret-file on both nodes"));
+    assert!(error
+        .to_string()
+        .contains("check --cluster-secret-file on both nodes"));
     assert!(after.is_empty(), "no request after a failed proof");
 
     let (error, after) = follower_against_fake_master(Vec::new()).await;
@@ -368,7 +407,10 @@ async fn a_follower_sends_nothing_to_a_master_that_cannot_prove_the_secret() {
         ),
         "{error}"
     );
-    assert!(after.is_empty(), "no request to a master without the secret");
+    assert!(
+        after.is_empty(),
+        "no request to a master without the secret"
+    );
 }
 
 #[tokio::test]
@@ -384,7 +426,12 @@ async fn a_proof_for_one_master_nonce_does_not_pass_for_another() {
     );
     let (error, after) = follower_against_fake_master(stale).await;
     assert!(
-        matches!(error, ForwardAuthError::WrongProof { prover: Role::Master }),
+        matches!(
+            error,
+            ForwardAuthError::WrongProof {
+                prover: Role::Master
+            }
+        ),
         "{error}"
     );
     assert!(after.is_empty());
