@@ -55,10 +55,10 @@ struct Identity {
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::env::set_var("TZ", "UTC");
+    let cluster_secret = read_cluster_secret(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
     let (mut identity, ran_before) = load_identity(&config)?;
-    let cluster_secret = read_cluster_secret(&config)?;
     // A node.toml from before the group list: every group it serves counts as seen.
     let groups_unlisted = identity.groups.is_none();
     let fatal = abort_process();
@@ -543,8 +543,8 @@ fn read_cluster_secret(config: &NodeConfig) -> anyhow::Result<Option<Arc<[u8]>>>
         .with_context(|| format!("cannot read --cluster-secret-file {}", path.display()))?;
     if secret.is_empty() {
         bail!(
-            "--cluster-secret-file {} is empty: put the same random secret (e.g. 32 bytes from \
-             `openssl rand -hex 32`) in it on every node",
+            "--cluster-secret-file {} is empty: put the same random secret in it on every node \
+             (e.g. `openssl rand -hex 32 > FILE`)",
             path.display()
         );
     }
