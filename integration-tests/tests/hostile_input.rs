@@ -1,6 +1,7 @@
 //! Hostile input against real `paxsql node` processes: garbage, oversized frames, foreign
-//! clusters, non-members and spoofed envelopes on the peer port, and garbage on the SQL port.
-//! Each is refused and counted in `/metrics`; no node crashes; other sessions carry on.
+//! clusters, non-members and spoofed envelopes on the peer port, garbage on the SQL port, and a
+//! forwarding connection without the cluster secret on the HTTP port. Each is refused (and
+//! counted in `/metrics` where a counter exists); no node crashes; other sessions carry on.
 
 use std::time::Duration;
 
@@ -278,4 +279,91 @@ async fn garbage_on_the_sql_port_closes_that_connection_only() {
         .await
         .expect("count");
     assert_eq!(rows.get::<_, i64>(0), hostile.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_without_the_cluster_secret_is_refused_and_never_runs() {
+    use paxsql_proxy::forward::auth::ForwardAuth;
+    use paxsql_proxy::forward::frame::{read_frame, write_frame};
+    use paxsql_proxy::forward::{MAGIC, PROTOCOL_VERSION};
+    use paxsql_schema::{forward_request::Kind, ForwardRequest, ForwardStatement, ForwardWrite};
+
+    // Every node has the same secret.
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret_path = secret_dir.path().join("cluster-secret");
+    std::fs::write(&secret_path, b"a shared secret of the forwarding test").expect("secret");
+    let secret_flag = secret_path.display().to_string();
+    let mut cluster = Cluster::start(3, &["--cluster-secret-file", &secret_flag])
+        .await
+        .expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let follower = if master == 1 { 2 } else { 1 };
+
+    // Writes through a follower are forwarded over an authenticated connection and succeed.
+    let through_follower = connect(&cluster.nodes[(follower - 1) as usize].sql_addr(), "main")
+        .await
+        .expect("connect to a follower");
+    through_follower
+        .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .expect("create through the follower");
+    through_follower
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("write through the follower");
+
+    // A raw forwarding connection to the master's HTTP port that skips the proof: the master
+    // sends its challenge, then a refusal naming the fix, and closes.
+    let http_addr = cluster.nodes[(master - 1) as usize].http_addr();
+    let mut stream = TcpStream::connect(&http_addr).await.expect("connect");
+    let mut greeting = MAGIC.to_vec();
+    greeting.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    stream.write_all(&greeting).await.expect("greet");
+    let request = ForwardRequest {
+        request_id: 1,
+        group: "main".into(),
+        kind: Some(Kind::Write(ForwardWrite {
+            statements: vec![ForwardStatement {
+                sql: "INSERT INTO t VALUES (666)".into(),
+                params: Vec::new(),
+            }],
+        })),
+    };
+    write_frame(&mut stream, &request).await.expect("send");
+    let exchange = tokio::time::timeout(Duration::from_secs(15), async {
+        let challenge: Option<ForwardAuth> = read_frame(&mut stream).await.expect("challenge");
+        let refusal: Option<ForwardAuth> = read_frame(&mut stream).await.expect("refusal");
+        let after: Option<ForwardAuth> = read_frame(&mut stream).await.unwrap_or(None);
+        (challenge, refusal, after)
+    })
+    .await
+    .expect("the master answers and closes");
+    let (challenge, refusal, after) = exchange;
+    assert!(challenge.expect("a challenge").refusal.is_none());
+    let reason = refusal
+        .and_then(|frame| frame.refusal)
+        .expect("a refusal")
+        .message;
+    assert!(
+        reason.contains("the follower sent no proof") && reason.contains("--cluster-secret-file"),
+        "{reason}"
+    );
+    assert!(after.is_none(), "the master closes after refusing");
+
+    // The refused write never ran; the forwarded one did.
+    let on_master = connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
+        .await
+        .expect("connect to the master");
+    let ids: Vec<i64> = on_master
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, vec![1]);
+    all_alive(&mut cluster);
 }

@@ -12,8 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::backend::Backend;
-use crate::forward::server::is_forward_magic;
+use crate::forward::server::{is_forward_magic, ForwardServer};
 
 /// Largest request head accepted.
 pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -100,11 +99,11 @@ impl HttpResponse {
 pub const FORWARD_CONNECTIONS_MAX: usize = 1024;
 
 /// Serves the admin endpoint until `shutdown` completes. When `forward` is set, connections
-/// that open with the forwarding magic are served by [`crate::forward::server`] over it.
+/// that open with the forwarding magic are served by [`crate::forward::server`] with it.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn AdminSource>,
-    forward: Option<Arc<dyn Backend>>,
+    forward: Option<Arc<ForwardServer>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
@@ -132,7 +131,7 @@ pub async fn serve(
 async fn dispatch(
     mut stream: TcpStream,
     source: Arc<dyn AdminSource>,
-    forward: Option<Arc<dyn Backend>>,
+    forward: Option<Arc<ForwardServer>>,
     slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
 ) -> std::io::Result<()> {
@@ -141,14 +140,17 @@ async fn dispatch(
         Ok(peeked) => peeked?,
         Err(_) => return Ok(()),
     };
-    if let Some(backend) = forward.filter(|_| is_forward_magic(&first[..peeked])) {
+    if let Some(server) = forward.filter(|_| is_forward_magic(&first[..peeked])) {
         // Over the bound: drop the connection; the follower answers its client with a retry.
         let Ok(_permit) = forward_slots.try_acquire_owned() else {
             return Ok(());
         };
         stream.read_exact(&mut first).await?;
         let _ = stream.set_nodelay(true);
-        return crate::forward::server::serve_connection(stream, backend).await;
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |addr| addr.to_string());
+        return crate::forward::server::serve_connection(stream, server, &peer).await;
     }
     // Over the bound: drop the connection rather than queue without limit.
     let Ok(_permit) = slots.try_acquire_owned() else {

@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use crate::admin_routes::NodeAdmin;
 use crate::backend::Backend;
 use crate::config::NodeConfig;
+use crate::forward::auth::ForwardCredentials;
+use crate::forward::server::ForwardServer;
 use crate::membership::Membership;
 use crate::node_backend::NodeBackend;
 use crate::routing::{RoutingBackend, Topology};
@@ -53,6 +55,7 @@ struct Identity {
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::env::set_var("TZ", "UTC");
+    let cluster_secret = read_cluster_secret(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
     let (mut identity, ran_before) = load_identity(&config)?;
@@ -107,8 +110,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             let _ = receiver.wait_for(|stop| *stop).await;
         }
     };
+    let mut peer_runtime_config = runtime_config(&config, &identity);
+    peer_runtime_config.cluster_secret = cluster_secret.as_deref().map(<[u8]>::to_vec);
     let mut node = Node::start(
-        runtime_config(&config, &identity),
+        peer_runtime_config,
         peer_listener,
         parts,
         fatal.clone(),
@@ -168,7 +173,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         own_http: advertised(&config, config.http_addr),
         master_wait: Duration::from_millis(config.lease_ms * 2 + 1_000),
     });
-    let routing: Arc<dyn Backend> = Arc::new(RoutingBackend::new(local.clone(), topology));
+    // Forwarding connections prove the same cluster secret as peer connections.
+    let forward_credentials = ForwardCredentials {
+        node_id: config.node_id,
+        secret: cluster_secret,
+    };
+    let routing: Arc<dyn Backend> = Arc::new(RoutingBackend::new(
+        local.clone(),
+        topology,
+        forward_credentials.clone(),
+    ));
     let status = Arc::new(NodeStatus::new(
         config.clone(),
         local.clone(),
@@ -209,7 +223,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         crate::pg::ServerOptions::from_config(&config.sql_server)?,
         wait_stop(stop_receiver.clone()),
     ));
-    let forward: Arc<dyn Backend> = local;
+    let forward = Arc::new(ForwardServer {
+        backend: local,
+        credentials: forward_credentials,
+    });
     let http_task = tokio::spawn(crate::http::serve(
         http_listener,
         status,
@@ -512,11 +529,26 @@ fn runtime_config(config: &NodeConfig, identity: &Identity) -> RuntimeConfig {
     runtime.join = config.join;
     runtime.sql_addr = advertised(config, config.sql_addr);
     runtime.http_addr = advertised(config, config.http_addr);
-    runtime.cluster_secret = config
-        .cluster_secret_file
-        .as_ref()
-        .map(|path| std::fs::read(path).unwrap_or_default());
     runtime
+}
+
+/// The bytes of `--cluster-secret-file`, read once for peer and forwarding connections. A file
+/// that cannot be read, or is empty, stops the node: falling back to no secret (or to an empty
+/// one, which anyone can compute proofs with) would silently drop the authentication asked for.
+fn read_cluster_secret(config: &NodeConfig) -> anyhow::Result<Option<Arc<[u8]>>> {
+    let Some(path) = &config.cluster_secret_file else {
+        return Ok(None);
+    };
+    let secret = std::fs::read(path)
+        .with_context(|| format!("cannot read --cluster-secret-file {}", path.display()))?;
+    if secret.is_empty() {
+        bail!(
+            "--cluster-secret-file {} is empty: put the same random secret in it on every node \
+             (e.g. `openssl rand -hex 32 > FILE`)",
+            path.display()
+        );
+    }
+    Ok(Some(Arc::from(secret)))
 }
 
 /// The address peers should use for `bound`: a wildcard bind is replaced with the host this

@@ -22,7 +22,10 @@ use paxsql_schema::{
 use tokio::net::TcpStream;
 
 use crate::backend::{Backend, Transaction};
-use crate::forward::client::{call_on, response_error, ForwardClient, ForwardFailure};
+use crate::forward::auth::ForwardCredentials;
+use crate::forward::client::{
+    call_on, refused_error, response_error, ForwardClient, ForwardFailure,
+};
 use crate::forward::convert::{
     columns_from_proto, consistency_to_proto, result_from_proto, statement_to_proto,
 };
@@ -52,15 +55,22 @@ pub struct RoutingBackend {
     local: Arc<dyn Backend>,
     topology: Arc<dyn Topology>,
     clients: Mutex<HashMap<String, Arc<ForwardClient>>>,
+    /// What this node proves itself with to masters it forwards to.
+    credentials: ForwardCredentials,
     next_request_id: std::sync::atomic::AtomicU64,
 }
 
 impl RoutingBackend {
-    pub fn new(local: Arc<dyn Backend>, topology: Arc<dyn Topology>) -> Self {
+    pub fn new(
+        local: Arc<dyn Backend>,
+        topology: Arc<dyn Topology>,
+        credentials: ForwardCredentials,
+    ) -> Self {
         RoutingBackend {
             local,
             topology,
             clients: Mutex::new(HashMap::new()),
+            credentials,
             next_request_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -81,7 +91,7 @@ impl RoutingBackend {
             .expect("client map lock is never poisoned");
         let client = clients
             .entry(addr.clone())
-            .or_insert_with(|| Arc::new(ForwardClient::new(addr)));
+            .or_insert_with(|| Arc::new(ForwardClient::new(addr, self.credentials.clone())));
         Route::Remote(client.clone())
     }
 
@@ -202,6 +212,9 @@ impl Backend for RoutingBackend {
             Route::Wait => None,
             Route::Local => settle(self.local.begin(group).await),
             Route::Remote(client) => match client.connect().await {
+                Err(ForwardFailure::Refused(message)) => {
+                    Some(Err(refused_error(&message, "transaction")))
+                }
                 Err(_) => None,
                 Ok(mut stream) => {
                     let request = self.request(group, Kind::Begin(ForwardEmpty {}));
@@ -273,6 +286,9 @@ impl RoutingBackend {
                 };
                 // A read changes nothing, so an unanswered read is simply retried.
                 match client.call(self.request(group, Kind::Read(read))).await {
+                    Err(ForwardFailure::Refused(message)) => {
+                        Some(Err(refused_error(&message, "read")))
+                    }
                     Err(_) => None,
                     Ok(mut response) => settle(match response_error(&mut response) {
                         Some(error) => Err(error),
@@ -337,12 +353,12 @@ impl ForwardedTransaction {
         let mut response = call_on(&mut self.stream, &request)
             .await
             .map_err(|failure| match failure {
-                ForwardFailure::NotSent(message) | ForwardFailure::Unanswered(message) => {
-                    SqlError::new(
-                        SqlErrorKind::Unknown,
-                        format!("{message}; the transaction's connection to the master broke"),
-                    )
-                }
+                ForwardFailure::NotSent(message)
+                | ForwardFailure::Unanswered(message)
+                | ForwardFailure::Refused(message) => SqlError::new(
+                    SqlErrorKind::Unknown,
+                    format!("{message}; the transaction's connection to the master broke"),
+                ),
             })?;
         match response_error(&mut response) {
             Some(error) => Err(error),

@@ -42,7 +42,7 @@ pub struct NodeArgs {
     /// Keep this many instances of log below the newest checkpoint [default: 1000].
     #[arg(long)]
     pub log_hold_instances: Option<u64>,
-    /// File holding the shared secret peers authenticate each other with.
+    /// File holding the shared cluster secret: peer and forwarding connections prove it.
     #[arg(long)]
     pub cluster_secret_file: Option<PathBuf>,
     /// Join an existing cluster as a new, empty member (bootstraps from a checkpoint).

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use paxsql_replicator::sqlite::types::{SqlError, SqlErrorKind};
 use paxsql_schema::{ForwardRequest, ForwardResponse};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::auth::{self, ForwardAuthError, ForwardCredentials};
 use super::convert::error_from_proto;
 use super::frame::{read_frame, write_frame};
-use super::{FORWARD_POOL_IDLE_MAX, MAGIC, PROTOCOL_VERSION};
+use super::{FORWARD_AUTH_TIMEOUT, FORWARD_POOL_IDLE_MAX, MAGIC, PROTOCOL_VERSION};
 
 /// How long connecting to the master may take.
 pub const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,23 +25,29 @@ pub enum ForwardFailure {
     NotSent(String),
     /// The request left but no answer came back: the outcome is unknown (40003 for writes).
     Unanswered(String),
+    /// The master refused the connection before any request (cluster secret or version
+    /// mismatch): nothing was sent, and retrying cannot help until an operator fixes it.
+    Refused(String),
 }
 
 /// A pooled client to one master's forwarding endpoint (its HTTP address).
 pub struct ForwardClient {
     pub addr: String,
+    /// What this node proves itself with to the master ([`auth`]).
+    credentials: ForwardCredentials,
     idle: Mutex<Vec<TcpStream>>,
 }
 
 impl ForwardClient {
-    pub fn new(addr: String) -> Self {
+    pub fn new(addr: String, credentials: ForwardCredentials) -> Self {
         ForwardClient {
             addr,
+            credentials,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    /// Opens a new forwarding connection (used directly to pin a transaction).
+    /// Opens a new authenticated forwarding connection (used directly to pin a transaction).
     pub async fn connect(&self) -> Result<TcpStream, ForwardFailure> {
         let connect = tokio::time::timeout(FORWARD_CONNECT_TIMEOUT, TcpStream::connect(&self.addr));
         let mut stream = match connect.await {
@@ -59,13 +66,27 @@ impl ForwardClient {
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut hello = Vec::with_capacity(8);
-        hello.extend_from_slice(MAGIC);
-        hello.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-        stream.write_all(&hello).await.map_err(|error| {
-            ForwardFailure::NotSent(format!("greet master at {}: {error}", self.addr))
-        })?;
-        Ok(stream)
+        match tokio::time::timeout(FORWARD_AUTH_TIMEOUT, greet(&mut stream, &self.credentials))
+            .await
+        {
+            Ok(Ok(_master)) => Ok(stream),
+            Ok(Err(error)) if error.is_refusal() => {
+                // The operator reads this node's log: say it here, not only to the client.
+                tracing::warn!(master = %self.addr, %error, "cannot forward to the master");
+                Err(ForwardFailure::Refused(format!(
+                    "forwarding to the master at {}: {error}",
+                    self.addr
+                )))
+            }
+            Ok(Err(error)) => Err(ForwardFailure::NotSent(format!(
+                "greet master at {}: {error}",
+                self.addr
+            ))),
+            Err(_) => Err(ForwardFailure::NotSent(format!(
+                "greet master at {}: no answer within {FORWARD_AUTH_TIMEOUT:?}",
+                self.addr
+            ))),
+        }
     }
 
     /// Sends one request on a pooled connection and returns the answer.
@@ -111,11 +132,30 @@ fn is_still_open(stream: &TcpStream) -> bool {
     peeked < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
-/// One request/response on a given connection.
-pub async fn call_on(
-    stream: &mut TcpStream,
+/// Opens the protocol on `stream`: the magic, the version, then the [`auth`] handshake. Answers
+/// the master's node id; once it returns `Ok`, requests may follow.
+pub async fn greet<S>(
+    stream: &mut S,
+    credentials: &ForwardCredentials,
+) -> Result<u32, ForwardAuthError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hello = Vec::with_capacity(8);
+    hello.extend_from_slice(MAGIC);
+    hello.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    stream.write_all(&hello).await?;
+    auth::connect(stream, credentials).await
+}
+
+/// One request/response on a given (greeted) connection.
+pub async fn call_on<S>(
+    stream: &mut S,
     request: &ForwardRequest,
-) -> Result<ForwardResponse, ForwardFailure> {
+) -> Result<ForwardResponse, ForwardFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // A pooled connection may have been closed by the master since; a failed *write* means the
     // request did not get through whole, and the master executes only complete frames.
     write_frame(stream, request)
@@ -159,6 +199,16 @@ impl ForwardFailure {
                     "{message}; the write may or may not have been applied: check before retrying"
                 ),
             ),
+            ForwardFailure::Refused(message) => refused_error(&message, "write"),
         }
     }
+}
+
+/// The error a client sees when the master refused this node's forwarding connection: `what`
+/// (a write, a read, a transaction) was not sent, so it was not executed.
+pub fn refused_error(message: &str, what: &str) -> SqlError {
+    SqlError::new(
+        SqlErrorKind::Other,
+        format!("{message}; the {what} was not executed"),
+    )
 }

@@ -8,36 +8,79 @@ use paxsql_replicator::sqlite::ReadCancel;
 use paxsql_schema::{forward_request::Kind, ForwardRequest, ForwardResponse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::auth::{self, ForwardAuthError, ForwardCredentials};
 use super::convert::{
     columns_to_proto, consistency_from_proto, error_to_proto, result_to_proto, statement_from_proto,
 };
 use super::frame::{read_frame, write_frame};
-use super::{MAGIC, PROTOCOL_VERSION};
+use super::{FORWARD_AUTH_TIMEOUT, MAGIC, PROTOCOL_VERSION};
 use crate::backend::{Backend, Transaction};
 
-/// Serves a connection whose first four bytes (the magic) were already read.
-pub async fn serve_connection<S>(mut stream: S, backend: Arc<dyn Backend>) -> std::io::Result<()>
+/// What the master side serves forwarding connections with.
+pub struct ForwardServer {
+    pub backend: Arc<dyn Backend>,
+    /// This node's id and cluster secret: a follower must prove the same secret ([`auth`]).
+    pub credentials: ForwardCredentials,
+}
+
+/// Serves a connection whose first four bytes (the magic) were already read. `peer` names the
+/// remote end in logs.
+pub async fn serve_connection<S>(
+    mut stream: S,
+    server: Arc<ForwardServer>,
+    peer: &str,
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut version = [0u8; 4];
-    stream.read_exact(&mut version).await?;
-    if u32::from_be_bytes(version) != PROTOCOL_VERSION {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "forwarding protocol version {} is not {PROTOCOL_VERSION}: run the same paxsql version on every node",
-                u32::from_be_bytes(version)
-            ),
-        ));
+    // Bounded: an unauthenticated connection holds one of the few forwarding slots.
+    let greeting = tokio::time::timeout(
+        FORWARD_AUTH_TIMEOUT,
+        greet(&mut stream, &server.credentials),
+    )
+    .await;
+    match greeting {
+        Ok(Ok(_follower)) => {}
+        Ok(Err(error)) => {
+            if error.is_refusal() {
+                tracing::warn!(%peer, %error, "refused a forwarding connection");
+            }
+            return Err(std::io::Error::other(error));
+        }
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("forwarding handshake not done within {FORWARD_AUTH_TIMEOUT:?}"),
+            ))
+        }
     }
     let mut transaction: Option<Box<dyn Transaction>> = None;
-    let outcome = serve_requests(&mut stream, backend.as_ref(), &mut transaction).await;
+    let outcome = serve_requests(&mut stream, server.backend.as_ref(), &mut transaction).await;
     // A vanished follower (or client behind it) leaves nothing behind.
     if let Some(open) = transaction.take() {
         let _ = open.rollback().await;
     }
     outcome
+}
+
+/// The protocol version, then the authentication handshake. Answers the follower's node id.
+async fn greet<S>(stream: &mut S, credentials: &ForwardCredentials) -> Result<u32, ForwardAuthError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut version = [0u8; 4];
+    stream.read_exact(&mut version).await?;
+    let version = u32::from_be_bytes(version);
+    if version != PROTOCOL_VERSION {
+        let error = ForwardAuthError::Version {
+            follower: version,
+            master: PROTOCOL_VERSION,
+        };
+        // A version-1 follower reads this refusal as the response to its request.
+        auth::send_refusal(stream, error.to_string()).await;
+        return Err(error);
+    }
+    auth::accept(stream, credentials).await
 }
 
 async fn serve_requests<S>(

@@ -344,16 +344,60 @@ fn mac(
     challenge_nonce: &[u8],
     sender_nonce: &[u8],
 ) -> HmacSha256 {
+    labeled_mac(secret, role.label(), sender, challenge_nonce, sender_nonce)
+}
+
+/// HMAC-SHA256 keyed with the secret over `label ‖ sender ‖ challenge nonce ‖ sender nonce`.
+/// The label separates protocols and roles, so a proof made for one never passes for another.
+fn labeled_mac(
+    secret: &[u8],
+    label: &[u8],
+    sender: NodeId,
+    challenge_nonce: &[u8],
+    sender_nonce: &[u8],
+) -> HmacSha256 {
     let mut mac =
         <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(role.label());
+    mac.update(label);
     mac.update(&sender.to_be_bytes());
     mac.update(challenge_nonce);
     mac.update(sender_nonce);
     mac
 }
 
-fn fresh_nonce() -> Vec<u8> {
+/// The proof that `sender` knows `secret`, answering `challenge_nonce` (the other side's fresh
+/// nonce) with its own fresh `sender_nonce`: the primitive of this handshake, shared with other
+/// challenge-responses over the cluster secret (the proxy's forwarding connections). `label`
+/// names the protocol and the sender's role and must differ for every (protocol, role).
+pub fn secret_proof(
+    secret: &[u8],
+    label: &[u8],
+    sender: NodeId,
+    challenge_nonce: &[u8],
+    sender_nonce: &[u8],
+) -> Vec<u8> {
+    labeled_mac(secret, label, sender, challenge_nonce, sender_nonce)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Whether `proof` is [`secret_proof`] of the same inputs, compared in constant time.
+pub fn secret_proof_matches(
+    secret: &[u8],
+    label: &[u8],
+    sender: NodeId,
+    challenge_nonce: &[u8],
+    sender_nonce: &[u8],
+    proof: &[u8],
+) -> bool {
+    labeled_mac(secret, label, sender, challenge_nonce, sender_nonce)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+/// A fresh random nonce of [`HANDSHAKE_NONCE_BYTES`].
+pub fn fresh_nonce() -> Vec<u8> {
     let mut nonce = vec![0u8; HANDSHAKE_NONCE_BYTES];
     // The thread RNG is a CSPRNG seeded from the OS: nonces are unpredictable.
     rand::rng().fill_bytes(&mut nonce);
