@@ -254,3 +254,56 @@ async fn each_node_syncs_its_log_about_once_per_chosen_instance() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_catches_up_when_every_log_lost_its_last_chosen_records() {
+    // What a power cut of the whole cluster can leave: every node's log lost its last Chosen
+    // records (appended without a sync of their own), two replicas kept those instances and
+    // stand on them, and one replica is older. Its peers have no Chosen records to teach it
+    // those instances, so they must offer it a checkpoint that covers them.
+    let (mut cluster, master, master_addr) = start_with_kept_table().await;
+    insert_ids(&master_addr, 1..=40).await;
+    cluster.settle().await;
+    let lagging = (1..=3).find(|id| *id != master).expect("a follower");
+    let lagging_dir = cluster.nodes[(lagging - 1) as usize].data_dir.clone();
+    let saved = cluster.dir.path().join("saved-sqlite");
+    cluster.node(lagging).stop();
+    save_sqlite(&lagging_dir, &saved);
+    cluster.node(lagging).start().expect("restart");
+    insert_ids(&master_addr, 41..=80).await;
+    cluster.settle().await;
+
+    for id in 1..=3 {
+        cluster.node(id).stop();
+    }
+    for node in &cluster.nodes {
+        drop_last_chosen_records(&node.data_dir, 3);
+    }
+    restore_sqlite(&lagging_dir, &saved);
+    for id in 1..=3 {
+        cluster.node(id).start().expect("restart");
+    }
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let committed = cluster.committed_instance().await;
+    if let Err(error) = cluster
+        .wait_applied(committed, Duration::from_secs(30))
+        .await
+    {
+        let logs: Vec<String> = cluster.nodes.iter().map(|node| node.log()).collect();
+        panic!(
+            "the lagging replica (node {lagging}) never caught up: {error:#}\n{}",
+            logs.join("\n----\n")
+        );
+    }
+    let expected: BTreeSet<i64> = (1..=80).collect();
+    let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
+    assert_eq!(ids_on(&master_addr).await, expected);
+    let lagging_ids = ids_on(&cluster.nodes[(lagging - 1) as usize].sql_addr()).await;
+    assert_eq!(
+        lagging_ids, expected,
+        "node {lagging} reads every acknowledged row locally"
+    );
+}

@@ -11,7 +11,7 @@
 //!    group consumes chosen values.
 //! 3. Only then do the SQL and HTTP ports open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +65,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let mut parts = Vec::new();
     let mut databases = BTreeMap::new();
+    // Groups whose startup stood on the replica over instances the log lost.
+    let mut stood_on_replica = BTreeSet::new();
     for group in &config.groups {
         // Before opening: opening creates a missing log directory.
         let log_existed = config.data_dir.join(group).join("log").is_dir();
@@ -87,6 +89,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         core_config.may_vote = may_vote(&config, seen_before, log_state, &database, group)?;
         if recovery::state_machine_ahead(&core_config, &records, database.applied_instance()) {
             records.push(stand_on_replica(&mut log, &database, group)?);
+            stood_on_replica.insert(group.clone());
         }
         let core = Core::new(core_config, &records);
         parts.push(GroupParts {
@@ -162,6 +165,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .clone()
                 .serve_notices(channels.checkpoints_needed, peer_http),
         );
+        if stood_on_replica.contains(&group) {
+            tokio::spawn(checkpoint_past_the_gap(
+                group.clone(),
+                group_checkpoints.clone(),
+            ));
+        }
         checkpoints.insert(group.clone(), group_checkpoints);
         services.insert(group, service);
     }
@@ -406,6 +415,25 @@ fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Data
         .with_context(|| format!("cannot open the database of group {group}"))?;
     catch_up_from_log(&log, &mut database, group)?;
     Ok((log, database))
+}
+
+/// After standing on the replica, the instances the log lost exist nowhere in this node's log:
+/// a peer that lacks them (a whole-cluster power cut can leave every log without its last
+/// Chosen records) can only get them from a checkpoint that covers them. Take one at once
+/// rather than leave that peer stuck until the next periodic checkpoint.
+async fn checkpoint_past_the_gap(group: String, checkpoints: Arc<Checkpoints>) {
+    match checkpoints.take_now().await {
+        Ok(info) => tracing::info!(
+            group,
+            instance_id = info.instance_id,
+            "took a checkpoint past the instances this node stood over"
+        ),
+        Err(error) => tracing::warn!(
+            group,
+            %error,
+            "could not take a checkpoint past the instances this node stood over; a peer that lacks them waits for the next periodic one (or run `paxsql admin checkpoint`)"
+        ),
+    }
 }
 
 /// The replica applied instances whose Chosen records the log lost in a crash (they are

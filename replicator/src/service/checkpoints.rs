@@ -344,7 +344,12 @@ impl Checkpoints {
         )
         .map_err(|error| error.to_string())?;
         let instance_id = meta.applied_instance.ok_or("nothing applied yet")?;
-        let Some(checksum_after) = self.service.checksums().get(instance_id) else {
+        // The replica records its running checksum in the same transaction as each apply; the
+        // ring covers files written before it did (and instances delivered since the start).
+        let checksum_after = meta
+            .applied_checksum_after
+            .or_else(|| self.service.checksums().get(instance_id));
+        let Some(checksum_after) = checksum_after else {
             let _ = remove_if_present(&taking);
             return Err(format!(
                 "instance {instance_id} was applied before this process started; the next checkpoint will do"
