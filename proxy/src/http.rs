@@ -184,6 +184,21 @@ async fn handle_connection(
     };
     if let Some(guard) = source.guard() {
         if let Err(refusal) = guard.check_now(&String::from_utf8_lossy(&head)) {
+            // The request line only: never a header (it may carry a token).
+            let request = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            let remote = stream.peer_addr().map(|addr| addr.to_string());
+            tracing::info!(
+                status = refusal.status,
+                request,
+                remote = remote.as_deref().unwrap_or("?"),
+                "refused an HTTP request without valid credentials"
+            );
             return write_response(&mut stream, &refusal).await;
         }
     }
