@@ -1,14 +1,16 @@
 //! Hostile input against real `paxsql node` processes: garbage, oversized frames, foreign
-//! clusters, non-members and spoofed envelopes on the peer port, garbage on the SQL port, and a
-//! forwarding connection without the cluster secret on the HTTP port. Each is refused (and
-//! counted in `/metrics` where a counter exists); no node crashes; other sessions carry on.
+//! clusters, non-members and spoofed envelopes on the peer port, garbage on the SQL port, and on
+//! the HTTP port a forwarding connection without the cluster secret, admin and backup calls
+//! without the admin token, and a checkpoint stream request without a peer's proof. Each is
+//! refused (and counted in `/metrics` where a counter exists); no node crashes; other sessions
+//! carry on.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use paxsql_integration_tests::cluster::http_get;
 use paxsql_integration_tests::sql::connect;
-use paxsql_integration_tests::Cluster;
+use paxsql_integration_tests::{paxsql_bin, Cluster};
 use paxsql_replicator::runtime::frame::{encode_body, FrameCodec};
 use paxsql_replicator::runtime::handshake::{self, LocalIdentity};
 use paxsql_replicator::runtime::node::LOG_FORMAT_VERSION;
@@ -281,8 +283,47 @@ async fn garbage_on_the_sql_port_closes_that_connection_only() {
     assert_eq!(rows.get::<_, i64>(0), hostile.len() as i64);
 }
 
+/// One HTTP/1.1 request with extra header lines: (status code, body).
+async fn http_request(addr: &str, method: &str, target: &str, headers: &[String]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers.iter().map(|line| format!("{line}\r\n")).collect();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut response))
+        .await
+        .expect("the node answers")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// `paxsql ARGS…` with extra environment variables.
+fn paxsql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(paxsql_bin())
+        .args(args)
+        .env_remove("PAXSQL_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run paxsql")
+}
+
+/// The instance of the newest checkpoint of group main on node `id`, if any.
+async fn newest_checkpoint(cluster: &Cluster, id: u32) -> Option<u64> {
+    let status = cluster.status(id).await.expect("status");
+    status["groups"]["main"]["checkpoints"]["newest_checkpoint"].as_u64()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn forwarding_without_the_cluster_secret_is_refused_and_never_runs() {
+async fn http_port_refuses_forwarding_without_the_secret_and_admin_calls_without_the_token() {
     use paxsql_proxy::forward::auth::ForwardAuth;
     use paxsql_proxy::forward::frame::{read_frame, write_frame};
     use paxsql_proxy::forward::{MAGIC, PROTOCOL_VERSION};
@@ -293,9 +334,22 @@ async fn forwarding_without_the_cluster_secret_is_refused_and_never_runs() {
     let secret_path = secret_dir.path().join("cluster-secret");
     std::fs::write(&secret_path, b"a shared secret of the forwarding test").expect("secret");
     let secret_flag = secret_path.display().to_string();
-    let mut cluster = Cluster::start(3, &["--cluster-secret-file", &secret_flag])
-        .await
-        .expect("cluster starts");
+    // And the same admin token.
+    let token = "7f3c9a0e5b1d4c2a8e6f";
+    let token_path = secret_dir.path().join("admin-token");
+    std::fs::write(&token_path, format!("{token}\n")).expect("token");
+    let token_flag = token_path.display().to_string();
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--cluster-secret-file",
+            &secret_flag,
+            "--admin-token-file",
+            &token_flag,
+        ],
+    )
+    .await
+    .expect("cluster starts");
     let master = cluster
         .wait_for_master(Duration::from_secs(30))
         .await
@@ -365,5 +419,99 @@ async fn forwarding_without_the_cluster_secret_is_refused_and_never_runs() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(ids, vec![1]);
+
+    // An admin call without the token is refused before it runs: no checkpoint is taken.
+    // (Checkpoints are named by instance: a write first makes any new one visible.)
+    on_master
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .expect("write");
+    let before = newest_checkpoint(&cluster, master).await;
+    let (status, body) = http_request(&http_addr, "POST", "/admin/checkpoint", &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("--admin-token-file"), "{body}");
+    let wrong = [format!("Authorization: Bearer not-{token}")];
+    let (status, _) = http_request(&http_addr, "POST", "/admin/checkpoint", &wrong).await;
+    assert_eq!(status, 403);
+    assert_eq!(newest_checkpoint(&cluster, master).await, before);
+    // With the token (raw, then through `paxsql admin` with the environment variable): taken.
+    let right = [format!("Authorization: Bearer {token}")];
+    let (status, body) = http_request(&http_addr, "POST", "/admin/checkpoint", &right).await;
+    assert_eq!(status, 200, "{body}");
+    let taken_raw = newest_checkpoint(&cluster, master).await;
+    assert!(taken_raw > before, "{taken_raw:?} after {before:?}");
+    on_master
+        .execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("write");
+    let admin = ["admin", "checkpoint", "--http", &http_addr];
+    let refused = paxsql(&admin, &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("PAXSQL_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+    assert_eq!(newest_checkpoint(&cluster, master).await, taken_raw);
+    let taken = paxsql(&admin, &[("PAXSQL_ADMIN_TOKEN", token)]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert!(newest_checkpoint(&cluster, master).await > taken_raw);
+
+    // The checkpoint stream: refused without a proof of the cluster secret; a peer's proof
+    // (the header the bootstrap fetcher sends) is accepted without the token.
+    use paxsql_replicator::service::checkpoint_stream::{
+        peer_proof_header, unix_ms_now, PeerIdentity, PEER_PROOF_HEADER,
+    };
+    let stream_target = "/checkpoint/stream?group=main&instance=0&offset=0&version=2";
+    let (status, body) = http_request(&http_addr, "GET", stream_target, &[]).await;
+    assert_eq!(status, 401, "{body}");
+    let peer = PeerIdentity {
+        node_id: follower,
+        secret: std::sync::Arc::from(&b"a shared secret of the forwarding test"[..]),
+    };
+    let proof = [format!(
+        "{PEER_PROOF_HEADER}: {}",
+        peer_proof_header(&peer, stream_target, unix_ms_now())
+    )];
+    assert_eq!(
+        http_request(&http_addr, "GET", stream_target, &proof)
+            .await
+            .0,
+        200
+    );
+
+    // `paxsql backup` through a follower: refused with the fix without the token, works with it.
+    let follower_http = cluster.nodes[(follower - 1) as usize].http_addr();
+    let file = secret_dir.path().join("backup.sqlite");
+    let file_arg = file.display().to_string();
+    let refused = paxsql(&["backup", "--http", &follower_http, &file_arg], &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("--admin-token-file"),
+        "{stderr}"
+    );
+    assert!(!file.exists());
+    let backed_up = paxsql(
+        &[
+            "backup",
+            "--http",
+            &follower_http,
+            "--admin-token-file",
+            &token_flag,
+            &file_arg,
+        ],
+        &[],
+    );
+    assert!(
+        backed_up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backed_up.stderr)
+    );
+    assert!(file.exists());
     all_alive(&mut cluster);
 }

@@ -1,6 +1,8 @@
 //! Membership changes on real processes: a fourth node joins from empty and serves local reads
 //! equal to the master's; then the master is removed and a remaining member takes over, while a
-//! background writer measures the longest pause between acknowledged writes.
+//! background writer measures the longest pause between acknowledged writes. That cluster has a
+//! cluster secret and an admin token: the admin calls send the token and node 4's checkpoint
+//! fetch proves the secret (the other tests run without either, as before).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,6 +94,17 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
     // and node 4 must be bootstrapped by checkpoint.
     std::env::set_var("PAXSQL_LOG_SEGMENT_BYTES", "65536");
     let lease = LEASE_MS.to_string();
+    // A cluster secret and an admin token (node 4 gets the same flags): the admin calls send
+    // the token, and node 4's checkpoint fetch proves the secret instead.
+    let credentials = tempfile::tempdir().expect("tempdir");
+    let secret_file = credentials.path().join("cluster-secret");
+    std::fs::write(&secret_file, "membership test secret").expect("secret");
+    let token_file = credentials.path().join("admin-token");
+    std::fs::write(&token_file, "membership-test-token\n").expect("token");
+    let (secret_file, token_file) = (
+        secret_file.display().to_string(),
+        token_file.display().to_string(),
+    );
     let flags = [
         "--lease-ms",
         &lease,
@@ -99,6 +112,10 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
         "100",
         "--log-hold-instances",
         "20",
+        "--cluster-secret-file",
+        &secret_file,
+        "--admin-token-file",
+        &token_file,
     ];
     let mut cluster = Cluster::start(3, &flags).await.expect("cluster starts");
     let master = cluster
@@ -137,6 +154,8 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
     let joiner_peer = format!("127.0.0.1:{}", joiner.peer_port);
     let answer = admin(&[
         "add-member",
+        "--admin-token-file",
+        &token_file,
         "--http",
         &master_http,
         "--id",
@@ -185,6 +204,8 @@ async fn fourth_node_joins_then_master_is_removed_without_a_long_write_pause() {
     let removed_at = Instant::now();
     let answer = admin(&[
         "remove-member",
+        "--admin-token-file",
+        &token_file,
         "--http",
         &master_http,
         "--node",

@@ -8,6 +8,10 @@
 //!   by this node through Paxos in every group (see [`crate::membership`]).
 //!
 //! `/status` gains `groups.<g>.checkpoints` and `groups.<g>.bootstrap`.
+//!
+//! Every route here except `/status` is guarded by [`NodeAdmin::guard`] (`--admin-token-file`,
+//! and for the checkpoint stream the peers' proof of the cluster secret; see
+//! `crate::http::HttpGuard`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,11 +21,13 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::http::{AdminSource, HttpResponse, StreamRoute};
+use crate::http::{AdminSource, HttpGuard, HttpResponse, StreamRoute};
 use crate::membership::Membership;
 use crate::status::NodeStatus;
 
 pub struct NodeAdmin {
+    /// Checked by the HTTP server before any route runs.
+    pub guard: Arc<HttpGuard>,
     pub status: Arc<NodeStatus>,
     pub checkpoints: BTreeMap<String, Arc<Checkpoints>>,
     pub membership: Arc<Membership>,
@@ -164,6 +170,10 @@ impl AdminSource for NodeAdmin {
 
     fn metrics_text(&self) -> String {
         self.status.metrics_text()
+    }
+
+    fn guard(&self) -> Option<&HttpGuard> {
+        Some(&self.guard)
     }
 
     fn ready(&self) -> bool {

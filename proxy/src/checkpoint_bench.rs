@@ -98,7 +98,7 @@ async fn time_stream(dir: &Path, source: &Path, info: &CheckpointInfo) -> anyhow
     let _ = std::fs::remove_dir_all(&receive_dir);
     let progress = Arc::new(Mutex::new(FetchProgress::default()));
     let started = Instant::now();
-    checkpoint_stream::fetch(&address, "main", &receive_dir, &progress)
+    checkpoint_stream::fetch(&address, "main", &receive_dir, &progress, None)
         .await
         .context("streaming the checkpoint")?;
     let seconds = started.elapsed().as_secs_f64();

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub checkpoint_interval_instances: u64,
     pub log_hold_instances: u64,
     pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the admin token the HTTP port's admin and data routes require.
+    pub admin_token_file: Option<PathBuf>,
     /// Join an existing cluster as a new member (bootstrap from a checkpoint).
     pub join: bool,
     /// The SQL (PostgreSQL-wire) server's own settings.
@@ -73,6 +75,7 @@ pub struct RawNodeConfig {
     pub checkpoint_interval_instances: Option<u64>,
     pub log_hold_instances: Option<u64>,
     pub cluster_secret_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
     pub join: Option<bool>,
     pub max_connections: Option<usize>,
     pub users_file: Option<PathBuf>,
@@ -109,6 +112,7 @@ impl RawNodeConfig {
             checkpoint_interval_instances,
             log_hold_instances,
             cluster_secret_file,
+            admin_token_file,
             join,
             max_connections,
             users_file,
@@ -183,6 +187,7 @@ impl RawNodeConfig {
                 .log_hold_instances
                 .unwrap_or(LOG_HOLD_INSTANCES_DEFAULT),
             cluster_secret_file: self.cluster_secret_file,
+            admin_token_file: self.admin_token_file,
             join: self.join.unwrap_or(false),
             sql_server,
         })

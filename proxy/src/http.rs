@@ -1,8 +1,12 @@
 //! The HTTP admin endpoint: `GET /status` (JSON), `GET /metrics` (Prometheus text) and
-//! `GET /ready` (200 or 503).
+//! `GET /ready` (200 or 503), plus the routes an [`AdminSource`] adds (admin actions, backups,
+//! the checkpoint stream).
 //!
-//! A deliberately tiny HTTP/1.1 server: one request per connection, GET only, bounded request
-//! size and connection count. It serves operators and scripts, not browsers at scale.
+//! A deliberately tiny HTTP/1.1 server: one request per connection, bounded request size and
+//! connection count. It serves operators and scripts, not browsers at scale.
+//!
+//! Ordering obligation: the source's [`HttpGuard`] (`http_guard.rs`) checks every request head
+//! before any route is even looked up, so an unauthenticated request never starts work.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::forward::server::{is_forward_magic, ForwardServer};
+
+#[path = "http_guard.rs"]
+mod guard;
+pub use guard::{
+    access, authorization_line, client_admin_token, read_admin_token_file, Access, HttpGuard,
+    ADMIN_TOKEN_BYTES_MAX, ADMIN_TOKEN_ENV, PEER_PROOF_NONCES_MAX,
+};
 
 /// Largest request head accepted.
 pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -29,6 +40,10 @@ pub trait AdminSource: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// `/ready`: the node knows a master and has applied what was chosen before it started.
     fn ready(&self) -> bool;
+    /// Who may use which route; `None`: every route is open (tests, tools).
+    fn guard(&self) -> Option<&HttpGuard> {
+        None
+    }
     /// Extra routes (e.g. admin actions); `None` means 404.
     fn route(&self, _method: &str, _path: &str) -> Option<HttpResponse> {
         None
@@ -167,6 +182,26 @@ async fn handle_connection(
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
+    if let Some(guard) = source.guard() {
+        if let Err(refusal) = guard.check_now(&String::from_utf8_lossy(&head)) {
+            // The request line only: never a header (it may carry a token).
+            let request = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            let remote = stream.peer_addr().map(|addr| addr.to_string());
+            tracing::info!(
+                status = refusal.status,
+                request,
+                remote = remote.as_deref().unwrap_or("?"),
+                "refused an HTTP request without valid credentials"
+            );
+            return write_response(&mut stream, &refusal).await;
+        }
+    }
     if let Some((method, target)) = request_target(&head) {
         if let Some(route) = source.stream_route(&method, &target) {
             return route(stream).await;
@@ -282,6 +317,8 @@ async fn write_response(stream: &mut TcpStream, response: &HttpResponse) -> std:
     let reason = match response.status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
         500 => "Internal Server Error",
@@ -289,8 +326,14 @@ async fn write_response(stream: &mut TcpStream, response: &HttpResponse) -> std:
         503 => "Service Unavailable",
         _ => "Status",
     };
+    // RFC 9110: a 401 names the scheme it wants.
+    let challenge = if response.status == 401 {
+        "WWW-Authenticate: Bearer realm=\"paxsql\"\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         response.status,
         reason,
         response.content_type,

@@ -36,6 +36,7 @@ use crate::membership::Membership;
 use crate::node_backend::NodeBackend;
 use crate::routing::{RoutingBackend, Topology};
 use crate::status::NodeStatus;
+use paxsql_replicator::service::checkpoint_stream::PeerIdentity;
 use paxsql_replicator::service::checkpoints::{
     CheckpointOptions, Checkpoints, CHECKPOINTS_KEPT_DEFAULT,
 };
@@ -56,6 +57,7 @@ struct Identity {
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::env::set_var("TZ", "UTC");
     let cluster_secret = read_cluster_secret(&config)?;
+    let http_guard = Arc::new(http_guard(&config, cluster_secret.clone())?);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
     let (mut identity, ran_before) = load_identity(&config)?;
@@ -149,6 +151,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             interval_instances: config.checkpoint_interval_instances,
             hold_instances: config.log_hold_instances,
             keep_max: CHECKPOINTS_KEPT_DEFAULT,
+            // Bootstraps prove the cluster secret to the peer they fetch from.
+            peer_identity: cluster_secret.clone().map(|secret| PeerIdentity {
+                node_id: config.node_id,
+                secret,
+            }),
         };
         let group_checkpoints = Checkpoints::start(
             &group,
@@ -198,6 +205,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         node.metrics.clone(),
     ));
     let status = Arc::new(NodeAdmin {
+        guard: http_guard,
         status,
         checkpoints,
         membership: Arc::new(Membership {
@@ -577,6 +585,29 @@ fn read_cluster_secret(config: &NodeConfig) -> anyhow::Result<Option<Arc<[u8]>>>
         );
     }
     Ok(Some(Arc::from(secret)))
+}
+
+/// The guard of the HTTP port, from `--admin-token-file` (read once, before the data dir is
+/// touched: an unreadable or empty file stops the node, as for the cluster secret) and the
+/// cluster secret (checkpoint fetches prove it).
+fn http_guard(
+    config: &NodeConfig,
+    cluster_secret: Option<Arc<[u8]>>,
+) -> anyhow::Result<crate::http::HttpGuard> {
+    let token = match &config.admin_token_file {
+        Some(path) => Some(crate::http::read_admin_token_file(path)?),
+        None => None,
+    };
+    if token.is_some() && cluster_secret.is_none() {
+        tracing::warn!(
+            "--admin-token-file without --cluster-secret-file: the admin routes need the token, \
+             but the peer port and GET /checkpoint/stream stay open to whoever reaches them"
+        );
+    }
+    Ok(crate::http::HttpGuard::new(
+        token.as_deref(),
+        cluster_secret,
+    ))
 }
 
 /// The address peers should use for `bound`: a wildcard bind is replaced with the host this

@@ -1,5 +1,7 @@
 //! `paxsql admin …`: membership changes, checkpoints on demand, and the checkpoint streaming
-//! benchmark. Every action is an HTTP call to a node's `--http` address.
+//! benchmark. Every action is an HTTP call to a node's `--http` address, carrying the admin
+//! token when one is given (`--admin-token-file`, or `PAXSQL_ADMIN_TOKEN`): a node started with
+//! `--admin-token-file` refuses admin calls without it.
 
 use std::time::Instant;
 
@@ -12,6 +14,24 @@ use tokio::net::TcpStream;
 pub struct AdminArgs {
     #[command(subcommand)]
     pub action: AdminAction,
+    #[command(flatten)]
+    pub token: AdminTokenArgs,
+}
+
+/// The admin token a client command sends (nodes started with `--admin-token-file` require it).
+#[derive(Clone, Debug, Default, Args)]
+pub struct AdminTokenArgs {
+    /// File holding the node's admin token (the file given to `paxsql node --admin-token-file`).
+    /// Without it, the token is read from the PAXSQL_ADMIN_TOKEN environment variable, if set.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+impl AdminTokenArgs {
+    /// The token to send, if any (see [`crate::http::client_admin_token`]).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        crate::http::client_admin_token(self.admin_token_file.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +84,7 @@ pub enum AdminAction {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let token = args.token.token()?;
     let (http, target) = match args.action {
         AdminAction::AddMember { http, node, peer } => (
             http,
@@ -91,22 +112,29 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             return crate::checkpoint_bench::run(&dir, size_mb).await
         }
     };
-    let (status, body) = post(&http, &target).await?;
+    let (status, body) = post(&http, &target, token.as_deref()).await?;
     print!("{body}");
+    if status == 401 || status == 403 {
+        bail!(
+            "the node refused the admin call (HTTP {status}): {}",
+            body.trim()
+        );
+    }
     if status != 200 {
         bail!("the node answered HTTP {status}");
     }
     Ok(())
 }
 
-/// A minimal HTTP POST (no body): (status code, body).
-pub async fn post(addr: &str, target: &str) -> anyhow::Result<(u16, String)> {
+/// A minimal HTTP POST (no body), with the admin `token` if any: (status code, body).
+pub async fn post(addr: &str, target: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}: is this the node's --http address?"))?;
+    let authorization = crate::http::authorization_line(token);
     let request = format!(
-        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();

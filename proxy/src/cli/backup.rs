@@ -11,6 +11,9 @@
 //! node's SQL port (a read-index round) and passes it as `min_instance`: the node waits until
 //! it has applied that much, so a backup taken on a lagging follower still holds every write
 //! acknowledged before the command started.
+//!
+//! A node started with `--admin-token-file` serves backups only to callers with its token:
+//! pass `--admin-token-file` or set `PAXSQL_ADMIN_TOKEN`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ pub struct BackupArgs {
     pub group: String,
     /// Where to write the SQLite file (replaced if it exists).
     pub file: PathBuf,
+    #[command(flatten)]
+    pub token: super::admin::AdminTokenArgs,
 }
 
 /// What a finished backup holds.
@@ -53,8 +58,16 @@ pub struct BackupSummary {
 
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let token = args.token.token()?;
     let barrier = linearizable_instance(&args.http, &args.group).await?;
-    let summary = backup(&args.http, &args.group, barrier, &args.file).await?;
+    let summary = backup_with_token(
+        &args.http,
+        &args.group,
+        barrier,
+        &args.file,
+        token.as_deref(),
+    )
+    .await?;
     println!(
         "backup of group {} at instance {}: {} ({} bytes, {:.1} s), integrity_check ok",
         summary.group,
@@ -110,12 +123,24 @@ pub async fn backup(
     min_instance: u64,
     file: &Path,
 ) -> anyhow::Result<BackupSummary> {
+    backup_with_token(http, group, min_instance, file, None).await
+}
+
+/// [`backup`] sending the admin `token` (required by a node with `--admin-token-file`).
+pub async fn backup_with_token(
+    http: &str,
+    group: &str,
+    min_instance: u64,
+    file: &Path,
+    token: Option<&str>,
+) -> anyhow::Result<BackupSummary> {
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(http))
         .await
         .with_context(|| format!("timed out connecting to {http}"))?
         .with_context(|| format!("cannot connect to {http}: is this a node's --http address?"))?;
     let request = format!(
-        "GET /backup?group={group}&min_instance={min_instance} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        "GET /backup?group={group}&min_instance={min_instance} HTTP/1.1\r\nHost: {http}\r\n{}Connection: close\r\n\r\n",
+        crate::http::authorization_line(token)
     );
     stream.write_all(request.as_bytes()).await?;
     let (head, mut body_start) = tokio::time::timeout(FIRST_BYTE_TIMEOUT, read_head(&mut stream))

@@ -45,6 +45,13 @@ pub struct NodeArgs {
     /// File holding the shared cluster secret: peer and forwarding connections prove it.
     #[arg(long)]
     pub cluster_secret_file: Option<PathBuf>,
+    /// File holding an admin token (e.g. `openssl rand -hex 32 > FILE`): the HTTP port's admin
+    /// and data routes (/admin/*, /backup) then require `Authorization: Bearer TOKEN`, which
+    /// `paxsql admin` and `paxsql backup` send with `--admin-token-file` or PAXSQL_ADMIN_TOKEN.
+    /// /status, /metrics and /ready stay open. Without it those routes are open to anyone who
+    /// reaches --http.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
     /// Join an existing cluster as a new, empty member (bootstraps from a checkpoint).
     #[arg(long)]
     pub join: bool,
@@ -81,6 +88,7 @@ impl NodeArgs {
             checkpoint_interval_instances: self.checkpoint_interval_instances,
             log_hold_instances: self.log_hold_instances,
             cluster_secret_file: self.cluster_secret_file.clone(),
+            admin_token_file: self.admin_token_file.clone(),
             join: self.join.then_some(true),
             max_connections: self.max_connections,
             users_file: self.users_file.clone(),

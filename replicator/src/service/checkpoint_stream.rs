@@ -13,6 +13,10 @@
 //! written with the checkpoint ([`super::checkpoint_chunks`]) and sends the bytes with
 //! `sendfile`, so they never enter its user space.
 //!
+//! Authentication: when the fetcher has a cluster secret it sends the [`PEER_PROOF_HEADER`]
+//! (`checkpoint_proof.rs`); a node with a secret (or an admin token) refuses the request
+//! without a proof or its token with `401`/`403` and a reason, and the fetcher stops.
+//!
 //! The fetcher keeps `incoming.part` and `incoming.json` in the checkpoints folder, so a broken
 //! transfer resumes from the whole chunks it has. A chunk whose CRC does not match is never
 //! written: the fetcher reconnects and asks again from the same offset. The whole file's
@@ -140,6 +144,13 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     write_frame_with_crc(writer, bytes, crc32c::crc32c(bytes)).await
 }
 
+#[path = "checkpoint_proof.rs"]
+mod proof;
+pub use proof::{
+    check_peer_proof, peer_proof_header, unix_ms_now, PeerIdentity, PeerProof, PeerProofError,
+    PEER_PROOF_HEADER, PEER_PROOF_SKEW_MAX,
+};
+
 #[path = "checkpoint_serve.rs"]
 mod serving;
 pub use serving::{serve, SERVE_STALL_TIMEOUT};
@@ -177,12 +188,13 @@ impl From<&str> for AttemptError {
 
 /// Fetches the newest checkpoint of `group` from `peer_http` into `dir`; returns the verified
 /// file (fsync'd, `dir/incoming.sqlite`) and its info. Resumes a partial fetch of the same
-/// checkpoint.
+/// checkpoint. With `identity`, every request proves the cluster secret.
 pub async fn fetch(
     peer_http: &str,
     group: &str,
     dir: &Path,
     progress: &SharedProgress,
+    identity: Option<&PeerIdentity>,
 ) -> Result<(PathBuf, CheckpointInfo), FetchError> {
     tokio::fs::create_dir_all(dir)
         .await
@@ -191,7 +203,7 @@ pub async fn fetch(
     let mut last_problem = String::new();
     while attempts_without_progress < FETCH_ATTEMPTS_WITHOUT_PROGRESS_MAX {
         let before = progress.lock().expect("progress lock").bytes_done;
-        match fetch_once(peer_http, group, dir, progress).await {
+        match fetch_once(peer_http, group, dir, progress, identity).await {
             Ok(Some(done)) => return Ok(done),
             Ok(None) => last_problem = "the transfer restarts".into(),
             Err(AttemptError::Refused(reason)) => {
@@ -249,6 +261,7 @@ async fn fetch_once(
     group: &str,
     dir: &Path,
     progress: &SharedProgress,
+    identity: Option<&PeerIdentity>,
 ) -> Result<Option<(PathBuf, CheckpointInfo)>, AttemptError> {
     let resume = partial(dir);
     let (want_instance, offset) = resume
@@ -260,8 +273,18 @@ async fn fetch_once(
         .map_err(|error| format!("connecting to {peer_http}: {error}"))?;
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::with_capacity(SOCKET_BUFFER_BYTES, stream);
+    let target = format!(
+        "/checkpoint/stream?group={group}&instance={want_instance}&offset={offset}&version={STREAM_VERSION}"
+    );
+    // Made per request (fresh nonce, current time): a resumed attempt proves itself again.
+    let proof_line = identity.map_or_else(String::new, |identity| {
+        format!(
+            "{PEER_PROOF_HEADER}: {}\r\n",
+            peer_proof_header(identity, &target, unix_ms_now())
+        )
+    });
     let request = format!(
-        "GET /checkpoint/stream?group={group}&instance={want_instance}&offset={offset}&version={STREAM_VERSION} HTTP/1.1\r\nHost: {peer_http}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {peer_http}\r\n{proof_line}Connection: close\r\n\r\n"
     );
     stream
         .get_mut()
@@ -274,9 +297,10 @@ async fn fetch_once(
         forget_partial(dir);
         return Ok(None);
     }
-    if status == 400 {
+    if matches!(status, 400 | 401 | 403) {
+        // Another wire format, or no (valid) proof of the cluster secret: retrying cannot help.
         let reason = read_error_body(&mut stream).await;
-        return Err(AttemptError::Refused(format!("HTTP 400: {reason}")));
+        return Err(AttemptError::Refused(format!("HTTP {status}: {reason}")));
     }
     if status != 200 {
         let reason = read_error_body(&mut stream).await;

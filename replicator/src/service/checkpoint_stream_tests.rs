@@ -171,7 +171,7 @@ async fn corrupted_chunk_is_fetched_again_and_never_written() {
         start_server(source, info.clone(), vec![Serving::CorruptOnTheWire]).await;
     let progress = fresh_progress();
     let into = folder.path().join("fetched");
-    let (file, fetched_info) = fetch(&address, "main", &into, &progress)
+    let (file, fetched_info) = fetch(&address, "main", &into, &progress, None)
         .await
         .expect("fetch");
     assert_eq!(std::fs::read(&file).expect("read the fetched file"), bytes);
@@ -200,7 +200,7 @@ async fn resumed_fetch_produces_the_same_file() {
     .expect("write the info");
     std::fs::write(into.join("incoming.part"), &bytes[..kept]).expect("write the part");
     let (address, offsets) = start_server(source, info, Vec::new()).await;
-    let (file, _) = fetch(&address, "main", &into, &fresh_progress())
+    let (file, _) = fetch(&address, "main", &into, &fresh_progress(), None)
         .await
         .expect("fetch");
     // The fetch resumes at the last chunk boundary it holds (the CRCs are per whole chunk).
@@ -229,7 +229,7 @@ async fn damaged_partial_file_is_never_installed() {
     .expect("write the info");
     std::fs::write(into.join("incoming.part"), &prefix).expect("write the part");
     let (address, offsets) = start_server(source, info, Vec::new()).await;
-    let (file, _) = fetch(&address, "main", &into, &fresh_progress())
+    let (file, _) = fetch(&address, "main", &into, &fresh_progress(), None)
         .await
         .expect("fetch");
     // The resumed transfer failed the whole-file hash and started over from zero.
@@ -248,7 +248,7 @@ async fn chunk_damaged_on_the_serving_disk_fails_its_crc_and_is_fetched_again() 
     let (address, offsets) = start_server(source, info, vec![Serving::CorruptOnDisk]).await;
     let progress = fresh_progress();
     let into = folder.path().join("fetched");
-    let (file, _) = fetch(&address, "main", &into, &progress)
+    let (file, _) = fetch(&address, "main", &into, &progress, None)
         .await
         .expect("fetch");
     assert_eq!(std::fs::read(&file).expect("read the fetched file"), bytes);
@@ -267,7 +267,7 @@ async fn server_of_an_older_release_is_refused_at_once() {
     let (_, info) = write_source(&source);
     let (address, offsets) = start_server(source, info, vec![Serving::OldRelease]).await;
     let into = folder.path().join("fetched");
-    let error = fetch(&address, "main", &into, &fresh_progress())
+    let error = fetch(&address, "main", &into, &fresh_progress(), None)
         .await
         .expect_err("an older server is refused");
     let FetchError::Refused { reason, .. } = &error else {

@@ -115,6 +115,9 @@ pub struct CheckpointOptions {
     /// `--log-hold-instances`.
     pub hold_instances: u64,
     pub keep_max: usize,
+    /// With a cluster secret: the proof a bootstrap sends with its fetches, in place of the
+    /// admin token the serving peer may require (`checkpoint_proof.rs`).
+    pub peer_identity: Option<checkpoint_stream::PeerIdentity>,
 }
 
 type Request = oneshot::Sender<Result<CheckpointInfo, String>>;
@@ -475,10 +478,15 @@ impl Checkpoints {
 
     /// `Ok(None)`: the fetched checkpoint is not ahead of this replica any more.
     async fn fetch_and_install(&self, address: &str) -> Result<Option<CheckpointInfo>, String> {
-        let (file, info) =
-            checkpoint_stream::fetch(address, &self.group, &self.dir, &self.progress)
-                .await
-                .map_err(|error| error.to_string())?;
+        let (file, info) = checkpoint_stream::fetch(
+            address,
+            &self.group,
+            &self.dir,
+            &self.progress,
+            self.options.peer_identity.as_ref(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         if self
             .service
             .applied_instance()
