@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,8 @@ pub const CHECKSUM_RING_MAX: usize = 65_536;
 pub const CHECKPOINTS_KEPT_DEFAULT: usize = 3;
 /// On-demand checkpoint requests waiting at once.
 pub const CHECKPOINT_REQUESTS_MAX: usize = 8;
+/// Pause after a failed bootstrap before the next "need a checkpoint" notice is served.
+const BOOTSTRAP_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// How often an install is retried while readers are still busy.
 const INSTALL_ATTEMPTS_MAX: u32 = 100;
 
@@ -427,6 +429,9 @@ impl Checkpoints {
             };
             if let Err(error) = self.bootstrap(notice.peer, &address).await {
                 tracing::error!(group = %self.group, peer = notice.peer, %error, "bootstrap from a checkpoint failed; it is tried again when the group asks");
+                // A refusal that will not change (a wrong secret, mixed releases) must not
+                // turn the group's repeated notices into a busy loop of failed fetches.
+                tokio::time::sleep(BOOTSTRAP_RETRY_PAUSE).await;
             }
             // Notices queued during the bootstrap are stale.
             while notices.try_recv().is_ok() {}
