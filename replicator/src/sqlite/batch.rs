@@ -64,7 +64,7 @@ impl Database {
             return Err(SqliteError::WriterBusy);
         }
         self.writer.set_query_only(false)?;
-        if let Err(source) = self.writer.connection.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(source) = self.writer.execute_cached("BEGIN IMMEDIATE") {
             self.writer.set_query_only(true)?;
             return Err(SqliteError::Sqlite {
                 context: "beginning a batch".into(),
@@ -178,11 +178,8 @@ impl<'db> Batch<'db> {
                 format!("paxsql savepoint failed: {error}"),
             )
         };
-        // Cached: two statements parsed per client statement was measurable on the hot path.
         writer
-            .connection
-            .prepare_cached("SAVEPOINT paxsql_statement")
-            .and_then(|mut savepoint| savepoint.execute([]))
+            .execute_cached("SAVEPOINT paxsql_statement")
             .map_err(internal)?;
         writer.seed_random(random_seed, statement_index);
         let outcome = {
@@ -191,9 +188,7 @@ impl<'db> Batch<'db> {
         };
         let Err(error) = outcome else {
             writer
-                .connection
-                .prepare_cached("RELEASE paxsql_statement")
-                .and_then(|mut release| release.execute([]))
+                .execute_cached("RELEASE paxsql_statement")
                 .map_err(internal)?;
             return outcome;
         };
@@ -330,8 +325,9 @@ impl<'db> PendingCommit<'db> {
         };
         write_applied(connection, instance_id, value, self.record.time_unix_ms)
             .map_err(|error| fatal(error.to_string()))?;
-        connection
-            .execute_batch("COMMIT")
+        database
+            .writer
+            .execute_cached("COMMIT")
             .map_err(|error| fatal(error.to_string()))?;
         database.applied_instance = Some(instance_id);
         database.time_unix_ms = self.record.time_unix_ms;

@@ -252,10 +252,21 @@ impl PaxConnection {
     }
 
     pub fn set_query_only(&self, query_only: bool) -> Result<(), SqliteError> {
+        // Not from the statement cache: a flag pragma takes effect when it is *prepared*.
         let value = if query_only { "ON" } else { "OFF" };
         self.connection
             .execute_batch(&format!("PRAGMA query_only = {value}"))
             .map_err(SqliteError::sqlite("switching query_only"))
+    }
+
+    /// Runs one of paxsql's own fixed statements (BEGIN, COMMIT, SAVEPOINT; never a pragma) from
+    /// the connection's statement cache: they run for every value or statement on every node,
+    /// and parsing them again each time showed in profiles.
+    pub fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(|_| ())
     }
 
     /// Reseeds `random()`/`randomblob()` for statement `statement_index` of a value.

@@ -180,8 +180,7 @@ impl Database {
         value: &PaxosValue,
     ) -> Result<ApplyOutcome, SqliteError> {
         self.writer
-            .connection
-            .execute_batch("BEGIN IMMEDIATE")
+            .execute_cached("BEGIN IMMEDIATE")
             .map_err(SqliteError::sqlite("beginning the apply transaction"))?;
         let applied = self.apply_payload(instance_id, value);
         let (outcome, time_unix_ms) = match applied {
@@ -198,8 +197,7 @@ impl Database {
         };
         // The value is chosen: a failed COMMIT leaves this node unable to follow the log.
         self.writer
-            .connection
-            .execute_batch("COMMIT")
+            .execute_cached("COMMIT")
             .map_err(|source| SqliteError::CommitAfterChosen {
                 instance_id,
                 detail: source.to_string(),

@@ -84,11 +84,10 @@ pub fn set<T: rusqlite::ToSql>(
     name: &str,
     value: T,
 ) -> Result<(), SqliteError> {
+    // Cached: every applied instance writes five keys on every node.
     let updated = connection
-        .execute(
-            "UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1",
-            rusqlite::params![name, value],
-        )
+        .prepare_cached("UPDATE _paxsql_meta SET value = ?2 WHERE key = ?1")
+        .and_then(|mut update| update.execute(rusqlite::params![name, value]))
         .map_err(SqliteError::sqlite(format!("writing meta key {name}")))?;
     assert_eq!(updated, 1, "meta key {name} is created at open");
     Ok(())
