@@ -53,6 +53,7 @@ async fn persist_jobs_queued_together_share_one_sync_and_complete_after_it() {
         "main",
         Box::new(log),
         completions_sender,
+        None,
         metrics.clone(),
         fatal,
     )
@@ -149,6 +150,7 @@ async fn a_read_sees_every_earlier_persist_and_truncation_drops_the_prefix() {
         "main",
         Box::new(InstrumentedLog::new(events.clone())),
         completions_sender,
+        None,
         Arc::new(RuntimeMetrics::new()),
         fatal,
     )
@@ -199,6 +201,7 @@ async fn appended_records_cause_no_sync_and_become_durable_with_the_next_one() {
         "main",
         Box::new(InstrumentedLog::new(events.clone())),
         completions_sender,
+        None,
         metrics.clone(),
         fatal,
     )
@@ -260,6 +263,7 @@ async fn a_failed_sync_is_fatal_and_releases_nothing() {
         "main",
         Box::new(log),
         completions_sender,
+        None,
         Arc::new(RuntimeMetrics::new()),
         fatal,
     )

@@ -229,6 +229,7 @@ pub fn spawn_group(
         &setup.name,
         setup.log,
         completions_sender,
+        Some(setup.outbox.clone()),
         setup.metrics.clone(),
         setup.fatal,
     )?;

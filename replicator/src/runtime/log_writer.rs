@@ -2,9 +2,10 @@
 //!
 //! # Group commit
 //! The thread takes every job queued, appends the records of all `Persist` jobs among them,
-//! calls `sync()` **once**, and only then hands the completions (tokens + `then_send`
-//! envelopes) back to the group driver, in job order. So a promise or accept leaves the node
-//! only after its record is durable, and many of them share one fsync.
+//! calls `sync()` **once**, and only then sends the persists' `then_send` envelopes (through
+//! the outbox it was given; else they ride in the completions) and hands the completions back
+//! to the group driver, in job order. So a promise or accept leaves the node only after its
+//! record is durable, and many of them share one fsync.
 //!
 //! `Append` jobs (Chosen records) are appended in queue order like the records of a `Persist`
 //! but nothing waits for them and they cause no sync: they become durable with the next sync
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::LOG_WRITER_QUEUE_MAX;
 use crate::runtime::error::RuntimeError;
+use crate::runtime::group::Outbox;
 use crate::runtime::metrics::RuntimeMetrics;
 
 /// Called once with a description when the log can no longer promise durability.
@@ -100,11 +102,15 @@ pub struct LogReader {
 impl LogWriter {
     /// Starts the thread. Completions go to `completions`, one message per sync; its capacity
     /// must be at least the number of persist jobs the caller keeps in flight, so the thread
-    /// never waits on it.
+    /// never waits on it. With an `outbox`, the thread sends each persist's `then_send`
+    /// envelopes itself right after the sync (its completion then carries none): a follower's
+    /// accept reply leaves without a hop through the group driver, which is on the critical
+    /// path of every write. Without one, the envelopes ride in the completion.
     pub fn spawn(
         group: &str,
         log: Box<dyn LogStore>,
         completions: mpsc::Sender<Vec<PersistDone>>,
+        outbox: Option<Arc<dyn Outbox>>,
         metrics: Arc<RuntimeMetrics>,
         fatal: FatalHandler,
     ) -> Result<LogWriter, RuntimeError> {
@@ -118,6 +124,7 @@ impl LogWriter {
                     unsynced_records: 0,
                     log,
                     completions,
+                    outbox,
                     metrics,
                     fatal,
                 };
@@ -217,6 +224,7 @@ struct WriterThread {
     unsynced_records: usize,
     log: Box<dyn LogStore>,
     completions: mpsc::Sender<Vec<PersistDone>>,
+    outbox: Option<Arc<dyn Outbox>>,
     metrics: Arc<RuntimeMetrics>,
     fatal: FatalHandler,
 }
@@ -321,6 +329,12 @@ impl WriterThread {
         self.unsynced_records = 0;
         if done.is_empty() {
             return Ok(());
+        }
+        // Durable now: what waited for these records may leave (see `spawn`).
+        if let Some(outbox) = &self.outbox {
+            for envelope in done.iter_mut().flat_map(|done| done.then_send.drain(..)) {
+                outbox.send(envelope);
+            }
         }
         // Err only when the driver is gone (shutdown): nobody is waiting any more.
         let _ = self.completions.blocking_send(std::mem::take(done));
