@@ -306,4 +306,18 @@ async fn a_lagging_replica_catches_up_when_every_log_lost_its_last_chosen_record
         lagging_ids, expected,
         "node {lagging} reads every acknowledged row locally"
     );
+    let lagging_log = cluster.nodes[(lagging - 1) as usize].log();
+    assert!(
+        lagging_log.contains("bootstrapped by checkpoint"),
+        "node {lagging} caught up through a checkpoint: {lagging_log}"
+    );
+    let took = cluster
+        .nodes
+        .iter()
+        .filter(|node| node.log().contains("took a checkpoint past the instances"))
+        .count();
+    assert_eq!(
+        took, 2,
+        "both nodes that stood on their replica took a checkpoint"
+    );
 }

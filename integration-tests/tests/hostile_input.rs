@@ -339,6 +339,37 @@ async fn http_port_refuses_forwarding_without_the_secret_and_admin_calls_without
     let token_path = secret_dir.path().join("admin-token");
     std::fs::write(&token_path, format!("{token}\n")).expect("token");
     let token_flag = token_path.display().to_string();
+    // A token alone would leave forwarded SQL and checkpoint streams on the same port open:
+    // such a node refuses to start, before it touches its data dir.
+    let lone_dir = secret_dir.path().join("token-only-node");
+    let lone_data = lone_dir.display().to_string();
+    let refused = paxsql(
+        &[
+            "node",
+            "--id",
+            "1",
+            "--data-dir",
+            &lone_data,
+            "--sql",
+            "127.0.0.1:0",
+            "--peer",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--admin-token-file",
+            &token_flag,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("--admin-token-file needs --cluster-secret-file"),
+        "a token without a secret must stop the node: {stderr}"
+    );
+    assert!(!lone_dir.exists(), "nothing written before the refusal");
     let mut cluster = Cluster::start(
         3,
         &[

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::forward::server::{is_forward_magic, ForwardServer};
 
@@ -112,6 +112,11 @@ impl HttpResponse {
 
 /// Concurrent forwarding connections from other nodes' proxies (they are long-lived).
 pub const FORWARD_CONNECTIONS_MAX: usize = 1024;
+/// Connections whose kind is not known yet (waiting for their first bytes) or whose forwarding
+/// handshake is not done: bounded apart from the slots of identified connections.
+pub const UNIDENTIFIED_CONNECTIONS_MAX: usize = 128;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before accepting again.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves the admin endpoint until `shutdown` completes. When `forward` is set, connections
 /// that open with the forwarding magic are served by [`crate::forward::server`] with it.
@@ -123,18 +128,34 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
     let forward_slots = Arc::new(Semaphore::new(FORWARD_CONNECTIONS_MAX));
+    let unidentified = Arc::new(Semaphore::new(UNIDENTIFIED_CONNECTIONS_MAX));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => return Ok(()),
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: keep the port alive and try again shortly.
+                tracing::warn!(%error, "accepting an HTTP connection failed; retrying");
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        // Connections not yet identified (first bytes, a forwarding handshake) are bounded
+        // before a task exists for them: over the bound the connection is closed at once.
+        let Ok(identifying) = unidentified.clone().try_acquire_owned() else {
+            continue;
         };
         let source = source.clone();
         let forward = forward.clone();
         let slots = slots.clone();
         let forward_slots = forward_slots.clone();
         tokio::spawn(async move {
-            if let Err(error) = dispatch(stream, source, forward, slots, forward_slots).await {
+            let outcome = dispatch(stream, source, forward, slots, forward_slots, identifying);
+            if let Err(error) = outcome.await {
                 tracing::debug!(%error, "admin connection ended with an error");
             }
         });
@@ -149,6 +170,7 @@ async fn dispatch(
     forward: Option<Arc<ForwardServer>>,
     slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
+    identifying: OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     let mut first = [0u8; 4];
     let peeked = match tokio::time::timeout(HTTP_READ_TIMEOUT, stream.peek(&mut first)).await {
@@ -156,17 +178,20 @@ async fn dispatch(
         Err(_) => return Ok(()),
     };
     if let Some(server) = forward.filter(|_| is_forward_magic(&first[..peeked])) {
-        // Over the bound: drop the connection; the follower answers its client with a retry.
-        let Ok(_permit) = forward_slots.try_acquire_owned() else {
-            return Ok(());
-        };
         stream.read_exact(&mut first).await?;
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |addr| addr.to_string());
-        return crate::forward::server::serve_connection(stream, server, &peer).await;
+        crate::forward::server::authenticate(&mut stream, &server, &peer).await?;
+        drop(identifying);
+        // Over the bound: drop the connection; the follower answers its client with a retry.
+        let Ok(_permit) = forward_slots.try_acquire_owned() else {
+            return Ok(());
+        };
+        return crate::forward::server::serve_authenticated(stream, &server).await;
     }
+    drop(identifying);
     // Over the bound: drop the connection rather than queue without limit.
     let Ok(_permit) = slots.try_acquire_owned() else {
         return Ok(());
@@ -408,6 +433,35 @@ mod tests {
         );
         assert_eq!(get(&addr, "/ready").await.expect("ready").0, 503);
         assert_eq!(get(&addr, "/nope").await.expect("404").0, 404);
+        stop.send(()).expect("server still running");
+        server.await.expect("joins").expect("serves cleanly");
+    }
+
+    #[tokio::test]
+    async fn silent_connections_past_the_bound_are_closed_and_the_port_recovers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(Fixed), None, async {
+            let _ = stopped.await;
+        }));
+        // Connections that never say what they are fill the bound...
+        let mut silent = Vec::new();
+        for _ in 0..UNIDENTIFIED_CONNECTIONS_MAX {
+            silent.push(TcpStream::connect(&addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...so one more is closed at once instead of getting a task of its own.
+        let mut extra = TcpStream::connect(&addr).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte))
+            .await
+            .expect("closed well before the read timeout");
+        assert!(matches!(read, Ok(0) | Err(_)), "over the bound: {read:?}");
+        // Once they go, the port serves again (it never stopped accepting).
+        drop(silent);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(get(&addr, "/status").await.expect("status").0, 200);
         stop.send(()).expect("server still running");
         server.await.expect("joins").expect("serves cleanly");
     }

@@ -599,9 +599,13 @@ fn http_guard(
         None => None,
     };
     if token.is_some() && cluster_secret.is_none() {
-        tracing::warn!(
-            "--admin-token-file without --cluster-secret-file: the admin routes need the token, \
-             but the peer port and GET /checkpoint/stream stay open to whoever reaches them"
+        // Forwarding and checkpoint streams share the HTTP port and prove the cluster secret,
+        // not the token: a token alone would leave every write and the whole database open
+        // on the port it seems to protect.
+        bail!(
+            "--admin-token-file needs --cluster-secret-file too: forwarded SQL and checkpoint \
+             streams on the same HTTP port are protected by the cluster secret, not the token; \
+             give every node the same --cluster-secret-file (see docs/OPERATIONS.md, Security)"
         );
     }
     Ok(crate::http::HttpGuard::new(

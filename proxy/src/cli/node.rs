@@ -49,7 +49,8 @@ pub struct NodeArgs {
     /// and data routes (/admin/*, /backup) then require `Authorization: Bearer TOKEN`, which
     /// `paxsql admin` and `paxsql backup` send with `--admin-token-file` or PAXSQL_ADMIN_TOKEN.
     /// /status, /metrics and /ready stay open. Without it those routes are open to anyone who
-    /// reaches --http.
+    /// reaches --http. Needs --cluster-secret-file as well (forwarding and checkpoint streams
+    /// on the same port prove the secret).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
     /// Join an existing cluster as a new, empty member (bootstraps from a checkpoint).

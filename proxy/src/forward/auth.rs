@@ -29,7 +29,9 @@
 use std::sync::Arc;
 
 use paxsql_replicator::limits::HANDSHAKE_NONCE_BYTES;
-use paxsql_replicator::runtime::handshake::{fresh_nonce, secret_proof, secret_proof_matches};
+use paxsql_replicator::runtime::handshake::{
+    check_optional_secret_proof, fresh_nonce, optional_secret_proof, ProofRefusal,
+};
 use paxsql_schema::ForwardError;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -251,16 +253,13 @@ fn proof(
     challenge_nonce: &[u8],
     sender_nonce: &[u8],
 ) -> Vec<u8> {
-    match &credentials.secret {
-        None => Vec::new(),
-        Some(secret) => secret_proof(
-            secret,
-            role.label(),
-            credentials.node_id,
-            challenge_nonce,
-            sender_nonce,
-        ),
-    }
+    optional_secret_proof(
+        credentials.secret.as_deref(),
+        role.label(),
+        credentials.node_id,
+        challenge_nonce,
+        sender_nonce,
+    )
 }
 
 /// Checks the proof in `remote`, sent by a node of `prover` role answering `challenge_nonce`.
@@ -272,24 +271,19 @@ fn check_proof(
     sender_nonce: &[u8],
 ) -> Result<(), ForwardAuthError> {
     let checker = prover.other();
-    match (&credentials.secret, remote.proof.is_empty()) {
-        (None, true) => Ok(()),
-        (None, false) => Err(ForwardAuthError::UnexpectedProof { prover, checker }),
-        (Some(_), true) => Err(ForwardAuthError::MissingProof { prover, checker }),
-        (Some(secret), false) => {
-            let matches = secret_proof_matches(
-                secret,
-                prover.label(),
-                remote.node_id,
-                challenge_nonce,
-                sender_nonce,
-                &remote.proof,
-            );
-            matches
-                .then_some(())
-                .ok_or(ForwardAuthError::WrongProof { prover })
-        }
-    }
+    check_optional_secret_proof(
+        credentials.secret.as_deref(),
+        prover.label(),
+        remote.node_id,
+        challenge_nonce,
+        sender_nonce,
+        &remote.proof,
+    )
+    .map_err(|refusal| match refusal {
+        ProofRefusal::UnexpectedProof => ForwardAuthError::UnexpectedProof { prover, checker },
+        ProofRefusal::MissingProof => ForwardAuthError::MissingProof { prover, checker },
+        ProofRefusal::WrongProof => ForwardAuthError::WrongProof { prover },
+    })
 }
 
 fn check_nonce(nonce: &[u8], from: Role) -> Result<(), ForwardAuthError> {

@@ -35,7 +35,7 @@ pub const FORWARD_FRAME_READ_STEP_BYTES: usize = 64 * 1024;
 /// Largest frame of the [`auth`] handshake: nothing unauthenticated may cost more.
 pub const FORWARD_AUTH_FRAME_BYTES_MAX: usize = 4 * 1024;
 /// How long the version and the [`auth`] handshake may take, on either side.
-pub const FORWARD_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FORWARD_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle pooled connections kept per master.
 pub const FORWARD_POOL_IDLE_MAX: usize = 16;
 

@@ -23,8 +23,8 @@ pub struct ForwardServer {
     pub credentials: ForwardCredentials,
 }
 
-/// Serves a connection whose first four bytes (the magic) were already read. `peer` names the
-/// remote end in logs.
+/// Serves a connection whose first four bytes (the magic) were already read: the handshake,
+/// then the requests.
 pub async fn serve_connection<S>(
     mut stream: S,
     server: Arc<ForwardServer>,
@@ -33,27 +33,44 @@ pub async fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Bounded: an unauthenticated connection holds one of the few forwarding slots.
-    let greeting = tokio::time::timeout(
-        FORWARD_AUTH_TIMEOUT,
-        greet(&mut stream, &server.credentials),
-    )
-    .await;
+    authenticate(&mut stream, &server, peer).await?;
+    serve_authenticated(stream, &server).await
+}
+
+/// The version check and the secret handshake, within [`FORWARD_AUTH_TIMEOUT`]. The HTTP
+/// server runs it under its small bound for unidentified connections and gives the
+/// connection a forwarding slot only afterwards, so unauthenticated connections cannot take
+/// the slots followers need.
+pub async fn authenticate<S>(
+    stream: &mut S,
+    server: &ForwardServer,
+    peer: &str,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let greeting =
+        tokio::time::timeout(FORWARD_AUTH_TIMEOUT, greet(stream, &server.credentials)).await;
     match greeting {
-        Ok(Ok(_follower)) => {}
+        Ok(Ok(_follower)) => Ok(()),
         Ok(Err(error)) => {
             if error.is_refusal() {
                 tracing::warn!(%peer, %error, "refused a forwarding connection");
             }
-            return Err(std::io::Error::other(error));
+            Err(std::io::Error::other(error))
         }
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("forwarding handshake not done within {FORWARD_AUTH_TIMEOUT:?}"),
-            ))
-        }
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("forwarding handshake not done within {FORWARD_AUTH_TIMEOUT:?}"),
+        )),
     }
+}
+
+/// Serves the requests of an authenticated connection until the follower closes it.
+pub async fn serve_authenticated<S>(mut stream: S, server: &ForwardServer) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut transaction: Option<Box<dyn Transaction>> = None;
     let outcome = serve_requests(&mut stream, server.backend.as_ref(), &mut transaction).await;
     // A vanished follower (or client behind it) leaves nothing behind.

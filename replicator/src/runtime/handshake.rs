@@ -304,13 +304,13 @@ fn proof(
     challenge_nonce: &[u8],
     sender_nonce: &[u8],
 ) -> Vec<u8> {
-    match &identity.secret {
-        None => Vec::new(),
-        Some(secret) => mac(secret, role, sender, challenge_nonce, sender_nonce)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-    }
+    optional_secret_proof(
+        identity.secret.as_deref(),
+        role.label(),
+        sender,
+        challenge_nonce,
+        sender_nonce,
+    )
 }
 
 /// Checks the proof in `remote.auth`, sent by a node of `role` that answered `challenge_nonce`.
@@ -321,30 +321,72 @@ fn check_proof(
     challenge_nonce: &[u8],
     sender_nonce: &[u8],
 ) -> Result<(), HandshakeError> {
-    match (&identity.secret, remote.auth.is_empty()) {
-        (None, true) => Ok(()),
-        (None, false) => Err(HandshakeError::SecretPresence {
+    check_optional_secret_proof(
+        identity.secret.as_deref(),
+        role.label(),
+        remote.node_id,
+        challenge_nonce,
+        sender_nonce,
+        &remote.auth,
+    )
+    .map_err(|refusal| match refusal {
+        ProofRefusal::UnexpectedProof => HandshakeError::SecretPresence {
             local: "has no secret",
             remote: "uses one",
-        }),
-        (Some(_), true) => Err(HandshakeError::SecretPresence {
+        },
+        ProofRefusal::MissingProof => HandshakeError::SecretPresence {
             local: "uses a secret",
             remote: "has none",
-        }),
-        (Some(secret), false) => mac(secret, role, remote.node_id, challenge_nonce, sender_nonce)
-            .verify_slice(&remote.auth)
-            .map_err(|_| HandshakeError::AuthFailed),
-    }
+        },
+        ProofRefusal::WrongProof => HandshakeError::AuthFailed,
+    })
 }
 
-fn mac(
-    secret: &[u8],
-    role: Role,
+/// Why a proof over an optional cluster secret was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofRefusal {
+    /// This side has no secret but the other sent a proof.
+    UnexpectedProof,
+    /// This side has a secret but the other sent no proof.
+    MissingProof,
+    /// The proof does not match this side's secret.
+    WrongProof,
+}
+
+/// [`secret_proof`] when there is a secret; empty (the "no secret" answer) when there is none.
+pub fn optional_secret_proof(
+    secret: Option<&[u8]>,
+    label: &[u8],
     sender: NodeId,
     challenge_nonce: &[u8],
     sender_nonce: &[u8],
-) -> HmacSha256 {
-    labeled_mac(secret, role.label(), sender, challenge_nonce, sender_nonce)
+) -> Vec<u8> {
+    secret.map_or_else(Vec::new, |secret| {
+        secret_proof(secret, label, sender, challenge_nonce, sender_nonce)
+    })
+}
+
+/// Checks a proof made by [`optional_secret_proof`] against this side's optional secret: both
+/// sides without a secret pass, a secret on one side only is refused, a proof is compared in
+/// constant time.
+pub fn check_optional_secret_proof(
+    secret: Option<&[u8]>,
+    label: &[u8],
+    sender: NodeId,
+    challenge_nonce: &[u8],
+    sender_nonce: &[u8],
+    proof: &[u8],
+) -> Result<(), ProofRefusal> {
+    match (secret, proof.is_empty()) {
+        (None, true) => Ok(()),
+        (None, false) => Err(ProofRefusal::UnexpectedProof),
+        (Some(_), true) => Err(ProofRefusal::MissingProof),
+        (Some(secret), false) => {
+            secret_proof_matches(secret, label, sender, challenge_nonce, sender_nonce, proof)
+                .then_some(())
+                .ok_or(ProofRefusal::WrongProof)
+        }
+    }
 }
 
 /// HMAC-SHA256 keyed with the secret over `label ‖ sender ‖ challenge nonce ‖ sender nonce`.

@@ -25,8 +25,9 @@ use crate::runtime::transport::{Transport, TransportConfig};
 /// its own constant, which should replace this one).
 pub const LOG_FORMAT_VERSION: u32 = 1;
 
-/// How one node is set up (the runtime's part of the command line).
-#[derive(Clone, Debug)]
+/// How one node is set up (the runtime's part of the command line). `Debug` never shows the
+/// cluster secret.
+#[derive(Clone)]
 pub struct NodeConfig {
     pub node_id: NodeId,
     pub incarnation: u64,
@@ -48,6 +49,30 @@ pub struct NodeConfig {
     pub may_vote: bool,
     pub log_format_version: u32,
     pub sqlite_version: String,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("incarnation", &self.incarnation)
+            .field("cluster_name", &self.cluster_name)
+            .field("cluster_gid", &self.cluster_gid)
+            .field(
+                "cluster_secret",
+                &self.cluster_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("peers", &self.peers)
+            .field("sql_addr", &self.sql_addr)
+            .field("http_addr", &self.http_addr)
+            .field("lease_ms", &self.lease_ms)
+            .field("join", &self.join)
+            .field("may_vote", &self.may_vote)
+            .field("log_format_version", &self.log_format_version)
+            .field("sqlite_version", &self.sqlite_version)
+            .finish()
+    }
 }
 
 impl NodeConfig {
