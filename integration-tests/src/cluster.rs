@@ -235,9 +235,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `count` nodes with `extra` flags each, and waits until a master serves.
     pub async fn start(count: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Ok(Self::start_elected(count, extra).await?.0)
+    }
+
+    /// [`Cluster::start`], also answering the master's node id.
+    pub async fn start_elected(count: u32, extra: &[&str]) -> anyhow::Result<(Cluster, u32)> {
         let cluster = Self::spawn(count, extra)?;
-        cluster.wait_for_master(Duration::from_secs(30)).await?;
-        Ok(cluster)
+        let master = cluster.wait_for_master(Duration::from_secs(30)).await?;
+        Ok((cluster, master))
     }
 
     /// Starts `count` nodes with `options`, and waits until a master serves.

@@ -237,13 +237,9 @@ fn psql_runaway_interrupted_by_sigint(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_requests_stop_runaway_reads_and_never_writes() {
-    let cluster = Cluster::start(3, &["--lease-ms", "1000"])
+    let (cluster, master) = Cluster::start_elected(3, &["--lease-ms", "1000"])
         .await
         .expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
     let follower = (1..=3).find(|id| *id != master).expect("a follower");
     let node_addr = |id: u32| cluster.nodes[(id - 1) as usize].sql_addr();
 

@@ -14,7 +14,7 @@ async fn stopped_follower_is_bootstrapped_by_checkpoint_after_3000_instances() {
     // Small log segments, so the log really is cut after a few thousand small instances (the
     // log is truncated in whole segments).
     std::env::set_var("PAXSQL_LOG_SEGMENT_BYTES", "65536");
-    let mut cluster = Cluster::start(
+    let (mut cluster, master) = Cluster::start_elected(
         3,
         &[
             "--checkpoint-interval-instances",
@@ -25,10 +25,6 @@ async fn stopped_follower_is_bootstrapped_by_checkpoint_after_3000_instances() {
     )
     .await
     .expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
     let follower = if master == 1 { 2 } else { 1 };
     let master_sql = cluster.nodes[(master - 1) as usize].sql_addr();
     let master_http = cluster.nodes[(master - 1) as usize].http_addr();

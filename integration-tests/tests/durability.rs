@@ -181,16 +181,34 @@ async fn metric(http_addr: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
-    let (mut cluster, master, master_addr) = start_with_kept_table().await;
+/// The master and node `node`, each read locally, hold exactly the acknowledged rows 1..=80.
+async fn assert_master_and_node_hold_rows_1_to_80(cluster: &Cluster, master_addr: &str, node: u32) {
+    let expected: BTreeSet<i64> = (1..=80).collect();
+    assert_eq!(ids_on(master_addr).await, expected, "the master");
+    let node_ids = ids_on(&cluster.nodes[(node - 1) as usize].sql_addr()).await;
+    assert_eq!(
+        node_ids, expected,
+        "node {node} reads every acknowledged row locally"
+    );
+}
+
+/// [`start_with_kept_table`] with rows 1..=40 applied everywhere: the cluster, the master's SQL
+/// address, a follower and its data dir.
+async fn start_with_40_rows() -> (Cluster, String, u32, PathBuf) {
+    let (cluster, master, master_addr) = start_with_kept_table().await;
     insert_ids(&master_addr, 1..=40).await;
     cluster.settle().await;
+    let follower = (1..=3).find(|id| *id != master).expect("a follower");
+    let follower_dir = cluster.nodes[(follower - 1) as usize].data_dir.clone();
+    (cluster, master_addr, follower, follower_dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
+    let (mut cluster, master_addr, follower, follower_dir) = start_with_40_rows().await;
 
     // A follower stops; its log loses its last 3 Chosen records, its SQLite keeps them.
-    let follower = (1..=3).find(|id| *id != master).expect("a follower");
     cluster.node(follower).stop();
-    let follower_dir = cluster.nodes[(follower - 1) as usize].data_dir.clone();
     let dropped = drop_last_chosen_records(&follower_dir, 3);
     cluster
         .node(follower)
@@ -204,14 +222,7 @@ async fn a_replica_ahead_of_its_paxos_log_stands_on_the_replica_and_rejoins() {
         .wait_applied(committed, Duration::from_secs(30))
         .await
         .expect("every replica catches up");
-    let expected: BTreeSet<i64> = (1..=80).collect();
-    let master_ids = ids_on(&master_addr).await;
-    assert_eq!(master_ids, expected);
-    let follower_ids = ids_on(&cluster.nodes[(follower - 1) as usize].sql_addr()).await;
-    assert_eq!(
-        follower_ids, master_ids,
-        "the follower's local reads equal the master's"
-    );
+    assert_master_and_node_hold_rows_1_to_80(&cluster, &master_addr, follower).await;
     let log = cluster.nodes[(follower - 1) as usize].log();
     assert!(
         log.contains("stood on the replica"),
@@ -261,11 +272,7 @@ async fn a_lagging_replica_catches_up_when_every_log_lost_its_last_chosen_record
     // records (appended without a sync of their own), two replicas kept those instances and
     // stand on them, and one replica is older. Its peers have no Chosen records to teach it
     // those instances, so they must offer it a checkpoint that covers them.
-    let (mut cluster, master, master_addr) = start_with_kept_table().await;
-    insert_ids(&master_addr, 1..=40).await;
-    cluster.settle().await;
-    let lagging = (1..=3).find(|id| *id != master).expect("a follower");
-    let lagging_dir = cluster.nodes[(lagging - 1) as usize].data_dir.clone();
+    let (mut cluster, master_addr, lagging, lagging_dir) = start_with_40_rows().await;
     let saved = cluster.dir.path().join("saved-sqlite");
     cluster.node(lagging).stop();
     save_sqlite(&lagging_dir, &saved);
@@ -298,14 +305,8 @@ async fn a_lagging_replica_catches_up_when_every_log_lost_its_last_chosen_record
             logs.join("\n----\n")
         );
     }
-    let expected: BTreeSet<i64> = (1..=80).collect();
     let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
-    assert_eq!(ids_on(&master_addr).await, expected);
-    let lagging_ids = ids_on(&cluster.nodes[(lagging - 1) as usize].sql_addr()).await;
-    assert_eq!(
-        lagging_ids, expected,
-        "node {lagging} reads every acknowledged row locally"
-    );
+    assert_master_and_node_hold_rows_1_to_80(&cluster, &master_addr, lagging).await;
     let lagging_log = cluster.nodes[(lagging - 1) as usize].log();
     assert!(
         lagging_log.contains("bootstrapped by checkpoint"),

@@ -94,11 +94,9 @@ fn all_alive(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_peer_traffic_is_refused_and_counted_and_no_node_crashes() {
-    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
+    let (mut cluster, master) = Cluster::start_elected(3, &[])
         .await
-        .expect("master");
+        .expect("cluster starts");
     let client = connect(&cluster.nodes[(master - 1) as usize].sql_addr(), "main")
         .await
         .expect("connect");
@@ -225,11 +223,9 @@ async fn hostile_peer_traffic_is_refused_and_counted_and_no_node_crashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_on_the_sql_port_closes_that_connection_only() {
-    let mut cluster = Cluster::start(3, &[]).await.expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
+    let (mut cluster, master) = Cluster::start_elected(3, &[])
         .await
-        .expect("master");
+        .expect("cluster starts");
     let addr = cluster.nodes[(master - 1) as usize].sql_addr();
     let bystander = connect(&addr, "main").await.expect("connect");
     bystander
@@ -370,7 +366,7 @@ async fn http_port_refuses_forwarding_without_the_secret_and_admin_calls_without
         "a token without a secret must stop the node: {stderr}"
     );
     assert!(!lone_dir.exists(), "nothing written before the refusal");
-    let mut cluster = Cluster::start(
+    let (mut cluster, master) = Cluster::start_elected(
         3,
         &[
             "--cluster-secret-file",
@@ -381,10 +377,6 @@ async fn http_port_refuses_forwarding_without_the_secret_and_admin_calls_without
     )
     .await
     .expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
     let follower = if master == 1 { 2 } else { 1 };
 
     // Writes through a follower are forwarded over an authenticated connection and succeed.

@@ -243,34 +243,48 @@ async fn without_a_secret_on_either_side_forwarding_works_as_before() {
     master.await.expect("ends").expect("a clean end");
 }
 
+/// The refusal of a handshake between these secrets names the problem and the fix.
+async fn assert_refused_saying(
+    master_secret: Option<&[u8]>,
+    follower_secret: Option<&[u8]>,
+    problem: &str,
+    fix: &str,
+) {
+    let reason = refused_greeting(master_secret, follower_secret).await;
+    assert!(reason.contains(problem) && reason.contains(fix), "{reason}");
+}
+
 #[tokio::test]
 async fn a_wrong_secret_is_refused_with_the_fix_and_nothing_runs() {
-    let reason = refused_greeting(Some(b"the secret"), Some(b"another secret")).await;
-    assert!(
-        reason.contains("the follower's proof of the cluster secret is wrong")
-            && reason.contains("check --cluster-secret-file on both nodes"),
-        "{reason}"
-    );
+    assert_refused_saying(
+        Some(b"the secret"),
+        Some(b"another secret"),
+        "the follower's proof of the cluster secret is wrong",
+        "check --cluster-secret-file on both nodes",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_secret_on_the_master_only_is_refused_saying_so() {
-    let reason = refused_greeting(Some(b"the secret"), None).await;
-    assert!(
-        reason.contains("the master has a cluster secret but the follower sent no proof of it")
-            && reason.contains("--cluster-secret-file"),
-        "{reason}"
-    );
+    assert_refused_saying(
+        Some(b"the secret"),
+        None,
+        "the master has a cluster secret but the follower sent no proof of it",
+        "--cluster-secret-file",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_secret_on_the_follower_only_is_refused_saying_so() {
-    let reason = refused_greeting(None, Some(b"the secret")).await;
-    assert!(
-        reason.contains("the follower proves a cluster secret but the master has none")
-            && reason.contains("--cluster-secret-file"),
-        "{reason}"
-    );
+    assert_refused_saying(
+        None,
+        Some(b"the secret"),
+        "the follower proves a cluster secret but the master has none",
+        "--cluster-secret-file",
+    )
+    .await;
 }
 
 #[tokio::test]
