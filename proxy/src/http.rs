@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::forward::server::{is_forward_magic, ForwardServer};
+use crate::log_budget::LogBudget;
 
 #[path = "http_guard.rs"]
 mod guard;
@@ -218,12 +219,16 @@ async fn handle_connection(
                 .take(200)
                 .collect::<String>();
             let remote = stream.peer_addr().map(|addr| addr.to_string());
-            tracing::info!(
-                status = refusal.status,
-                request,
-                remote = remote.as_deref().unwrap_or("?"),
-                "refused an HTTP request without valid credentials"
-            );
+            static REFUSALS: LogBudget = LogBudget::new();
+            if let Some(left_out) = REFUSALS.admit(std::time::Instant::now()) {
+                tracing::info!(
+                    status = refusal.status,
+                    request,
+                    remote = remote.as_deref().unwrap_or("?"),
+                    left_out,
+                    "refused an HTTP request without valid credentials"
+                );
+            }
             return write_response(&mut stream, &refusal).await;
         }
     }

@@ -8,6 +8,7 @@
 //!   [`forward`] carries them between nodes.
 //! - [`http`]: `/status`, `/metrics`, `/ready`; [`status`] builds those documents.
 //! - [`backup_export`]: `GET /backup`, a group as a plain SQLite file.
+//! - [`log_budget`]: a budget for log lines anyone on the network can trigger.
 //! - [`node`]: wires the replicator, the SQL front end and HTTP into one running node.
 
 pub mod admin_routes;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod log_budget;
 pub mod membership;
 pub mod node;
 pub mod node_backend;

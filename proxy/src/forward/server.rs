@@ -15,6 +15,7 @@ use super::convert::{
 use super::frame::{read_frame, write_frame};
 use super::{FORWARD_AUTH_TIMEOUT, MAGIC, PROTOCOL_VERSION};
 use crate::backend::{Backend, Transaction};
+use crate::log_budget::LogBudget;
 
 /// What the master side serves forwarding connections with.
 pub struct ForwardServer {
@@ -55,7 +56,10 @@ where
         Ok(Ok(_follower)) => Ok(()),
         Ok(Err(error)) => {
             if error.is_refusal() {
-                tracing::warn!(%peer, %error, "refused a forwarding connection");
+                static REFUSALS: LogBudget = LogBudget::new();
+                if let Some(left_out) = REFUSALS.admit(std::time::Instant::now()) {
+                    tracing::warn!(%peer, %error, left_out, "refused a forwarding connection");
+                }
             }
             Err(std::io::Error::other(error))
         }
