@@ -92,13 +92,7 @@ async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos
     save_sqlite(&old_master_dir, &saved);
 
     // Phase 2: the cluster restarts and acknowledges 150 more rows.
-    for id in 1..=3 {
-        cluster.node(id).start().expect("restart");
-    }
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
+    let master = restart_all(&mut cluster).await;
     let master_addr = cluster.nodes[(master - 1) as usize].sql_addr();
     insert_ids(&master_addr, 51..=200).await;
 
@@ -108,13 +102,7 @@ async fn a_replica_whose_sqlite_lost_recent_commits_recovers_them_from_the_paxos
         cluster.node(id).kill9();
     }
     restore_sqlite(&old_master_dir, &saved);
-    for id in 1..=3 {
-        cluster.node(id).start().expect("restart");
-    }
-    cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
+    restart_all(&mut cluster).await;
     let committed = cluster.committed_instance().await;
     cluster
         .wait_applied(committed, Duration::from_secs(30))
@@ -190,6 +178,17 @@ async fn assert_master_and_node_hold_rows_1_to_80(cluster: &Cluster, master_addr
         node_ids, expected,
         "node {node} reads every acknowledged row locally"
     );
+}
+
+/// Starts every (stopped) node again and waits for a master; answers its id.
+async fn restart_all(cluster: &mut Cluster) -> u32 {
+    for id in 1..=3 {
+        cluster.node(id).start().expect("restart");
+    }
+    cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master")
 }
 
 /// [`start_with_kept_table`] with rows 1..=40 applied everywhere: the cluster, the master's SQL
@@ -287,13 +286,7 @@ async fn a_lagging_replica_catches_up_when_every_log_lost_its_last_chosen_record
         drop_last_chosen_records(&node.data_dir, 3);
     }
     restore_sqlite(&lagging_dir, &saved);
-    for id in 1..=3 {
-        cluster.node(id).start().expect("restart");
-    }
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
-        .await
-        .expect("master");
+    let master = restart_all(&mut cluster).await;
     let committed = cluster.committed_instance().await;
     if let Err(error) = cluster
         .wait_applied(committed, Duration::from_secs(30))
