@@ -27,18 +27,7 @@ pub async fn run(dir: &Path, size_mb: u64) -> anyhow::Result<()> {
     let table = ChunkTable::build(&source)?;
     table.store(&sidecar_path(&source))?;
     let file_bytes = table.file_bytes;
-    let info = CheckpointInfo {
-        instance_id: 1,
-        file_bytes,
-        file_hash: table.file_hash_hex(),
-        checksum_after: 0,
-        cluster_gid: 0,
-        members: Vec::new(),
-        members_version: 0,
-        master_id: None,
-        lease_ms: 0,
-        lease_version: 0,
-    };
+    let info = table.bare_info(1);
 
     let megabytes = file_bytes as f64 / 1e6;
     println!(

@@ -65,6 +65,23 @@ fn value(value_id: u64) -> PaxosValue {
     }
 }
 
+/// Value 55 chosen at instance 1 for proposal `proposal_id`: its delivery, then the outcome.
+fn value_55_chosen(proposal_id: u64) -> [Action; 2] {
+    [
+        Action::Deliver {
+            instance_id: 1,
+            value: value(55),
+        },
+        Action::ProposalDone {
+            proposal_id,
+            outcome: ProposalOutcome::Chosen {
+                instance_id: 1,
+                value_id: 55,
+            },
+        },
+    ]
+}
+
 struct Harness {
     channels: GroupChannels,
     inputs: Arc<Mutex<Vec<Input>>>,
@@ -138,18 +155,10 @@ async fn actions_run_in_order_and_then_send_waits_for_the_sync() {
                 then_send: vec![heartbeat("main", 1, 2, 100)],
             },
             Action::Send(heartbeat("main", 1, 3, 200)),
-            Action::Deliver {
-                instance_id: 1,
-                value: value(55),
-            },
-            Action::ProposalDone {
-                proposal_id: *proposal_id,
-                outcome: ProposalOutcome::Chosen {
-                    instance_id: 1,
-                    value_id: 55,
-                },
-            },
-        ],
+        ]
+        .into_iter()
+        .chain(value_55_chosen(*proposal_id))
+        .collect(),
         Input::Persisted { token: 7 } => vec![Action::Send(heartbeat("main", 1, 2, 300))],
         _ => Vec::new(),
     });
@@ -227,22 +236,12 @@ async fn actions_run_in_order_and_then_send_waits_for_the_sync() {
 #[tokio::test]
 async fn an_appended_chosen_record_is_delivered_without_waiting_for_a_sync() {
     let script: Script = Box::new(|input| match input {
-        Input::Propose { proposal_id, .. } => vec![
-            Action::Append {
-                records: vec![chosen_record(1)],
-            },
-            Action::Deliver {
-                instance_id: 1,
-                value: value(55),
-            },
-            Action::ProposalDone {
-                proposal_id: *proposal_id,
-                outcome: ProposalOutcome::Chosen {
-                    instance_id: 1,
-                    value_id: 55,
-                },
-            },
-        ],
+        Input::Propose { proposal_id, .. } => vec![Action::Append {
+            records: vec![chosen_record(1)],
+        }]
+        .into_iter()
+        .chain(value_55_chosen(*proposal_id))
+        .collect(),
         _ => Vec::new(),
     });
     let events = Events::default();

@@ -31,6 +31,35 @@ fn recording_fatal() -> (FatalHandler, Arc<Mutex<Vec<String>>>) {
     )
 }
 
+/// A writer over `log` without an outbox: the tests read replies from the completions.
+struct Started {
+    writer: LogWriter,
+    completions: mpsc::Receiver<Vec<PersistDone>>,
+    metrics: Arc<RuntimeMetrics>,
+    fatal_messages: Arc<Mutex<Vec<String>>>,
+}
+
+fn start(log: InstrumentedLog) -> Started {
+    let (completions_sender, completions) = mpsc::channel(16);
+    let metrics = Arc::new(RuntimeMetrics::new());
+    let (fatal, fatal_messages) = recording_fatal();
+    let writer = LogWriter::spawn(
+        "main",
+        Box::new(log),
+        completions_sender,
+        None,
+        metrics.clone(),
+        fatal,
+    )
+    .expect("spawns");
+    Started {
+        writer,
+        completions,
+        metrics,
+        fatal_messages,
+    }
+}
+
 fn syncs(events: &Events) -> usize {
     events
         .lock()
@@ -46,18 +75,12 @@ async fn persist_jobs_queued_together_share_one_sync_and_complete_after_it() {
     let (open_gate, gate) = std::sync::mpsc::channel();
     let mut log = InstrumentedLog::new(events.clone());
     log.gate = Some(gate);
-    let (completions_sender, mut completions) = mpsc::channel::<Vec<PersistDone>>(16);
-    let metrics = Arc::new(RuntimeMetrics::new());
-    let (fatal, fatal_messages) = recording_fatal();
-    let writer = LogWriter::spawn(
-        "main",
-        Box::new(log),
-        completions_sender,
-        None,
-        metrics.clone(),
-        fatal,
-    )
-    .expect("spawns");
+    let Started {
+        writer,
+        mut completions,
+        metrics,
+        fatal_messages,
+    } = start(log);
 
     // Phase 1: the first job's sync is held at the gate while three more jobs queue up.
     writer
@@ -144,17 +167,11 @@ async fn persist_jobs_queued_together_share_one_sync_and_complete_after_it() {
 #[tokio::test]
 async fn a_read_sees_every_earlier_persist_and_truncation_drops_the_prefix() {
     let events = Events::default();
-    let (completions_sender, mut completions) = mpsc::channel(16);
-    let (fatal, _) = recording_fatal();
-    let writer = LogWriter::spawn(
-        "main",
-        Box::new(InstrumentedLog::new(events.clone())),
-        completions_sender,
-        None,
-        Arc::new(RuntimeMetrics::new()),
-        fatal,
-    )
-    .expect("spawns");
+    let Started {
+        writer,
+        mut completions,
+        ..
+    } = start(InstrumentedLog::new(events.clone()));
     for instance_id in 0..5 {
         writer
             .persist(instance_id, vec![record(instance_id)], Vec::new())
@@ -194,18 +211,12 @@ async fn a_read_sees_every_earlier_persist_and_truncation_drops_the_prefix() {
 #[tokio::test]
 async fn appended_records_cause_no_sync_and_become_durable_with_the_next_one() {
     let events = Events::default();
-    let (completions_sender, mut completions) = mpsc::channel(16);
-    let metrics = Arc::new(RuntimeMetrics::new());
-    let (fatal, fatal_messages) = recording_fatal();
-    let writer = LogWriter::spawn(
-        "main",
-        Box::new(InstrumentedLog::new(events.clone())),
-        completions_sender,
-        None,
-        metrics.clone(),
-        fatal,
-    )
-    .expect("spawns");
+    let Started {
+        writer,
+        mut completions,
+        metrics,
+        fatal_messages,
+    } = start(InstrumentedLog::new(events.clone()));
     writer
         .append(vec![record(1), record(2)])
         .await
@@ -257,17 +268,12 @@ async fn a_failed_sync_is_fatal_and_releases_nothing() {
     let events = Events::default();
     let mut log = InstrumentedLog::new(events.clone());
     log.fail_sync = true;
-    let (completions_sender, mut completions) = mpsc::channel(16);
-    let (fatal, fatal_messages) = recording_fatal();
-    let writer = LogWriter::spawn(
-        "main",
-        Box::new(log),
-        completions_sender,
-        None,
-        Arc::new(RuntimeMetrics::new()),
-        fatal,
-    )
-    .expect("spawns");
+    let Started {
+        writer,
+        mut completions,
+        fatal_messages,
+        ..
+    } = start(log);
     writer
         .persist(1, vec![record(1)], vec![heartbeat("main", 1, 2, 1)])
         .await

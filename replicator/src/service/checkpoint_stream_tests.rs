@@ -29,18 +29,7 @@ fn write_source(path: &Path) -> (Vec<u8>, CheckpointInfo) {
     // As a checkpoint is written: the file, then its chunk table beside it.
     let table = ChunkTable::build(path).expect("index the source");
     table.store(&sidecar_path(path)).expect("store the table");
-    let info = CheckpointInfo {
-        instance_id: 7,
-        file_bytes: table.file_bytes,
-        file_hash: table.file_hash_hex(),
-        checksum_after: 0,
-        cluster_gid: 0,
-        members: Vec::new(),
-        members_version: 0,
-        master_id: None,
-        lease_ms: 0,
-        lease_version: 0,
-    };
+    let info = table.bare_info(7);
     (bytes, info)
 }
 
