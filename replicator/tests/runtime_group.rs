@@ -71,6 +71,8 @@ fn value_55_chosen(proposal_id: u64) -> [Action; 2] {
         Action::Deliver {
             instance_id: 1,
             value: value(55),
+            checksum_after: 0x55,
+            proposed_here: true,
         },
         Action::ProposalDone {
             proposal_id,

@@ -335,3 +335,49 @@ fn last_insert_rowid_is_replayed_to_the_masters_value() {
         expected
     );
 }
+
+/// A pending commit keeps only its batch's identity (the value goes to Paxos without a copy):
+/// another batch at the same instance, with the same statements but its own seed, or another
+/// statement count, is not this batch; `commit` refuses it.
+#[test]
+fn a_pending_commit_knows_its_own_batch_from_another_at_the_same_instance() {
+    let mut master = master_with_table();
+    let other_seed = {
+        let mut scratch = master_with_table();
+        let mut batch = scratch.database.begin_batch(1, TIME_MS, 3).expect("begin");
+        batch
+            .execute(&sql("INSERT INTO t VALUES (2, 'two')"))
+            .expect("insert");
+        let (record, _rolled_back) = batch.finish().expect("finish");
+        record
+    };
+    let mut batch = master.database.begin_batch(1, TIME_MS, 2).expect("begin");
+    batch
+        .execute(&sql("INSERT INTO t VALUES (2, 'two')"))
+        .expect("insert");
+    let (record, pending) = batch.finish().expect("finish");
+    let mut longer = record.clone();
+    longer.statements.push(record.statements[0].clone());
+    assert!(pending.is_this_batch(&record));
+    assert!(!pending.is_this_batch(&other_seed));
+    assert!(!pending.is_this_batch(&longer));
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = pending.commit(2, &binlog_value(9, other_seed));
+    }));
+    assert!(refused.is_err(), "commit took another batch for its own");
+    // The refused commit rolled back: the writer is free for the next batch at the same base.
+    let mut next = master
+        .database
+        .begin_batch(1, TIME_MS, 4)
+        .expect("begin again");
+    next.execute(&sql("INSERT INTO t VALUES (5, 'five')"))
+        .expect("insert");
+    let (record, pending) = next.finish().expect("finish");
+    pending
+        .commit(2, &binlog_value(10, record))
+        .expect("commit");
+    assert_eq!(
+        rows(&master.database, "SELECT id FROM t ORDER BY id"),
+        vec![vec![Value::Integer(1)], vec![Value::Integer(5)]]
+    );
+}

@@ -182,6 +182,12 @@ pub enum Action {
     Deliver {
         instance_id: InstanceId,
         value: PaxosValue,
+        /// The running log checksum after this value (what [`crate::paxos::chain_checksum`]
+        /// gives), computed once here so the state machine need not encode the value again.
+        checksum_after: u64,
+        /// This node's proposer had exactly this value in flight (same value id) for this
+        /// instance: the value carries this node's own proposal.
+        proposed_here: bool,
     },
     /// A local proposal ended.
     ProposalDone {

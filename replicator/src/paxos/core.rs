@@ -371,24 +371,31 @@ impl Core {
             self.halt(reason, actions);
             return;
         }
-        let chosen = paxsql_schema::ChosenValue {
+        // The value moves into the record to be encoded and back out: no copy of it.
+        let mut chosen = paxsql_schema::ChosenValue {
             instance_id,
             ballot: Some(ballot),
-            value: Some(value.clone()),
+            value: Some(value),
         };
+        let record = Record::new(instance_id, RecordKind::Chosen, chosen.encode_to_vec());
+        let value = chosen.value.take().expect("set just above");
         actions.push(Action::Append {
-            records: vec![Record::new(
-                instance_id,
-                RecordKind::Chosen,
-                chosen.encode_to_vec(),
-            )],
+            records: vec![record],
+        });
+        let proposed_here = self.proposer.inflight.as_ref().is_some_and(|inflight| {
+            inflight.instance_id == instance_id && inflight.value.value_id == value.value_id
         });
         let mut after = Vec::new();
         self.apply_chosen(instance_id, &value, &mut after, actions);
         if self.halted.is_some() {
             return;
         }
-        actions.push(Action::Deliver { instance_id, value });
+        actions.push(Action::Deliver {
+            instance_id,
+            value,
+            checksum_after: self.checksum,
+            proposed_here,
+        });
         actions.extend(after);
     }
 

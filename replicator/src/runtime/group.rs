@@ -54,6 +54,11 @@ pub trait Outbox: Send + Sync + 'static {
 pub struct Delivered {
     pub instance_id: InstanceId,
     pub value: PaxosValue,
+    /// The running log checksum after this value (see [`crate::paxos::chain_checksum`]).
+    pub checksum_after: u64,
+    /// The value is the one this node's proposer had in flight for this instance: the master
+    /// tells its own batch from another master's by this (see [`Action::Deliver`]).
+    pub proposed_here: bool,
 }
 
 /// The group needs instances no peer's log holds: fetch `peer`'s checkpoint.
@@ -420,7 +425,20 @@ impl Driver {
                 self.outbox.send(envelope);
                 Ok(())
             }
-            Action::Deliver { instance_id, value } => self.handle_deliver(instance_id, value).await,
+            Action::Deliver {
+                instance_id,
+                value,
+                checksum_after,
+                proposed_here,
+            } => {
+                self.handle_deliver(Delivered {
+                    instance_id,
+                    value,
+                    checksum_after,
+                    proposed_here,
+                })
+                .await
+            }
             Action::ProposalDone {
                 proposal_id,
                 outcome,
@@ -503,18 +521,14 @@ impl Driver {
         }
     }
 
-    async fn handle_deliver(
-        &mut self,
-        instance_id: InstanceId,
-        value: PaxosValue,
-    ) -> Result<(), Stop> {
+    async fn handle_deliver(&mut self, delivered: Delivered) -> Result<(), Stop> {
         self.metrics
             .values_delivered
             .fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(Stop::Cancelled),
-            sent = self.deliveries.send(Delivered { instance_id, value }) => sent.map_err(|_| Stop::StateMachineGone),
+            sent = self.deliveries.send(delivered) => sent.map_err(|_| Stop::StateMachineGone),
         }
     }
 

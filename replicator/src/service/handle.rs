@@ -22,7 +22,7 @@ use crate::sqlite::{
 };
 
 use super::checkpoints::ChecksumRing;
-use super::writer::{self, WriterContext, WriterMessage, WRITER_QUEUE_MAX};
+use super::writer::{self, WriterContext, WriterMessage, WriterQueues, WRITER_QUEUE_MAX};
 
 /// How long a client waits for the outcome of its write before hearing "unknown" (40003).
 pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_secs(20);
@@ -54,7 +54,7 @@ impl SqlService {
         node_id: u32,
         database: Database,
         group: GroupHandle,
-        mut deliveries: mpsc::Receiver<Delivered>,
+        deliveries: mpsc::Receiver<Delivered>,
         fatal: FatalHandler,
     ) -> std::io::Result<SqlService> {
         let (sender, receiver) = mpsc::channel(WRITER_QUEUE_MAX);
@@ -63,36 +63,25 @@ impl SqlService {
         let database_path = database.path().to_path_buf();
         let checksums = std::sync::Arc::new(ChecksumRing::default());
         let runtime = tokio::runtime::Handle::current();
+        // Chosen values go from the driver straight to the writer thread, waiting for room
+        // there (backpressure on the driver); they are never dropped.
+        let queues = WriterQueues {
+            sender: sender.clone(),
+            receiver,
+            deliveries,
+            checksums: checksums.clone(),
+        };
         let context = WriterContext::new(
             node_id,
             group.clone(),
             runtime.clone(),
-            sender.clone(),
-            receiver,
+            queues,
             applied_sender,
             fatal,
         );
         std::thread::Builder::new()
             .name(format!("writer-{}", group.name()))
             .spawn(move || writer::run(database, context))?;
-        // Chosen values wait for room (backpressure on the driver); they are never dropped.
-        let delivery_sender = sender.clone();
-        let ring = checksums.clone();
-        runtime.spawn(async move {
-            while let Some(delivered) = deliveries.recv().await {
-                ring.record(
-                    delivered.instance_id,
-                    crate::paxos::chain_checksum(delivered.value.checksum_before, &delivered.value),
-                );
-                if delivery_sender
-                    .send(WriterMessage::Delivered(delivered))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
         let tick_sender = sender.clone();
         runtime.spawn(async move {
             let mut interval = tokio::time::interval(WRITER_TICK);

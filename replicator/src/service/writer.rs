@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use paxsql_schema::{paxos_value::Payload, BinlogBatch};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use std::sync::Arc;
+
 use crate::paxos::{InstanceId, ProposalOutcome};
 use crate::runtime::error::RuntimeError;
 use crate::runtime::group::{Delivered, GroupHandle};
@@ -27,6 +29,8 @@ use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
     Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest, StatementResult,
 };
+
+use super::checkpoints::ChecksumRing;
 
 /// Messages queued toward the writer thread.
 pub const WRITER_QUEUE_MAX: usize = 4096;
@@ -108,6 +112,11 @@ pub struct WriterContext {
     pub runtime: tokio::runtime::Handle,
     pub sender: mpsc::Sender<WriterMessage>,
     pub receiver: mpsc::Receiver<WriterMessage>,
+    /// Chosen values straight from the group driver (no task in between: one wake-up less
+    /// per instance on every node).
+    deliveries: mpsc::Receiver<Delivered>,
+    /// The running checksum after each delivered instance, for checkpoints.
+    checksums: Arc<ChecksumRing>,
     pub applied: watch::Sender<Option<InstanceId>>,
     pub fatal: FatalHandler,
     units: VecDeque<Unit>,
@@ -121,16 +130,29 @@ pub struct WriterContext {
     random_state: u64,
 }
 
+/// The queues the writer thread reads.
+pub struct WriterQueues {
+    pub sender: mpsc::Sender<WriterMessage>,
+    pub receiver: mpsc::Receiver<WriterMessage>,
+    pub deliveries: mpsc::Receiver<Delivered>,
+    pub checksums: Arc<ChecksumRing>,
+}
+
 impl WriterContext {
     pub fn new(
         node_id: u32,
         group: GroupHandle,
         runtime: tokio::runtime::Handle,
-        sender: mpsc::Sender<WriterMessage>,
-        receiver: mpsc::Receiver<WriterMessage>,
+        queues: WriterQueues,
         applied: watch::Sender<Option<InstanceId>>,
         fatal: FatalHandler,
     ) -> Self {
+        let WriterQueues {
+            sender,
+            receiver,
+            deliveries,
+            checksums,
+        } = queues;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos() as u64)
@@ -142,6 +164,8 @@ impl WriterContext {
             runtime,
             sender,
             receiver,
+            deliveries,
+            checksums,
             applied,
             fatal,
             units: VecDeque::new(),
@@ -153,6 +177,38 @@ impl WriterContext {
             next_transaction: 1,
             random_state: seed | 1,
         }
+    }
+
+    /// Waits for the next message. Chosen values come first: they move the replica on, and a
+    /// batch run on a stale base would only lose its instance. `None` once every sender of
+    /// the writer's own queue is gone.
+    fn next_message(&mut self) -> Option<WriterMessage> {
+        if let Ok(delivered) = self.deliveries.try_recv() {
+            return Some(self.received(delivered));
+        }
+        if let Ok(message) = self.receiver.try_recv() {
+            return Some(message);
+        }
+        let runtime = self.runtime.clone();
+        let (deliveries, receiver) = (&mut self.deliveries, &mut self.receiver);
+        // A closed delivery queue (the driver stopped) only disables its branch.
+        let next = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                Some(delivered) = deliveries.recv() => Some(Ok(delivered)),
+                message = receiver.recv() => message.map(Err),
+            }
+        })?;
+        Some(match next {
+            Ok(delivered) => self.received(delivered),
+            Err(message) => message,
+        })
+    }
+
+    fn received(&self, delivered: Delivered) -> WriterMessage {
+        self.checksums
+            .record(delivered.instance_id, delivered.checksum_after);
+        WriterMessage::Delivered(delivered)
     }
 
     /// True when this node is the master that may execute writes now.
@@ -214,7 +270,7 @@ pub fn run(mut database: Database, mut context: WriterContext) {
             run_batch(&mut database, &mut context);
             continue;
         }
-        let Some(message) = context.receiver.blocking_recv() else {
+        let Some(message) = context.next_message() else {
             return;
         };
         handle_idle(&mut database, &mut context, message);
@@ -340,7 +396,11 @@ fn drain_deferred(database: &mut Database, context: &mut WriterContext) {
 
 /// Replays a chosen value (a follower's only write, and the master's after losing an instance).
 fn apply(database: &mut Database, context: &mut WriterContext, delivered: Delivered) {
-    match database.apply(delivered.instance_id, &delivered.value) {
+    match database.apply_chosen(
+        delivered.instance_id,
+        &delivered.value,
+        delivered.checksum_after,
+    ) {
         Ok(_) => applied(context, delivered.instance_id),
         Err(error) => context.fail_fatally(
             &format!(
@@ -509,7 +569,8 @@ fn propose_and_wait(
     context.next_token += 1;
     let group = context.group.clone();
     let sender = context.sender.clone();
-    let payload = Payload::Binlog(value.clone());
+    // The value goes to Paxos as it is, no copy kept: its delivery says whether it was ours.
+    let payload = Payload::Binlog(value);
     context.runtime.spawn(async move {
         let outcome = group.propose(payload, Some(instance_id)).await;
         let _ = sender
@@ -517,7 +578,7 @@ fn propose_and_wait(
             .await;
     });
     loop {
-        let Some(message) = context.receiver.blocking_recv() else {
+        let Some(message) = context.next_message() else {
             pending.rollback();
             return Resolution::Failed(SqlError::new(
                 SqlErrorKind::Unknown,
@@ -530,14 +591,19 @@ fn propose_and_wait(
                     delivered.instance_id, instance_id,
                     "instances are delivered in order"
                 );
-                // Compared in place: cloning the whole value per batch is a copy of every
-                // statement on the hot path.
-                let ours = matches!(
-                    delivered.value.payload.as_ref(),
-                    Some(Payload::Binlog(chosen)) if *chosen == value
-                );
+                // Ours: this node's proposer had exactly this value in flight (value id), and
+                // it is this batch (its time and random seed), not an earlier one of ours.
+                let ours = delivered.proposed_here
+                    && matches!(
+                        delivered.value.payload.as_ref(),
+                        Some(Payload::Binlog(chosen)) if pending.is_this_batch(chosen)
+                    );
                 if ours {
-                    if let Err(error) = pending.commit(instance_id, &delivered.value) {
+                    if let Err(error) = pending.commit_chosen(
+                        instance_id,
+                        &delivered.value,
+                        delivered.checksum_after,
+                    ) {
                         context.fail_fatally(
                             &format!("COMMIT of chosen instance {instance_id} failed"),
                             &error,
@@ -609,7 +675,7 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
     let mut statements: Vec<StatementRequest> = Vec::new();
     let mut stale = false;
     loop {
-        let Some(message) = context.receiver.blocking_recv() else {
+        let Some(message) = context.next_message() else {
             return;
         };
         match message {
@@ -638,11 +704,12 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
                         return;
                     }
                 };
+                let effects = Effects::of(&value);
                 let outcome = if stale {
                     pending.rollback();
-                    rerun_and_commit(database, context, &statements, &value)
+                    rerun_and_commit(database, context, &statements, &effects)
                 } else {
-                    match propose_and_wait(context, value.clone(), pending, base) {
+                    match propose_and_wait(context, value, pending, base) {
                         Resolution::Committed(instance_id) => {
                             applied(context, instance_id);
                             Ok(())
@@ -651,7 +718,7 @@ fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: 
                             let rerun = leaves_user_tables_alone(&delivered);
                             apply(database, context, delivered);
                             if rerun {
-                                rerun_and_commit(database, context, &statements, &value)
+                                rerun_and_commit(database, context, &statements, &effects)
                             } else {
                                 Err(lost_error())
                             }
@@ -706,7 +773,7 @@ fn rerun_and_commit(
     database: &mut Database,
     context: &mut WriterContext,
     statements: &[StatementRequest],
-    original: &BinlogBatch,
+    original: &Effects,
 ) -> Result<(), SqlError> {
     for _attempt in 0..UNIT_ATTEMPTS_MAX {
         drain_deferred(database, context);
@@ -721,7 +788,7 @@ fn rerun_and_commit(
             let _ = batch.execute(statement);
         }
         let (value, pending) = batch.finish()?;
-        if !same_effects(original, &value) {
+        if Effects::of(&value) != *original {
             pending.rollback();
             return Err(lost_error());
         }
@@ -743,21 +810,34 @@ fn rerun_and_commit(
     Err(lost_error())
 }
 
-/// Two executions of one transaction agree on everything a client could have observed.
-fn same_effects(original: &BinlogBatch, rerun: &BinlogBatch) -> bool {
-    original.time_unix_ms == rerun.time_unix_ms
-        && original.random_seed == rerun.random_seed
-        && original.statements.len() == rerun.statements.len()
-        && original
-            .statements
-            .iter()
-            .zip(&rerun.statements)
-            .all(|(before, after)| {
-                before.sql == after.sql
-                    && before.params == after.params
-                    && before.rows_changed == after.rows_changed
-                    && before.effect_digest == after.effect_digest
-                    && before.last_insert_rowid == after.last_insert_rowid
-                    && before.failed == after.failed
-            })
+/// Everything a client could have observed of one execution of a transaction's statements:
+/// two executions of the same statements agree when these are equal. Kept instead of the
+/// executed value itself, which goes to Paxos without a copy.
+#[derive(Debug, PartialEq, Eq)]
+struct Effects {
+    time_unix_ms: i64,
+    random_seed: u64,
+    /// Per statement: rows changed, effect digest, last rowid, failed.
+    statements: Vec<(u64, u64, i64, bool)>,
+}
+
+impl Effects {
+    fn of(batch: &BinlogBatch) -> Effects {
+        Effects {
+            time_unix_ms: batch.time_unix_ms,
+            random_seed: batch.random_seed,
+            statements: batch
+                .statements
+                .iter()
+                .map(|statement| {
+                    (
+                        statement.rows_changed,
+                        statement.effect_digest,
+                        statement.last_insert_rowid,
+                        statement.failed,
+                    )
+                })
+                .collect(),
+        }
+    }
 }

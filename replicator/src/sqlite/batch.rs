@@ -36,9 +36,31 @@ pub struct Batch<'db> {
 }
 
 /// A finished batch whose transaction waits for the Paxos outcome of instance `base + 1`.
+/// It keeps only the batch's identity: the value itself goes to Paxos without a copy.
 pub struct PendingCommit<'db> {
     database: Option<&'db mut Database>,
-    record: BinlogBatch,
+    identity: BatchIdentity,
+}
+
+/// What tells one batch from another at the same instance without comparing statements: the
+/// pinned time and the 64-bit random seed are drawn per batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BatchIdentity {
+    base_instance: u64,
+    time_unix_ms: i64,
+    random_seed: u64,
+    statements: usize,
+}
+
+impl BatchIdentity {
+    fn of(batch: &BinlogBatch) -> BatchIdentity {
+        BatchIdentity {
+            base_instance: batch.base_instance,
+            time_unix_ms: batch.time_unix_ms,
+            random_seed: batch.random_seed,
+            statements: batch.statements.len(),
+        }
+    }
 }
 
 impl Database {
@@ -184,7 +206,7 @@ impl<'db> Batch<'db> {
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
-            writer.execute(request)
+            writer.execute(&request.sql, &request.params)
         };
         let Err(error) = outcome else {
             writer
@@ -228,14 +250,14 @@ impl<'db> Batch<'db> {
         let record = std::mem::take(&mut self.record);
         let pending = PendingCommit {
             database: Some(database),
-            record,
+            identity: BatchIdentity::of(&record),
         };
         if let Some(error) = failure {
             // Dropping the pending commit rolls back.
             drop(pending);
             return Err(error);
         }
-        Ok((pending.record.clone(), pending))
+        Ok((record, pending))
     }
 
     fn commit_blocker(&self) -> Option<SqlError> {
@@ -279,58 +301,64 @@ impl Drop for Batch<'_> {
 }
 
 impl<'db> PendingCommit<'db> {
-    /// The value this transaction proposed (also returned by [`Batch::finish`]).
-    pub fn batch(&self) -> &BinlogBatch {
-        &self.record
+    /// Whether `chosen` is the batch this transaction proposed. Call it only for a value the
+    /// group delivered as proposed here (`Delivered::proposed_here`): the value id already
+    /// tells this node's proposals apart; this also checks that it is this very batch.
+    pub fn is_this_batch(&self, chosen: &BinlogBatch) -> bool {
+        BatchIdentity::of(chosen) == self.identity
     }
 
     /// Instance `instance_id` chose this batch (`value` is the chosen value, whose value id the
     /// runtime matched with its own): record the applied instance in the same transaction and
     /// COMMIT. A failure here is fatal: the value is chosen and this node can no longer commit it.
-    pub fn commit(mut self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
-        let database = self
-            .database
-            .take()
-            .expect("a pending commit holds the database");
+    pub fn commit(self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
+        let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
+        self.commit_chosen(instance_id, value, checksum_after)
+    }
+
+    /// [`PendingCommit::commit`] with the running log checksum after the value already known.
+    pub fn commit_chosen(
+        mut self,
+        instance_id: u64,
+        value: &PaxosValue,
+        checksum_after: u64,
+    ) -> Result<(), SqliteError> {
+        // Checked before the database is taken: a failed check drops `self`, which rolls back.
         assert_eq!(
             instance_id,
-            self.record.base_instance + 1,
+            self.identity.base_instance + 1,
             "a batch commits at the instance after its base"
         );
         let Some(Payload::Binlog(chosen)) = &value.payload else {
             panic!("commit is called only when instance {instance_id} chose this batch, not another payload");
         };
         assert!(
-            (
-                chosen.base_instance,
-                chosen.time_unix_ms,
-                chosen.random_seed,
-                chosen.statements.len()
-            ) == (
-                self.record.base_instance,
-                self.record.time_unix_ms,
-                self.record.random_seed,
-                self.record.statements.len()
-            ),
+            self.is_this_batch(chosen),
             "commit is called only when instance {instance_id} chose this very batch"
         );
-        debug_assert!(
-            *chosen == self.record,
-            "the chosen batch is the one executed here"
-        );
+        let database = self
+            .database
+            .take()
+            .expect("a pending commit holds the database");
         let connection = &database.writer.connection;
         let fatal = |detail: String| SqliteError::CommitAfterChosen {
             instance_id,
             detail,
         };
-        write_applied(connection, instance_id, value, self.record.time_unix_ms)
-            .map_err(|error| fatal(error.to_string()))?;
+        write_applied(
+            connection,
+            instance_id,
+            value,
+            checksum_after,
+            self.identity.time_unix_ms,
+        )
+        .map_err(|error| fatal(error.to_string()))?;
         database
             .writer
             .execute_cached("COMMIT")
             .map_err(|error| fatal(error.to_string()))?;
         database.applied_instance = Some(instance_id);
-        database.time_unix_ms = self.record.time_unix_ms;
+        database.time_unix_ms = self.identity.time_unix_ms;
         database.writer.set_query_only(true)
     }
 

@@ -178,7 +178,9 @@ impl PaxConnection {
         budget.calls_left.store(i64::from(calls), Ordering::Relaxed);
         // A busy wait would block the async worker: no waiting for locks in this attempt.
         let no_wait = self.connection.busy_timeout(Duration::ZERO);
-        let outcome = no_wait.ok().and_then(|()| self.execute(request).ok());
+        let outcome = no_wait
+            .ok()
+            .and_then(|()| self.execute(&request.sql, &request.params).ok());
         budget.calls_left.store(-1, Ordering::Relaxed);
         self.connection
             .busy_timeout(self.busy_timeout)
@@ -298,22 +300,21 @@ impl PaxConnection {
 
     /// Runs one client statement under the policy. Time and randomness are whatever the caller
     /// pinned and seeded. On error the caller checks [`Connection::is_autocommit`].
-    pub fn execute(&self, request: &StatementRequest) -> Result<Executed, SqlError> {
-        let text_params: Vec<&str> = request
-            .params
+    pub fn execute(&self, sql: &str, params: &[Value]) -> Result<Executed, SqlError> {
+        let text_params: Vec<&str> = params
             .iter()
             .filter_map(|value| match value {
                 Value::Text(text) => Some(text.as_str()),
                 _ => None,
             })
             .collect();
-        if let Some(reason) = policy::text_refusal(&request.sql, &text_params) {
+        if let Some(reason) = policy::text_refusal(sql, &text_params) {
             return Err(SqlError::new(SqlErrorKind::NotReplicable, reason));
         }
         let _policing = self.policy.police();
         self.effects.lock().expect("effect lock").start();
         let total_before = self.connection.total_changes();
-        let outcome = self.run(request);
+        let outcome = self.run(sql, params);
         let outcome = outcome.map_err(|error| match self.policy.take_refusal() {
             Some(reason) => SqlError::new(SqlErrorKind::NotReplicable, reason),
             None => error,
@@ -333,7 +334,7 @@ impl PaxConnection {
             columns,
             rows,
             rows_changed,
-            verb: policy::verb(&request.sql),
+            verb: policy::verb(sql),
         };
         Ok(Executed {
             result,
@@ -353,12 +354,12 @@ impl PaxConnection {
         Ok(statement.readonly())
     }
 
-    fn run(&self, request: &StatementRequest) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
+    fn run(&self, sql: &str, params: &[Value]) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
         let mut statement = self
             .connection
-            .prepare(&request.sql)
+            .prepare(sql)
             .map_err(|error| classify(&error))?;
-        bind_parameters(&mut statement, &request.params)?;
+        bind_parameters(&mut statement, params)?;
         let columns: Vec<Column> = statement
             .columns()
             .map(|column| Column {

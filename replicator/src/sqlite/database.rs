@@ -158,6 +158,18 @@ impl Database {
         instance_id: u64,
         value: &PaxosValue,
     ) -> Result<ApplyOutcome, SqliteError> {
+        let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
+        self.apply_chosen(instance_id, value, checksum_after)
+    }
+
+    /// [`Database::apply`] with the running log checksum after the value already known (the
+    /// group driver computes it once per instance; encoding the value again costs a copy).
+    pub fn apply_chosen(
+        &mut self,
+        instance_id: u64,
+        value: &PaxosValue,
+        checksum_after: u64,
+    ) -> Result<ApplyOutcome, SqliteError> {
         let expected = self.applied_instance.map_or(0, |applied| applied + 1);
         if instance_id < expected {
             return Ok(ApplyOutcome::AlreadyApplied);
@@ -169,7 +181,7 @@ impl Database {
             });
         }
         self.writer.set_query_only(false)?;
-        let outcome = self.apply_in_transaction(instance_id, value);
+        let outcome = self.apply_in_transaction(instance_id, value, checksum_after);
         self.writer.set_query_only(true)?;
         outcome
     }
@@ -178,11 +190,12 @@ impl Database {
         &mut self,
         instance_id: u64,
         value: &PaxosValue,
+        checksum_after: u64,
     ) -> Result<ApplyOutcome, SqliteError> {
         self.writer
             .execute_cached("BEGIN IMMEDIATE")
             .map_err(SqliteError::sqlite("beginning the apply transaction"))?;
-        let applied = self.apply_payload(instance_id, value);
+        let applied = self.apply_payload(instance_id, value, checksum_after);
         let (outcome, time_unix_ms) = match applied {
             Ok(applied) => applied,
             Err(error) => {
@@ -212,6 +225,7 @@ impl Database {
         &self,
         instance_id: u64,
         value: &PaxosValue,
+        checksum_after: u64,
     ) -> Result<(ApplyOutcome, i64), SqliteError> {
         let mut time_unix_ms = self.time_unix_ms;
         let outcome = match &value.payload {
@@ -229,7 +243,13 @@ impl Database {
                 ApplyOutcome::Applied
             }
         };
-        write_applied(&self.writer.connection, instance_id, value, time_unix_ms)?;
+        write_applied(
+            &self.writer.connection,
+            instance_id,
+            value,
+            checksum_after,
+            time_unix_ms,
+        )?;
         Ok((outcome, time_unix_ms))
     }
 
@@ -264,20 +284,17 @@ impl Database {
                 sql: statement.sql.clone(),
                 detail,
             };
-            let request = StatementRequest {
-                sql: statement.sql.clone(),
-                params: statement
-                    .params
-                    .iter()
-                    .map(value_from_proto)
-                    .collect::<Vec<Value>>(),
-            };
+            // Borrowed from the chosen value: replaying copies no statement.
+            let params: Vec<Value> = statement.params.iter().map(value_from_proto).collect();
             self.writer.seed_random(batch.random_seed, statement_index);
-            let executed = self.writer.execute(&request).map_err(|error| {
-                diverged(format!(
-                    "it failed here but succeeded on the master: {error}"
-                ))
-            })?;
+            let executed = self
+                .writer
+                .execute(&statement.sql, &params)
+                .map_err(|error| {
+                    diverged(format!(
+                        "it failed here but succeeded on the master: {error}"
+                    ))
+                })?;
             let replica = (
                 executed.result.rows_changed,
                 executed.effect_digest,
@@ -375,9 +392,9 @@ pub(super) fn write_applied(
     connection: &rusqlite::Connection,
     instance_id: u64,
     value: &PaxosValue,
+    checksum_after: u64,
     time_unix_ms: i64,
 ) -> Result<(), SqliteError> {
-    let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
     meta::set(connection, key::APPLIED_INSTANCE, instance_id as i64)?;
     meta::set(connection, key::APPLIED_VALUE_ID, value.value_id as i64)?;
     meta::set(

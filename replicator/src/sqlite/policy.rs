@@ -190,8 +190,8 @@ fn function_refusal(writer: bool, name: &str) -> Option<String> {
 /// Checks that the authorizer cannot make: VACUUM (no authorizer action) and the `'localtime'`
 /// and `'utc'` date modifiers (string arguments). Scans the SQL text and the parameters.
 pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
-    let words = leading_keywords(sql, 2);
-    if words.first().map(String::as_str) == Some("VACUUM") {
+    let first_word = Scanner::new(sql).next_token();
+    if matches!(first_word, Some(Token::Word(word)) if word.eq_ignore_ascii_case("VACUUM")) {
         return Some(
             "VACUUM is refused: it renumbers rowids on one node only and would make replicas diverge"
                 .into(),
@@ -203,7 +203,7 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
     };
     // A literal equal to 'localtime' or 'utc' appears verbatim in the text (neither word holds
     // a quote to escape), so text without either word needs no scan: most writes skip it.
-    if (mentions_ignoring_case(sql, b"localtime") || mentions_ignoring_case(sql, b"utc"))
+    if mentions_local_time_word(sql)
         && string_literals(sql)
             .iter()
             .any(|literal| names_local_time(literal))
@@ -218,14 +218,23 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
     None
 }
 
-/// The contents of the single-quoted string literals of `sql` (comments skipped).
-/// Whether `text` contains `word` (lowercase ASCII), ignoring ASCII case.
-fn mentions_ignoring_case(text: &str, word: &[u8]) -> bool {
-    text.as_bytes()
-        .windows(word.len())
-        .any(|window| window.eq_ignore_ascii_case(word))
+/// Whether `text` contains `localtime` or `utc` in any ASCII case: one pass over the bytes
+/// (this runs for every statement on every node).
+fn mentions_local_time_word(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let at = |index: usize, word: &[u8]| {
+        bytes
+            .get(index..index + word.len())
+            .is_some_and(|window| window.eq_ignore_ascii_case(word))
+    };
+    (0..bytes.len()).any(|index| match bytes[index] | 0x20 {
+        b'l' => at(index, b"localtime"),
+        b'u' => at(index, b"utc"),
+        _ => false,
+    })
 }
 
+/// The contents of the single-quoted string literals of `sql` (comments skipped).
 fn string_literals(sql: &str) -> Vec<String> {
     let mut literals = Vec::new();
     let mut scanner = Scanner::new(sql);

@@ -149,7 +149,9 @@ impl ReaderPool {
     /// Runs a read-only statement on a reader.
     pub fn read(&self, request: &StatementRequest) -> Result<StatementResult, SqlError> {
         let reader = self.get()?;
-        reader.execute(request).map(|executed| executed.result)
+        reader
+            .execute(&request.sql, &request.params)
+            .map(|executed| executed.result)
     }
 
     /// Runs a read-only statement on a reader that `cancel` can interrupt. A read canceled
@@ -166,7 +168,7 @@ impl ReaderPool {
         if cancel.is_canceled() {
             return Err(ReadCancel::error());
         }
-        let outcome = reader.execute(request);
+        let outcome = reader.execute(&request.sql, &request.params);
         // Detach before the reader returns to the pool: a later cancel must never interrupt
         // another session's read on the same connection.
         drop(attached);

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use paxsql_binlog::{LogStore, MemLog, RecordKind};
 use paxsql_replicator::paxos::{
-    recovery, Action, CheckpointMeta, Config, Core, Input, NodeId, PlantedBug, ProposalOutcome,
+    chain_checksum, recovery, Action, CheckpointMeta, Config, Core, Input, NodeId, PlantedBug,
+    ProposalOutcome,
 };
 use paxsql_schema::{
     envelope::Body, paxos_value::Payload, ChosenValue, Envelope, LearnedValues, Membership,
@@ -94,6 +95,8 @@ struct Node {
     delivered: Vec<PaxosValue>,
     /// How much of `delivered` was made durable (synced before the log said so).
     durable_delivered: usize,
+    /// Instances whose delivery said "proposed here": a Chosen outcome must name one of them.
+    delivered_as_own: BTreeSet<u64>,
 }
 
 impl Node {
@@ -153,6 +156,7 @@ impl World {
                 sync_scheduled: false,
                 delivered: Vec::new(),
                 durable_delivered: 0,
+                delivered_as_own: BTreeSet::new(),
             })
             .collect();
         let mut world = World {
@@ -386,6 +390,7 @@ impl World {
                 node.delivered.len() as u64 + 1,
             );
             node.delivered.truncate(kept as usize);
+            node.delivered_as_own.clear();
             node.unsynced.clear();
             node.sync_scheduled = false;
             node.incarnation += 1;
@@ -587,7 +592,29 @@ impl World {
                 }
             }
             Action::Send(envelope) => self.send(envelope),
-            Action::Deliver { instance_id, value } => {
+            Action::Deliver {
+                instance_id,
+                value,
+                checksum_after,
+                proposed_here,
+            } => {
+                let expected_checksum = chain_checksum(value.checksum_before, &value);
+                if checksum_after != expected_checksum {
+                    self.violate(format!(
+                        "node {} delivered instance {instance_id} with checksum_after {checksum_after:#x}, the value's chain gives {expected_checksum:#x}",
+                        node_id(index)
+                    ));
+                    return;
+                }
+                // Value ids are (node << 40) | counter: a value this node proposed has its id.
+                if proposed_here && value.value_id >> 40 != u64::from(node_id(index)) {
+                    self.violate(format!(
+                        "node {} called instance {instance_id}'s value {:#x} its own proposal",
+                        node_id(index),
+                        value.value_id
+                    ));
+                    return;
+                }
                 if instance_id as usize != self.nodes[index].delivered.len() {
                     let have = self.nodes[index].delivered.len();
                     self.violate(format!(
@@ -604,6 +631,9 @@ impl World {
                         node_id(index),
                         value.payload
                     );
+                }
+                if proposed_here {
+                    self.nodes[index].delivered_as_own.insert(instance_id);
                 }
                 self.nodes[index].delivered.push(value);
                 inputs.push_back(Input::Applied { instance_id });
@@ -668,6 +698,13 @@ impl World {
         };
         if Some(proposal_id) == self.marker {
             self.marker_chosen = true;
+        }
+        // The state machine tells its own batch from another master's by this flag alone.
+        if !self.nodes[index].delivered_as_own.contains(&instance_id) {
+            self.violate(format!(
+                "node {} acked proposal {proposal_id} at instance {instance_id}, but its delivery did not say proposed here",
+                node_id(index)
+            ));
         }
         let payload = self
             .proposals
