@@ -21,6 +21,8 @@ pub const LEASE_MS_MAX: u64 = 60_000;
 pub const LEASE_MS_DEFAULT: u64 = 3_000;
 pub const CHECKPOINT_INTERVAL_INSTANCES_DEFAULT: u64 = 10_000;
 pub const LOG_HOLD_INSTANCES_DEFAULT: u64 = 1_000;
+/// Most async worker threads a node may ask for.
+pub const WORKER_THREADS_MAX: usize = 256;
 
 /// A validated node configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +44,8 @@ pub struct NodeConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Join an existing cluster as a new member (bootstrap from a checkpoint).
     pub join: bool,
+    /// Async worker threads (client sessions, Paxos drivers, peer links). `None`: one per CPU.
+    pub worker_threads: Option<usize>,
     /// The SQL (PostgreSQL-wire) server's own settings.
     pub sql_server: SqlServerConfig,
 }
@@ -82,6 +86,7 @@ pub struct RawNodeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub idle_session_timeout_ms: Option<u64>,
+    pub worker_threads: Option<usize>,
 }
 
 impl RawNodeConfig {
@@ -118,7 +123,8 @@ impl RawNodeConfig {
             users_file,
             tls_cert,
             tls_key,
-            idle_session_timeout_ms
+            idle_session_timeout_ms,
+            worker_threads
         );
         self
     }
@@ -159,6 +165,12 @@ impl RawNodeConfig {
         if cluster_name.is_empty() || cluster_name.len() > 63 {
             bail!("--cluster-name must be 1 to 63 characters");
         }
+        let worker_threads = match self.worker_threads {
+            Some(count) if count == 0 || count > WORKER_THREADS_MAX => {
+                bail!("--worker-threads {count} is out of range: use 1..={WORKER_THREADS_MAX} (default: one per CPU)")
+            }
+            other => other,
+        };
         let sql_server = SqlServerConfig {
             max_connections: match self.max_connections {
                 Some(0) => bail!("--max-connections must be at least 1"),
@@ -189,6 +201,7 @@ impl RawNodeConfig {
             cluster_secret_file: self.cluster_secret_file,
             admin_token_file: self.admin_token_file,
             join: self.join.unwrap_or(false),
+            worker_threads,
             sql_server,
         })
     }
@@ -312,6 +325,20 @@ mod tests {
         let mut config = raw(1);
         config.lease_ms = Some(10);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn worker_threads_are_bounded_and_read_from_the_file() {
+        assert_eq!(raw(1).validate().expect("valid").worker_threads, None);
+        for refused in [0, WORKER_THREADS_MAX + 1] {
+            let mut config = raw(1);
+            config.worker_threads = Some(refused);
+            let error = config.validate().expect_err("out of range").to_string();
+            assert!(error.contains("--worker-threads"), "{error}");
+        }
+        let file: RawNodeConfig = toml::from_str("worker-threads = 2").expect("parses");
+        let config = raw(1).overlay(file).validate().expect("valid");
+        assert_eq!(config.worker_threads, Some(2));
     }
 
     #[test]

@@ -44,17 +44,20 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Node(args) => cli::node::run(*args).await,
-            Command::Admin(args) => cli::admin::run(args).await,
-            Command::DevCluster(args) => cli::dev_cluster::run(args).await,
-            Command::Status(args) => cli::status::run(args).await,
-            Command::Bench(args) => cli::bench::run(*args).await,
-            Command::Shell(args) => cli::shell::run(args).await,
-            Command::Backup(args) => cli::backup::run(args).await,
-            Command::Restore(args) => cli::restore::run(args).await,
-        }
-    })
+    match cli.command {
+        // The node sizes its own runtime (--worker-threads).
+        Command::Node(args) => cli::node::run(*args),
+        Command::Admin(args) => block_on(cli::admin::run(args)),
+        Command::DevCluster(args) => block_on(cli::dev_cluster::run(args)),
+        Command::Status(args) => block_on(cli::status::run(args)),
+        Command::Bench(args) => block_on(cli::bench::run(*args)),
+        Command::Shell(args) => block_on(cli::shell::run(args)),
+        Command::Backup(args) => block_on(cli::backup::run(args)),
+        Command::Restore(args) => block_on(cli::restore::run(args)),
+    }
+}
+
+/// Runs a command's future on a default runtime (one worker per CPU).
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(command)
 }

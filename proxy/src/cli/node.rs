@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use crate::config::RawNodeConfig;
 
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -71,6 +73,12 @@ pub struct NodeArgs {
     /// Close SQL sessions idle (outside a transaction) this long, with a FATAL 57P05.
     #[arg(long)]
     pub idle_session_timeout_ms: Option<u64>,
+    /// Async worker threads for client sessions, Paxos drivers and peer links [default: one
+    /// per CPU]. Each group's SQLite writer and log writer have threads of their own besides.
+    /// Nodes sharing one machine (`paxsql dev-cluster`) do better with fewer: every idle
+    /// worker woken for nothing costs CPU the others need.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 impl NodeArgs {
@@ -96,6 +104,7 @@ impl NodeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             idle_session_timeout_ms: self.idle_session_timeout_ms,
+            worker_threads: self.worker_threads,
         }
     }
 
@@ -109,8 +118,16 @@ impl NodeArgs {
     }
 }
 
-/// Runs the node until SIGINT/SIGTERM.
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+/// Runs the node until SIGINT/SIGTERM, on a runtime of its configured size.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    crate::node::run(config).await
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(count) = config.worker_threads {
+        runtime.worker_threads(count);
+    }
+    let runtime = runtime
+        .build()
+        .context("cannot start the node's async runtime")?;
+    runtime.block_on(crate::node::run(config))
 }
