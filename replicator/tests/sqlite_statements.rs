@@ -412,3 +412,49 @@ fn budgeted_reads_finish_short_statements_and_give_up_long_ones() {
         .read_within_budget(&sql("SELECT * FROM missing"), 4)
         .is_none());
 }
+
+/// The writer runs a client's writes only between the start and the end of a batch or an
+/// apply; outside them a client statement may read, never write. A trigger's write counts.
+#[test]
+fn the_writer_takes_client_writes_only_inside_a_transaction() {
+    use paxsql_replicator::sqlite::connection::PaxConnection;
+    use paxsql_replicator::sqlite::ConnectionOptions;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer =
+        PaxConnection::open_writer(&dir.path().join("w.sqlite"), &ConnectionOptions::default())
+            .expect("open the writer");
+    writer.set_writes_open(true);
+    writer
+        .execute("CREATE TABLE t (a)", &[])
+        .expect("create while open");
+    writer
+        .execute("CREATE TABLE audit (a)", &[])
+        .expect("create while open");
+    writer
+        .execute(
+            "CREATE TRIGGER copy AFTER UPDATE ON t BEGIN INSERT INTO audit VALUES (new.a); END",
+            &[],
+        )
+        .expect("trigger while open");
+    writer.set_writes_open(false);
+    for statement in [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 2",
+        "DROP TABLE t",
+    ] {
+        let Err(error) = writer.execute(statement, &[]) else {
+            panic!("{statement} ran on a writer closed for writes");
+        };
+        assert!(
+            error.message.contains("inside a replicated transaction"),
+            "{statement}: {error}"
+        );
+    }
+    writer
+        .execute("SELECT count(*) FROM t", &[])
+        .expect("reads stay open");
+    writer.set_writes_open(true);
+    writer
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .expect("insert while open");
+}

@@ -85,14 +85,13 @@ impl Database {
         if !self.writer.connection.is_autocommit() {
             return Err(SqliteError::WriterBusy);
         }
-        self.writer.set_query_only(false)?;
         if let Err(source) = self.writer.execute_cached("BEGIN IMMEDIATE") {
-            self.writer.set_query_only(true)?;
             return Err(SqliteError::Sqlite {
                 context: "beginning a batch".into(),
                 source,
             });
         }
+        self.writer.set_writes_open(true);
         // Every batch starts from the same last_insert_rowid on master and replicas.
         self.writer.set_last_insert_rowid(0);
         let record = BinlogBatch {
@@ -359,7 +358,8 @@ impl<'db> PendingCommit<'db> {
             .map_err(|error| fatal(error.to_string()))?;
         database.applied_instance = Some(instance_id);
         database.time_unix_ms = self.identity.time_unix_ms;
-        database.writer.set_query_only(true)
+        database.writer.set_writes_open(false);
+        Ok(())
     }
 
     /// Another value won the instance (or it was never proposed): roll back. The runtime then
@@ -377,7 +377,7 @@ impl Drop for PendingCommit<'_> {
     }
 }
 
-/// Rolls back whatever the writer has open and makes it read-only again. A failure to roll back
+/// Rolls back whatever the writer has open and closes it for client writes again. A failure to roll back
 /// leaves the writer unusable, which is a broken invariant.
 fn rollback_writer(database: &mut Database) {
     let connection = &database.writer.connection;
@@ -389,7 +389,5 @@ fn rollback_writer(database: &mut Database) {
             );
         }
     }
-    if let Err(error) = database.writer.set_query_only(true) {
-        panic!("could not make the writer read-only again: {error}");
-    }
+    database.writer.set_writes_open(false);
 }

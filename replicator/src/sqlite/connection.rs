@@ -253,6 +253,13 @@ impl PaxConnection {
         })
     }
 
+    /// Opens or closes the writer for client writes: they run only inside a batch or an apply.
+    /// A flag in the authorizer, not `PRAGMA query_only`: switching that pragma expires every
+    /// prepared statement, and the writer switches twice per value on every node.
+    pub fn set_writes_open(&self, open: bool) {
+        self.policy.set_writes_open(open);
+    }
+
     pub fn set_query_only(&self, query_only: bool) -> Result<(), SqliteError> {
         // Not from the statement cache: a flag pragma takes effect when it is *prepared*.
         let value = if query_only { "ON" } else { "OFF" };

@@ -93,7 +93,8 @@ impl Database {
         let writer = PaxConnection::open_writer(&path, &options.connection)?;
         meta::create(&writer.connection)?;
         let snapshot = meta::snapshot(&writer.connection)?;
-        writer.set_query_only(true)?;
+        // Client writes stay closed on the writer until a batch or an apply opens them.
+        writer.set_writes_open(false);
         readers.reopen();
         Ok(Database {
             path,
@@ -180,9 +181,9 @@ impl Database {
                 expected,
             });
         }
-        self.writer.set_query_only(false)?;
+        self.writer.set_writes_open(true);
         let outcome = self.apply_in_transaction(instance_id, value, checksum_after);
-        self.writer.set_query_only(true)?;
+        self.writer.set_writes_open(false);
         outcome
     }
 

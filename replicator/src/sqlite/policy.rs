@@ -67,6 +67,10 @@ pub struct Policy {
     policing: AtomicBool,
     /// True on the writer: stricter rules for functions whose result is connection-local.
     writer: bool,
+    /// On the writer: true only inside a batch or an apply. Outside them a client statement
+    /// may read but never write (the writer's guard; `PRAGMA query_only` would do the same,
+    /// but switching it expires every prepared statement of the connection, twice per value).
+    writes_open: AtomicBool,
     /// Why the last refused statement was refused (the authorizer can only say "denied").
     refusal: Mutex<Option<String>>,
 }
@@ -88,6 +92,11 @@ impl Policy {
         }
     }
 
+    /// Opens or closes the writer for client writes (see `writes_open`).
+    pub fn set_writes_open(&self, open: bool) {
+        self.writes_open.store(open, Ordering::SeqCst);
+    }
+
     /// The reason of the last refusal, if the last failure was one.
     pub fn take_refusal(&self) -> Option<String> {
         self.refusal.lock().expect("refusal lock").take()
@@ -96,6 +105,17 @@ impl Policy {
     fn decide(&self, context: AuthContext<'_>) -> Authorization {
         if !self.policing.load(Ordering::SeqCst) {
             return Authorization::Allow;
+        }
+        if self.writer
+            && !self.writes_open.load(Ordering::SeqCst)
+            && !is_read_action(&context.action)
+        {
+            *self.refusal.lock().expect("refusal lock") = Some(
+                "the writer takes writes only inside a replicated transaction; this statement \
+                 was not run (a paxsql bug: please report it)"
+                    .into(),
+            );
+            return Authorization::Deny;
         }
         match refusal_reason(self.writer, &context.action) {
             None => Authorization::Allow,
@@ -121,6 +141,17 @@ impl Drop for PolicingGuard {
 pub fn install(connection: &mut Connection, policy: &Arc<Policy>) -> rusqlite::Result<()> {
     let policy = Arc::clone(policy);
     connection.authorizer(Some(move |context: AuthContext<'_>| policy.decide(context)))
+}
+
+/// Actions that only read: all a client statement may do on the writer outside a transaction.
+fn is_read_action(action: &AuthAction<'_>) -> bool {
+    matches!(
+        action,
+        AuthAction::Read { .. }
+            | AuthAction::Select
+            | AuthAction::Function { .. }
+            | AuthAction::Recursive
+    )
 }
 
 fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
