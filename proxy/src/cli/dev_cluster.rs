@@ -2,8 +2,6 @@
 //!
 //! Node i listens for SQL on `P+i-1`, for peers on `P+100+i-1` and for HTTP on `P+200+i-1`.
 //! The children are separate processes so that `kill -9 PID` of one is a real node failure.
-//! They share the machine's CPUs, so each gets `--worker-threads` = CPUs / nodes (at least 1)
-//! unless the flags after `--` set it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -67,15 +65,6 @@ pub fn node_command_args(args: &DevClusterArgs, index: u32) -> Vec<String> {
         "--peers".into(),
         peers.join(","),
     ];
-    if !args
-        .node_flags
-        .iter()
-        .any(|flag| flag.starts_with("--worker-threads"))
-    {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let share = (cpus / args.nodes.max(1) as usize).max(1);
-        command.extend(["--worker-threads".into(), share.to_string()]);
-    }
     command.extend(args.node_flags.iter().cloned());
     command
 }
@@ -226,29 +215,5 @@ mod tests {
         assert!(command.ends_with(&["--lease-ms".to_string(), "2000".to_string()]));
         assert!(command.contains(&"1=127.0.0.1:7100,2=127.0.0.1:7101,3=127.0.0.1:7102".to_string()));
         assert!(command.contains(&"127.0.0.1:7001".to_string()));
-    }
-
-    /// The nodes share the machine: each gets its share of the CPUs as async workers, unless
-    /// the flags after `--` choose.
-    #[test]
-    fn each_node_gets_its_share_of_the_cpus_unless_the_flags_choose() {
-        let mut args = DevClusterArgs {
-            nodes: 3,
-            data_dir: PathBuf::from("d"),
-            base_port: 7000,
-            node_flags: Vec::new(),
-        };
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let share = (cpus / 3).max(1).to_string();
-        let command = node_command_args(&args, 1);
-        let position = command
-            .iter()
-            .position(|flag| flag == "--worker-threads")
-            .expect("a worker count");
-        assert_eq!(command[position + 1], share);
-        args.node_flags = vec!["--worker-threads=4".into()];
-        let command = node_command_args(&args, 1);
-        assert!(!command.contains(&"--worker-threads".to_string()));
-        assert!(command.ends_with(&["--worker-threads=4".to_string()]));
     }
 }

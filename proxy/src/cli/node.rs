@@ -75,8 +75,8 @@ pub struct NodeArgs {
     pub idle_session_timeout_ms: Option<u64>,
     /// Async worker threads for client sessions, Paxos drivers and peer links [default: one
     /// per CPU]. Each group's SQLite writer and log writer have threads of their own besides.
-    /// Nodes sharing one machine (`paxsql dev-cluster`) do better with fewer: every idle
-    /// worker woken for nothing costs CPU the others need.
+    /// Several nodes on one machine: one worker each costs less CPU per write under load, but
+    /// answers a lone client's reads later (see docs/OPERATIONS.md, "CPU: worker threads").
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }
