@@ -49,8 +49,11 @@ pub const GROUP_COMMAND_QUEUE_MAX: usize = 1024;
 pub const GROUP_PROPOSALS_IN_FLIGHT_MAX: usize = 2 * PROPOSAL_QUEUE_MAX;
 /// Read-index rounds submitted to the core and not yet answered.
 pub const GROUP_READ_INDEX_IN_FLIGHT_MAX: usize = 1024;
-/// Chosen values queued toward the state machine (backpressure on the driver past it).
+/// Chosen values queued toward the state machine's writer thread, the only buffer between
+/// them (backpressure on the driver past it).
 pub const DELIVER_QUEUE_MAX: usize = 256;
+// One learned batch fits in the delivery queue without waiting on the writer midway.
+const _: () = assert!(LEARN_BATCH_VALUES_MAX <= DELIVER_QUEUE_MAX);
 /// "Need a checkpoint" notices queued toward the checkpoint side.
 pub const CHECKPOINT_NEEDED_QUEUE_MAX: usize = 16;
 /// How often the group driver ticks the core, in milliseconds.

@@ -248,8 +248,15 @@ fn choose_first_value(proposer: &mut Core) -> Ballot {
         "the Chosen record is appended first: {actions:?}"
     );
     assert!(
-        matches!(kinds[1], Action::Deliver { instance_id: 2, .. }),
-        "then delivered at once: {actions:?}"
+        matches!(
+            kinds[1],
+            Action::Deliver {
+                instance_id: 2,
+                proposed_here: true,
+                ..
+            }
+        ),
+        "then delivered at once, as this node's own proposal: {actions:?}"
     );
     assert!(matches!(
         kinds[2],

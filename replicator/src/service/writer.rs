@@ -15,12 +15,11 @@
 //! and seed, and proposes them only if every effect matches what the client saw.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paxsql_schema::{paxos_value::Payload, BinlogBatch};
 use tokio::sync::{mpsc, oneshot, watch};
-
-use std::sync::Arc;
 
 use crate::paxos::{InstanceId, ProposalOutcome};
 use crate::runtime::error::RuntimeError;
@@ -110,8 +109,8 @@ pub struct WriterContext {
     pub node_id: u32,
     pub group: GroupHandle,
     pub runtime: tokio::runtime::Handle,
-    pub sender: mpsc::Sender<WriterMessage>,
-    pub receiver: mpsc::Receiver<WriterMessage>,
+    sender: mpsc::Sender<WriterMessage>,
+    receiver: mpsc::Receiver<WriterMessage>,
     /// Chosen values straight from the group driver (no task in between: one wake-up less
     /// per instance on every node).
     deliveries: mpsc::Receiver<Delivered>,
@@ -181,7 +180,8 @@ impl WriterContext {
 
     /// Waits for the next message. Chosen values come first: they move the replica on, and a
     /// batch run on a stale base would only lose its instance. `None` once every sender of
-    /// the writer's own queue is gone.
+    /// the writer's own queue is gone (the context keeps one, so in practice the writer runs
+    /// until the process ends).
     fn next_message(&mut self) -> Option<WriterMessage> {
         if let Ok(delivered) = self.deliveries.try_recv() {
             return Some(self.received(delivered));
@@ -254,7 +254,7 @@ impl WriterContext {
     }
 }
 
-/// Runs the writer loop until every sender is gone.
+/// Runs the writer loop until its queue closes (see [`WriterContext::next_message`]).
 pub fn run(mut database: Database, mut context: WriterContext) {
     let _ = context.applied.send(database.applied_instance());
     loop {
@@ -396,7 +396,7 @@ fn drain_deferred(database: &mut Database, context: &mut WriterContext) {
 
 /// Replays a chosen value (a follower's only write, and the master's after losing an instance).
 fn apply(database: &mut Database, context: &mut WriterContext, delivered: Delivered) {
-    match database.apply_chosen(
+    match database.apply_with_checksum(
         delivered.instance_id,
         &delivered.value,
         delivered.checksum_after,
@@ -599,7 +599,7 @@ fn propose_and_wait(
                         Some(Payload::Binlog(chosen)) if pending.is_this_batch(chosen)
                     );
                 if ours {
-                    if let Err(error) = pending.commit_chosen(
+                    if let Err(error) = pending.commit_with_checksum(
                         instance_id,
                         &delivered.value,
                         delivered.checksum_after,
@@ -817,8 +817,16 @@ fn rerun_and_commit(
 struct Effects {
     time_unix_ms: i64,
     random_seed: u64,
-    /// Per statement: rows changed, effect digest, last rowid, failed.
-    statements: Vec<(u64, u64, i64, bool)>,
+    statements: Vec<StatementEffect>,
+}
+
+/// What one statement did, as a client saw it.
+#[derive(Debug, PartialEq, Eq)]
+struct StatementEffect {
+    rows_changed: u64,
+    effect_digest: u64,
+    last_insert_rowid: i64,
+    failed: bool,
 }
 
 impl Effects {
@@ -829,13 +837,11 @@ impl Effects {
             statements: batch
                 .statements
                 .iter()
-                .map(|statement| {
-                    (
-                        statement.rows_changed,
-                        statement.effect_digest,
-                        statement.last_insert_rowid,
-                        statement.failed,
-                    )
+                .map(|statement| StatementEffect {
+                    rows_changed: statement.rows_changed,
+                    effect_digest: statement.effect_digest,
+                    last_insert_rowid: statement.last_insert_rowid,
+                    failed: statement.failed,
                 })
                 .collect(),
         }

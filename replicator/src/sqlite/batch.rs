@@ -49,7 +49,7 @@ struct BatchIdentity {
     base_instance: u64,
     time_unix_ms: i64,
     random_seed: u64,
-    statements: usize,
+    statement_count: usize,
 }
 
 impl BatchIdentity {
@@ -58,7 +58,7 @@ impl BatchIdentity {
             base_instance: batch.base_instance,
             time_unix_ms: batch.time_unix_ms,
             random_seed: batch.random_seed,
-            statements: batch.statements.len(),
+            statement_count: batch.statements.len(),
         }
     }
 }
@@ -307,16 +307,16 @@ impl<'db> PendingCommit<'db> {
         BatchIdentity::of(chosen) == self.identity
     }
 
-    /// Instance `instance_id` chose this batch (`value` is the chosen value, whose value id the
-    /// runtime matched with its own): record the applied instance in the same transaction and
+    /// Instance `instance_id` chose this batch (`value` is the chosen value, delivered as
+    /// proposed here and [`PendingCommit::is_this_batch`]): record the applied instance in the same transaction and
     /// COMMIT. A failure here is fatal: the value is chosen and this node can no longer commit it.
     pub fn commit(self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
         let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
-        self.commit_chosen(instance_id, value, checksum_after)
+        self.commit_with_checksum(instance_id, value, checksum_after)
     }
 
     /// [`PendingCommit::commit`] with the running log checksum after the value already known.
-    pub fn commit_chosen(
+    pub fn commit_with_checksum(
         mut self,
         instance_id: u64,
         value: &PaxosValue,
@@ -363,7 +363,7 @@ impl<'db> PendingCommit<'db> {
     }
 
     /// Another value won the instance (or it was never proposed): roll back. The runtime then
-    /// applies the chosen value with [`Database::apply`].
+    /// applies the chosen value with [`Database::apply_with_checksum`].
     pub fn rollback(self) {
         drop(self);
     }

@@ -362,6 +362,8 @@ impl PaxConnection {
     }
 
     fn run(&self, sql: &str, params: &[Value]) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
+        // Prepared afresh, never from the statement cache: the authorizer (and with it the
+        // writer's writes-open guard) only runs when a statement is prepared.
         let mut statement = self
             .connection
             .prepare(sql)

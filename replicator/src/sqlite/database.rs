@@ -4,8 +4,10 @@
 //! Ordering obligations:
 //! - Instances are applied strictly in order; the applied instance id is written in the same
 //!   SQLite transaction as the statements of that instance (exactly-once replay after a crash).
-//! - The writer is `query_only` whenever no batch or apply owns it, so a misrouted write fails
-//!   instead of diverging. Only [`Database::apply`] and a master's [`Batch`] switch it off.
+//! - The writer is closed to client writes whenever no batch or apply owns it, so a misrouted
+//!   write fails instead of diverging: its authorizer refuses every non-read action
+//!   (`PaxConnection::set_writes_open`). Only [`Database::apply_with_checksum`] and a master's
+//!   [`Batch`] open it.
 
 use std::path::{Path, PathBuf};
 
@@ -160,12 +162,12 @@ impl Database {
         value: &PaxosValue,
     ) -> Result<ApplyOutcome, SqliteError> {
         let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
-        self.apply_chosen(instance_id, value, checksum_after)
+        self.apply_with_checksum(instance_id, value, checksum_after)
     }
 
     /// [`Database::apply`] with the running log checksum after the value already known (the
     /// group driver computes it once per instance; encoding the value again costs a copy).
-    pub fn apply_chosen(
+    pub fn apply_with_checksum(
         &mut self,
         instance_id: u64,
         value: &PaxosValue,
@@ -285,7 +287,7 @@ impl Database {
                 sql: statement.sql.clone(),
                 detail,
             };
-            // Borrowed from the chosen value: replaying copies no statement.
+            // The SQL text is borrowed from the chosen value; only parameters are converted.
             let params: Vec<Value> = statement.params.iter().map(value_from_proto).collect();
             self.writer.seed_random(batch.random_seed, statement_index);
             let executed = self

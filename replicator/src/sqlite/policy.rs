@@ -70,6 +70,9 @@ pub struct Policy {
     /// On the writer: true only inside a batch or an apply. Outside them a client statement
     /// may read but never write (the writer's guard; `PRAGMA query_only` would do the same,
     /// but switching it expires every prepared statement of the connection, twice per value).
+    /// Checked when a statement is prepared: client statements must never come from a
+    /// statement cache. Outside a transaction even read-only pragmas are refused on the writer
+    /// (nothing runs client SQL there outside a batch or an apply).
     writes_open: AtomicBool,
     /// Why the last refused statement was refused (the authorizer can only say "denied").
     refusal: Mutex<Option<String>>,
@@ -275,19 +278,6 @@ fn string_literals(sql: &str) -> Vec<String> {
         }
     }
     literals
-}
-
-/// The first `count` keywords of `sql`, upper-cased, skipping comments.
-pub fn leading_keywords(sql: &str, count: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut scanner = Scanner::new(sql);
-    while words.len() < count {
-        match scanner.next_token() {
-            Some(Token::Word(word)) => words.push(word.to_ascii_uppercase()),
-            Some(_) | None => break,
-        }
-    }
-    words
 }
 
 /// The command-tag verb of a statement: `INSERT`, `CREATE TABLE`, `SELECT`… For `WITH …` it
