@@ -197,7 +197,11 @@ async fn assert_nodes_idle(cluster: &Cluster, label: &str) {
     }
 }
 
-fn psql_runaway_interrupted_by_sigint(port: u16) {
+/// psql's Ctrl-C sends a cancel request for the running query. `node_pids`: the cluster's
+/// nodes (the read may run on another node than the one psql talks to).
+fn psql_runaway_interrupted_by_sigint(port: u16, node_pids: &[u32]) {
+    let nodes_cpu = || node_pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+    let nodes_cpu_before = nodes_cpu();
     let child = std::process::Command::new("psql")
         .args([
             "-X",
@@ -216,7 +220,17 @@ fn psql_runaway_interrupted_by_sigint(port: u16) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("psql is installed");
-    std::thread::sleep(Duration::from_millis(800));
+    // SIGINT only once the runaway read runs (so psql is past its startup and has
+    // its Ctrl-C handler): a fixed pause lost that race on a busy machine, and psql died of
+    // the signal itself.
+    let waiting_since = Instant::now();
+    while nodes_cpu() - nodes_cpu_before < 0.2 {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(10),
+            "the runaway read never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = i32::try_from(child.id()).expect("pid fits");
     // SAFETY: signals the psql child this test spawned and still owns.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "signal psql");
@@ -276,7 +290,12 @@ async fn cancel_requests_stop_runaway_reads_and_never_writes() {
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
         .expect("a port");
-    tokio::task::spawn_blocking(move || psql_runaway_interrupted_by_sigint(port))
+    let node_pids: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.pid().expect("node runs"))
+        .collect();
+    tokio::task::spawn_blocking(move || psql_runaway_interrupted_by_sigint(port, &node_pids))
         .await
         .expect("psql check");
 }

@@ -8,15 +8,17 @@
 //! were: they ran against a state that no longer holds). Nothing reaches a client before its
 //! value is chosen.
 //!
-//! Interactive transactions own the writer from BEGIN to COMMIT; COMMIT proposes their
+//! Interactive transactions (`writer/transaction.rs`) own the writer from BEGIN to COMMIT; COMMIT proposes their
 //! statements as one value. Another master's SQL chosen while one is open ends it (40001):
 //! its base is no longer the newest state. A lease renewal or membership change leaves user
 //! tables alone: COMMIT then runs the statements again on the new state, with the same time
 //! and seed, and proposes them only if every effect matches what the client saw.
 
+mod transaction;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paxsql_schema::{paxos_value::Payload, BinlogBatch};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +32,7 @@ use crate::sqlite::{
 };
 
 use super::checkpoints::ChecksumRing;
+use transaction::run_transaction;
 
 /// Messages queued toward the writer thread.
 pub const WRITER_QUEUE_MAX: usize = 4096;
@@ -647,203 +650,6 @@ fn propose_and_wait(
                 }
             },
             other => handle_busy(context, other),
-        }
-    }
-}
-
-/// Runs one interactive transaction from BEGIN to its end.
-fn run_transaction(database: &mut Database, context: &mut WriterContext, begin: Reply<u64>) {
-    let Some(base) = database.applied_instance() else {
-        let _ = begin.send(Err(not_master()));
-        return;
-    };
-    let seed = context.next_random();
-    let mut batch = match database.begin_batch(base, now_unix_ms(), seed) {
-        Ok(batch) => batch,
-        Err(error) => {
-            let _ = begin.send(Err(begin_error(error)));
-            return;
-        }
-    };
-    let transaction = context.next_transaction;
-    context.next_transaction += 1;
-    if begin.send(Ok(transaction)).is_err() {
-        return; // The client left before BEGIN completed; dropping the batch rolls back.
-    }
-    let mut idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
-    // What the client ran, to run again if a lease renewal takes the instance (see below).
-    let mut statements: Vec<StatementRequest> = Vec::new();
-    let mut stale = false;
-    loop {
-        let Some(message) = context.next_message() else {
-            return;
-        };
-        match message {
-            WriterMessage::TransactionStatement {
-                transaction: id,
-                statement,
-                reply,
-            } if id == transaction => {
-                idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
-                let _ = reply.send(batch.execute(&statement));
-                statements.push(statement);
-            }
-            WriterMessage::Rollback { transaction: id } if id == transaction => return,
-            WriterMessage::Commit {
-                transaction: id,
-                reply,
-            } if id == transaction => {
-                if batch.statement_count() == 0 {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let (value, pending) = match batch.finish() {
-                    Ok(finished) => finished,
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                        return;
-                    }
-                };
-                let effects = Effects::of(&value);
-                let outcome = if stale {
-                    pending.rollback();
-                    rerun_and_commit(database, context, &statements, &effects)
-                } else {
-                    match propose_and_wait(context, value, pending, base) {
-                        Resolution::Committed(instance_id) => {
-                            applied(context, instance_id);
-                            Ok(())
-                        }
-                        Resolution::OtherChosen(delivered) => {
-                            let rerun = leaves_user_tables_alone(&delivered);
-                            apply(database, context, delivered);
-                            if rerun {
-                                rerun_and_commit(database, context, &statements, &effects)
-                            } else {
-                                Err(lost_error())
-                            }
-                        }
-                        Resolution::Failed(error) => Err(error),
-                    }
-                };
-                let _ = reply.send(outcome);
-                return;
-            }
-            WriterMessage::Delivered(delivered) if leaves_user_tables_alone(&delivered) => {
-                // A lease renewal or membership change: user tables are as this transaction
-                // saw them. Apply it after the transaction; COMMIT runs the statements again
-                // on top of it and proposes them only if they do exactly what the client saw.
-                context.deferred.push_back(delivered);
-                stale = true;
-            }
-            WriterMessage::Delivered(delivered) => {
-                // Another master's SQL was chosen: this transaction's base is stale and it can
-                // never commit. End it now so the writer applies the value.
-                context.deferred.push_back(delivered);
-                context.remember_ended(transaction, SqlError::new(
-                    SqlErrorKind::Lost,
-                    "another write was chosen while this transaction was open; it was rolled back, retry it",
-                ));
-                return;
-            }
-            WriterMessage::Tick if Instant::now() >= idle_deadline => {
-                context.remember_ended(transaction, SqlError::new(
-                    SqlErrorKind::LimitExceeded,
-                    format!("the transaction was idle for {TRANSACTION_IDLE_MAX:?} and was rolled back; keep transactions short"),
-                ));
-                return;
-            }
-            other => handle_busy(context, other),
-        }
-    }
-}
-
-/// Whether a chosen value leaves user tables untouched (a lease, a membership change, the
-/// cluster init): a transaction open across it still sees the state it ran against.
-fn leaves_user_tables_alone(delivered: &Delivered) -> bool {
-    !matches!(delivered.value.payload, Some(Payload::Binlog(_)))
-}
-
-/// Runs a transaction's statements again on top of the values chosen since it began (none of
-/// which touched user tables), with the same pinned time and random seed, and proposes the
-/// result only if every statement did exactly what the client was told (rows changed, effect
-/// digest, last rowid, failure). This is not a re-proposal of the old value: the statements
-/// run against the newest state; the comparison proves the client's view still holds.
-fn rerun_and_commit(
-    database: &mut Database,
-    context: &mut WriterContext,
-    statements: &[StatementRequest],
-    original: &Effects,
-) -> Result<(), SqlError> {
-    for _attempt in 0..UNIT_ATTEMPTS_MAX {
-        drain_deferred(database, context);
-        let Some(base) = database.applied_instance() else {
-            return Err(not_master());
-        };
-        let mut batch = database
-            .begin_batch(base, original.time_unix_ms, original.random_seed)
-            .map_err(begin_error)?;
-        for statement in statements {
-            // Failures are part of what the client saw; the comparison below checks them.
-            let _ = batch.execute(statement);
-        }
-        let (value, pending) = batch.finish()?;
-        if Effects::of(&value) != *original {
-            pending.rollback();
-            return Err(lost_error());
-        }
-        match propose_and_wait(context, value, pending, base) {
-            Resolution::Committed(instance_id) => {
-                applied(context, instance_id);
-                return Ok(());
-            }
-            Resolution::OtherChosen(delivered) => {
-                let again = leaves_user_tables_alone(&delivered);
-                apply(database, context, delivered);
-                if !again {
-                    return Err(lost_error());
-                }
-            }
-            Resolution::Failed(error) => return Err(error),
-        }
-    }
-    Err(lost_error())
-}
-
-/// Everything a client could have observed of one execution of a transaction's statements:
-/// two executions of the same statements agree when these are equal. Kept instead of the
-/// executed value itself, which goes to Paxos without a copy.
-#[derive(Debug, PartialEq, Eq)]
-struct Effects {
-    time_unix_ms: i64,
-    random_seed: u64,
-    statements: Vec<StatementEffect>,
-}
-
-/// What one statement did, as a client saw it.
-#[derive(Debug, PartialEq, Eq)]
-struct StatementEffect {
-    rows_changed: u64,
-    effect_digest: u64,
-    last_insert_rowid: i64,
-    failed: bool,
-}
-
-impl Effects {
-    fn of(batch: &BinlogBatch) -> Effects {
-        Effects {
-            time_unix_ms: batch.time_unix_ms,
-            random_seed: batch.random_seed,
-            statements: batch
-                .statements
-                .iter()
-                .map(|statement| StatementEffect {
-                    rows_changed: statement.rows_changed,
-                    effect_digest: statement.effect_digest,
-                    last_insert_rowid: statement.last_insert_rowid,
-                    failed: statement.failed,
-                })
-                .collect(),
         }
     }
 }
