@@ -9,10 +9,11 @@
 //! value is chosen.
 //!
 //! Interactive transactions (`writer/transaction.rs`) own the writer from BEGIN to COMMIT;
-//! COMMIT proposes their statements as one value. Another master's SQL chosen while one is open ends it (40001):
-//! its base is no longer the newest state. A lease renewal or membership change leaves user
-//! tables alone: COMMIT then runs the statements again on the new state, with the same time
-//! and seed, and proposes them only if every effect matches what the client saw.
+//! COMMIT proposes their statements as one value. Another master's SQL chosen while one is
+//! open ends it (40001): its base is no longer the newest state. A lease renewal or
+//! membership change leaves user tables alone: COMMIT then runs the statements again on the
+//! new state, with the same time and seed, and proposes them only if every effect matches
+//! what the client saw.
 
 mod transaction;
 
