@@ -251,3 +251,29 @@ fn lease_and_membership_values_are_recorded_with_versions() {
         (Some(42), Some(3), Some(78))
     );
 }
+
+/// Every apply records, in its own transaction, what a restart and a checkpoint need: the
+/// applied instance, its value id, the log checksum before and after it, and its pinned time.
+#[test]
+fn an_apply_records_the_instance_its_checksums_and_its_time() {
+    let mut master = master();
+    let mut value = commit_batch(
+        &mut master.database,
+        TIME_MS,
+        7,
+        &[sql("CREATE TABLE t (a)")],
+    );
+    value.value_id = 0x0300_0000_0042;
+    value.checksum_before = 0x1234;
+    let mut follower = node();
+    follower.database.apply(1, &value).expect("apply");
+    let meta = follower.database.meta().expect("meta");
+    assert_eq!(meta.applied_instance, Some(1));
+    assert_eq!(meta.applied_value_id, Some(0x0300_0000_0042));
+    assert_eq!(meta.applied_checksum_before, Some(0x1234));
+    assert_eq!(
+        meta.applied_checksum_after,
+        Some(paxsql_replicator::paxos::chain_checksum(0x1234, &value))
+    );
+    assert_eq!(meta.time_unix_ms, Some(TIME_MS));
+}

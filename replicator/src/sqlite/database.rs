@@ -398,19 +398,16 @@ pub(super) fn write_applied(
     checksum_after: u64,
     time_unix_ms: i64,
 ) -> Result<(), SqliteError> {
-    meta::set(connection, key::APPLIED_INSTANCE, instance_id as i64)?;
-    meta::set(connection, key::APPLIED_VALUE_ID, value.value_id as i64)?;
-    meta::set(
+    meta::set_many(
         connection,
-        key::APPLIED_CHECKSUM_BEFORE,
-        value.checksum_before as i64,
-    )?;
-    meta::set(
-        connection,
-        key::APPLIED_CHECKSUM_AFTER,
-        checksum_after as i64,
-    )?;
-    meta::set(connection, key::TIME_UNIX_MS, time_unix_ms)
+        &[
+            (key::APPLIED_INSTANCE, instance_id as i64),
+            (key::APPLIED_VALUE_ID, value.value_id as i64),
+            (key::APPLIED_CHECKSUM_BEFORE, value.checksum_before as i64),
+            (key::APPLIED_CHECKSUM_AFTER, checksum_after as i64),
+            (key::TIME_UNIX_MS, time_unix_ms),
+        ],
+    )
 }
 
 fn hash_user_content(connection: &rusqlite::Connection) -> Result<u64, SqliteError> {

@@ -93,6 +93,29 @@ pub fn set<T: rusqlite::ToSql>(
     Ok(())
 }
 
+/// Sets five integer keys in one statement: every applied instance writes these on every
+/// node, and one statement costs a fifth of five.
+pub fn set_many(connection: &Connection, values: &[(&str, i64); 5]) -> Result<(), SqliteError> {
+    let updated = connection
+        .prepare_cached(
+            "UPDATE _paxsql_meta SET value = CASE key \
+             WHEN ?1 THEN ?2 WHEN ?3 THEN ?4 WHEN ?5 THEN ?6 WHEN ?7 THEN ?8 WHEN ?9 THEN ?10 END \
+             WHERE key IN (?1, ?3, ?5, ?7, ?9)",
+        )
+        .and_then(|mut update| {
+            let [(k1, v1), (k2, v2), (k3, v3), (k4, v4), (k5, v5)] = *values;
+            update.execute(rusqlite::params![k1, v1, k2, v2, k3, v3, k4, v4, k5, v5])
+        })
+        .map_err(SqliteError::sqlite(
+            "writing the applied-instance meta keys",
+        ))?;
+    assert_eq!(
+        updated, 5,
+        "the five meta keys are distinct and created at open"
+    );
+    Ok(())
+}
+
 pub fn get_i64(connection: &Connection, name: &str) -> Result<Option<i64>, SqliteError> {
     connection
         .query_row(
