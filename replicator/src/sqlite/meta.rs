@@ -93,8 +93,8 @@ pub fn set<T: rusqlite::ToSql>(
     Ok(())
 }
 
-/// Sets five integer keys in one statement: every applied instance writes these on every
-/// node, and one statement costs a fifth of five.
+/// Sets five integer keys in one statement instead of five: every applied instance writes
+/// these on every node.
 pub fn set_many(connection: &Connection, values: &[(&str, i64); 5]) -> Result<(), SqliteError> {
     let updated = connection
         .prepare_cached(
