@@ -308,8 +308,9 @@ impl<'db> PendingCommit<'db> {
     }
 
     /// Instance `instance_id` chose this batch (`value` is the chosen value, delivered as
-    /// proposed here and [`PendingCommit::is_this_batch`]): record the applied instance in the same transaction and
-    /// COMMIT. A failure here is fatal: the value is chosen and this node can no longer commit it.
+    /// proposed here and [`PendingCommit::is_this_batch`]): record the applied instance in the
+    /// same transaction and COMMIT. A failure here is fatal: the value is chosen and this node
+    /// can no longer commit it.
     pub fn commit(self, instance_id: u64, value: &PaxosValue) -> Result<(), SqliteError> {
         let checksum_after = crate::paxos::chain_checksum(value.checksum_before, value);
         self.commit_with_checksum(instance_id, value, checksum_after)

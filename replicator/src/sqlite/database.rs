@@ -398,7 +398,7 @@ pub(super) fn write_applied(
     checksum_after: u64,
     time_unix_ms: i64,
 ) -> Result<(), SqliteError> {
-    meta::set_many(
+    meta::set_five(
         connection,
         &[
             (key::APPLIED_INSTANCE, instance_id as i64),

@@ -95,7 +95,7 @@ pub fn set<T: rusqlite::ToSql>(
 
 /// Sets five integer keys in one statement instead of five: every applied instance writes
 /// these on every node.
-pub fn set_many(connection: &Connection, values: &[(&str, i64); 5]) -> Result<(), SqliteError> {
+pub fn set_five(connection: &Connection, values: &[(&str, i64); 5]) -> Result<(), SqliteError> {
     let updated = connection
         .prepare_cached(
             "UPDATE _paxsql_meta SET value = CASE key \
