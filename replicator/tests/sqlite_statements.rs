@@ -436,6 +436,10 @@ fn the_writer_takes_client_writes_only_inside_a_transaction() {
             &[],
         )
         .expect("trigger while open");
+    // Run once while open, so the writer's statement cache holds them compiled.
+    for statement in ["INSERT INTO t VALUES (1)", "UPDATE t SET a = 2"] {
+        writer.execute(statement, &[]).expect("write while open");
+    }
     writer.set_writes_open(false);
     for statement in [
         "INSERT INTO t VALUES (1)",
@@ -457,4 +461,36 @@ fn the_writer_takes_client_writes_only_inside_a_transaction() {
     writer
         .execute("INSERT INTO t VALUES (1)", &[])
         .expect("insert while open");
+}
+
+/// A statement from the statement cache was judged by the authorizer when it was compiled; when
+/// the schema changes under it, SQLite compiles it again and the authorizer judges it again.
+#[test]
+fn a_cached_statement_is_judged_again_when_the_schema_changes() {
+    use paxsql_replicator::sqlite::connection::PaxConnection;
+    use paxsql_replicator::sqlite::ConnectionOptions;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer =
+        PaxConnection::open_writer(&dir.path().join("w.sqlite"), &ConnectionOptions::default())
+            .expect("open the writer");
+    writer.set_writes_open(true);
+    writer
+        .execute("CREATE VIEW v AS SELECT 1 AS x", &[])
+        .expect("create a harmless view");
+    for _ in 0..3 {
+        writer
+            .execute("SELECT x FROM v", &[])
+            .expect("read the harmless view");
+    }
+    // Replaced behind the client's back (policing off, as paxsql's own statements run) by a
+    // view whose value is connection-local: the writer refuses changes() in what it runs.
+    writer.execute_cached("DROP VIEW v").expect("drop");
+    writer
+        .execute_cached("CREATE VIEW v AS SELECT changes() AS x")
+        .expect("create the view paxsql refuses to read on the writer");
+    let Err(error) = writer.execute("SELECT x FROM v", &[]) else {
+        panic!("the cached statement ran without being judged again");
+    };
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable, "{error}");
+    assert!(error.message.contains("changes()"), "{error}");
 }

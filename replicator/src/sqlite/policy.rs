@@ -70,8 +70,8 @@ pub struct Policy {
     /// On the writer: true only inside a batch or an apply. Outside them a client statement
     /// may read but never write (the writer's guard; `PRAGMA query_only` would do the same,
     /// but switching it expires every prepared statement of the connection, twice per value).
-    /// Checked when a statement is prepared: client statements must never come from a
-    /// statement cache. Outside a transaction even read-only pragmas are refused on the writer
+    /// Checked when a statement is prepared, so the writer takes client statements from its
+    /// statement cache only while writes are open. Outside a transaction even read-only pragmas are refused on the writer
     /// (nothing runs client SQL there outside a batch or an apply).
     writes_open: AtomicBool,
     /// Why the last refused statement was refused (the authorizer can only say "denied").
@@ -98,6 +98,13 @@ impl Policy {
     /// Opens or closes the writer for client writes (see `writes_open`).
     pub fn set_writes_open(&self, open: bool) {
         self.writes_open.store(open, Ordering::SeqCst);
+    }
+
+    /// Whether a client statement compiled earlier on this connection may run again without
+    /// being compiled (and judged) anew: always on a reader; on the writer only while writes are
+    /// open, the only state in which it compiles (and so caches) client statements that write.
+    pub fn judgement_reusable(&self) -> bool {
+        !self.writer || self.writes_open.load(Ordering::SeqCst)
     }
 
     /// The reason of the last refusal, if the last failure was one.
