@@ -66,15 +66,20 @@ def tables(results):
         if not runs:
             continue
         ratios = [run["throughput_ratio"] for run in runs]
+        # The echo ceiling (round trips/s of a bare loopback echo, as many clients) is in runs
+        # of paxsql bench from 2026-12-03 on.
+        echoes = [run["floor"].get("echo_ops_per_second") for run in runs]
+        echoes = [echo for echo in echoes if echo]
+        ceiling = f"{median(echoes):.0f}" if echoes else "–"
         rows.append(
             f"| {label} | {side(runs, 'paxsql', 'ops_per_second'):.0f} | {ms(side(runs, 'paxsql', 'p99')):.3f} "
             f"| {side(runs, 'baseline', 'ops_per_second'):.0f} | {ms(side(runs, 'baseline', 'p99')):.3f} "
-            f"| {median(ratios):.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) | {goal} |"
+            f"| {median(ratios):.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) | {goal} | {ceiling} |"
         )
     if rows:
         lines += [
-            "| workload | paxsql ops/s | paxsql p99 ms | SQLite ops/s | SQLite p99 ms | paxsql / SQLite (median; runs) | goal |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| workload | paxsql ops/s | paxsql p99 ms | SQLite ops/s | SQLite p99 ms | paxsql / SQLite (median; runs) | goal | loopback echo ceiling, round trips/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
         ]

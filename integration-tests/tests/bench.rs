@@ -95,6 +95,20 @@ async fn bench_reports_inserts_and_reads_on_a_cluster_with_its_sqlite_baseline()
         insert["floor"]["rtt_us"]["p50"].as_u64().expect("rtt p50") > 0,
         "{insert}"
     );
+    assert!(
+        insert["floor"]["echo_ops_per_second"]
+            .as_f64()
+            .expect("echo ceiling")
+            > 0.0,
+        "{insert}"
+    );
+    assert!(
+        insert["throughput_over_echo"]
+            .as_f64()
+            .expect("paxsql over the echo ceiling")
+            > 0.0,
+        "{insert}"
+    );
 
     // Phase 3: local point reads of the seeded rows, counted by operations.
     let read = tokio::task::spawn_blocking({

@@ -1,6 +1,7 @@
 //! The anchors: the same workload on a plain local SQLite file (WAL, `synchronous=FULL`, one
-//! connection per client), and the physical floor of one commit (one fsync + one loopback RTT),
-//! all measured by this program on the same disk.
+//! connection per client), the physical floor of one commit (one fsync + one loopback RTT) and
+//! the ceiling of round trips over loopback (see `ceiling.rs`), all measured by this program on
+//! the same machine and disk.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,6 +35,9 @@ pub struct Floor {
     pub rtt_us: Latency,
     /// fsync p50 + RTT p50.
     pub floor_p50_us: u32,
+    /// Round trips per second of a 64-byte echo over as many loopback connections as the run
+    /// has clients (no SQL, no replication, no disk): the ceiling of any networked server here.
+    pub echo_ops_per_second: f64,
 }
 
 /// The SQLite file of a baseline run, removed (with its `-wal`/`-shm`) when dropped.
@@ -164,14 +168,17 @@ impl<'c> Statements<'c> {
     }
 }
 
-/// Measures the floor: fsync latency in `dir`, then the loopback round trip.
-pub fn measure_floor(dir: &Path) -> anyhow::Result<Floor> {
+/// Measures the floor: fsync latency in `dir`, the loopback round trip, and the echo ceiling
+/// with `clients` connections.
+pub fn measure_floor(dir: &Path, clients: usize) -> anyhow::Result<Floor> {
     let fsync_us = measure_fsync(dir)?;
     let rtt_us = measure_rtt()?;
+    let echo_ops_per_second = super::ceiling::measure(clients, PROBE_DURATION)?;
     Ok(Floor {
         floor_p50_us: fsync_us.p50 + rtt_us.p50,
         fsync_us,
         rtt_us,
+        echo_ops_per_second,
     })
 }
 
@@ -270,7 +277,7 @@ mod tests {
     #[test]
     fn the_floor_is_the_sum_of_both_medians() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let floor = measure_floor(dir.path()).expect("floor");
+        let floor = measure_floor(dir.path(), 2).expect("floor");
         assert!(floor.fsync_us.p50 > 0 && floor.rtt_us.p50 > 0);
         assert_eq!(floor.floor_p50_us, floor.fsync_us.p50 + floor.rtt_us.p50);
     }

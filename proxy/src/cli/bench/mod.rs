@@ -6,6 +6,7 @@
 //! (client i uses host i mod H and group i mod G).
 
 mod baseline;
+mod ceiling;
 mod failover;
 mod paxsql;
 mod report;
@@ -193,7 +194,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let (baseline, floor) = match args.baseline {
         Some(Baseline::Sqlite) => {
             let dir = args.baseline_dir.clone();
-            let floor = tokio::task::spawn_blocking(move || baseline::measure_floor(&dir))
+            let clients = args.clients as usize;
+            let floor = tokio::task::spawn_blocking(move || baseline::measure_floor(&dir, clients))
                 .await
                 .context("the floor probe panicked")??;
             (Some(run_baseline(args).await?), Some(floor))

@@ -23,6 +23,8 @@ pub struct BenchReport {
     pub floor: Option<Floor>,
     /// paxsql p50 latency divided by (fsync p50 + RTT p50).
     pub p50_over_floor: Option<f64>,
+    /// paxsql ops/s divided by the loopback echo ceiling with as many clients.
+    pub throughput_over_echo: Option<f64>,
 }
 
 impl BenchReport {
@@ -40,6 +42,10 @@ impl BenchReport {
             .as_ref()
             .filter(|floor| floor.floor_p50_us > 0)
             .map(|floor| f64::from(paxsql.latency_us.p50) / f64::from(floor.floor_p50_us));
+        let throughput_over_echo = floor
+            .as_ref()
+            .filter(|floor| floor.echo_ops_per_second > 0.0)
+            .map(|floor| paxsql.ops_per_second / floor.echo_ops_per_second);
         BenchReport {
             workload: args.workload,
             clients: args.clients,
@@ -51,6 +57,7 @@ impl BenchReport {
             throughput_ratio,
             floor,
             p50_over_floor,
+            throughput_over_echo,
         }
     }
 }
@@ -140,6 +147,14 @@ pub fn render(report: &BenchReport) -> String {
         ));
         if let Some(ratio) = report.p50_over_floor {
             out.push_str(&format!("; paxsql p50 / floor: {ratio:.2}×"));
+        }
+        out.push('\n');
+        out.push_str(&format!(
+            "ceiling: a 64-byte loopback echo with {} clients makes {:.0} round trips/s",
+            report.clients, floor.echo_ops_per_second
+        ));
+        if let Some(ratio) = report.throughput_over_echo {
+            out.push_str(&format!("; paxsql / ceiling: {ratio:.2}×"));
         }
         out.push('\n');
     }
