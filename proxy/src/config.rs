@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use paxsql_replicator::limits::STATEMENT_TIME_MAX_MS;
 use serde::Deserialize;
 
 /// Largest node id (ids are small positive integers: 1, 2, 3…).
@@ -23,6 +24,8 @@ pub const CHECKPOINT_INTERVAL_INSTANCES_DEFAULT: u64 = 10_000;
 pub const LOG_HOLD_INSTANCES_DEFAULT: u64 = 1_000;
 /// Most async worker threads a node may ask for.
 pub const WORKER_THREADS_MAX: usize = 256;
+/// Highest `--statement-time-max-ms`: an hour (a write that long holds up the group's writes).
+pub const STATEMENT_TIME_MAX_MS_LIMIT: u64 = 3_600_000;
 
 /// A validated node configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +49,8 @@ pub struct NodeConfig {
     pub join: bool,
     /// Async worker threads (client sessions, Paxos drivers, peer links). `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// How long one client statement may run on the master's writer.
+    pub statement_time_max_ms: u64,
     /// The SQL (PostgreSQL-wire) server's own settings.
     pub sql_server: SqlServerConfig,
 }
@@ -87,6 +92,7 @@ pub struct RawNodeConfig {
     pub tls_key: Option<PathBuf>,
     pub idle_session_timeout_ms: Option<u64>,
     pub worker_threads: Option<usize>,
+    pub statement_time_max_ms: Option<u64>,
 }
 
 impl RawNodeConfig {
@@ -124,7 +130,8 @@ impl RawNodeConfig {
             tls_cert,
             tls_key,
             idle_session_timeout_ms,
-            worker_threads
+            worker_threads,
+            statement_time_max_ms
         );
         self
     }
@@ -171,6 +178,13 @@ impl RawNodeConfig {
             }
             other => other,
         };
+        let statement_time_max_ms = match self.statement_time_max_ms {
+            None => STATEMENT_TIME_MAX_MS,
+            Some(ms) if (1..=STATEMENT_TIME_MAX_MS_LIMIT).contains(&ms) => ms,
+            Some(ms) => bail!(
+                "--statement-time-max-ms {ms} is out of range: use 1..={STATEMENT_TIME_MAX_MS_LIMIT} (default {STATEMENT_TIME_MAX_MS})"
+            ),
+        };
         let sql_server = SqlServerConfig {
             max_connections: match self.max_connections {
                 Some(0) => bail!("--max-connections must be at least 1"),
@@ -202,6 +216,7 @@ impl RawNodeConfig {
             admin_token_file: self.admin_token_file,
             join: self.join.unwrap_or(false),
             worker_threads,
+            statement_time_max_ms,
             sql_server,
         })
     }
@@ -318,6 +333,21 @@ mod tests {
         assert!(parse_groups("a-b").is_err());
         assert!(parse_groups(&"a".repeat(64)).is_err());
         assert!(parse_groups("main,main").is_err());
+    }
+
+    #[test]
+    fn the_statement_time_limit_is_bounded_and_read_from_the_file() {
+        let default = raw(1).validate().expect("valid");
+        assert_eq!(default.statement_time_max_ms, STATEMENT_TIME_MAX_MS);
+        for refused in [0, STATEMENT_TIME_MAX_MS_LIMIT + 1] {
+            let mut config = raw(1);
+            config.statement_time_max_ms = Some(refused);
+            let error = config.validate().expect_err("out of range").to_string();
+            assert!(error.contains("--statement-time-max-ms"), "{error}");
+        }
+        let file: RawNodeConfig = toml::from_str("statement-time-max-ms = 2500").expect("parses");
+        let config = raw(1).overlay(file).validate().expect("valid");
+        assert_eq!(config.statement_time_max_ms, 2_500);
     }
 
     #[test]

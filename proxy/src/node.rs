@@ -419,7 +419,11 @@ fn open_group(config: &NodeConfig, group: &str) -> anyhow::Result<(FileLog, Data
             "cut a torn record at the end of the log (a crash mid-write); peers fill in the rest"
         );
     }
-    let mut database = Database::open(group_dir.join("db.sqlite"), DatabaseOptions::default())
+    let options = DatabaseOptions {
+        statement_time_max: Duration::from_millis(config.statement_time_max_ms),
+        ..DatabaseOptions::default()
+    };
+    let mut database = Database::open(group_dir.join("db.sqlite"), options)
         .with_context(|| format!("cannot open the database of group {group}"))?;
     catch_up_from_log(&log, &mut database, group)?;
     Ok((log, database))

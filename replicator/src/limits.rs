@@ -9,6 +9,9 @@ pub const PEER_FRAME_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 pub const PROPOSAL_QUEUE_MAX: usize = 1024;
 /// Statements in one binlog batch.
 pub const BATCH_STATEMENTS_MAX: usize = 1024;
+/// Longest a client statement may run on the master's writer (default of
+/// `statement-time-max-ms`): while it runs, no other write of its group can.
+pub const STATEMENT_TIME_MAX_MS: u64 = 60_000;
 /// Chosen values sent in one learn reply.
 pub const LEARN_BATCH_VALUES_MAX: usize = 256;
 /// Bytes of chosen values sent in one learn reply.

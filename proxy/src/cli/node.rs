@@ -79,6 +79,11 @@ pub struct NodeArgs {
     /// answers a lone client's reads later (see docs/OPERATIONS.md, "CPU: worker threads").
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Longest a client statement may run on the master's writer before it is stopped and
+    /// rolled back (SQLSTATE 54000) [default: 60000]. While it runs no other write to its
+    /// database can; replays on followers are never stopped.
+    #[arg(long)]
+    pub statement_time_max_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -105,6 +110,7 @@ impl NodeArgs {
             tls_key: self.tls_key.clone(),
             idle_session_timeout_ms: self.idle_session_timeout_ms,
             worker_threads: self.worker_threads,
+            statement_time_max_ms: self.statement_time_max_ms,
         }
     }
 

@@ -209,10 +209,21 @@ impl WriterContext {
         })
     }
 
+    /// A chosen value that is already waiting, without blocking.
+    fn ready_delivery(&mut self) -> Option<Delivered> {
+        let delivered = self.deliveries.try_recv().ok()?;
+        self.note_checksum(&delivered);
+        Some(delivered)
+    }
+
     fn received(&self, delivered: Delivered) -> WriterMessage {
+        self.note_checksum(&delivered);
+        WriterMessage::Delivered(delivered)
+    }
+
+    fn note_checksum(&self, delivered: &Delivered) {
         self.checksums
             .record(delivered.instance_id, delivered.checksum_after);
-        WriterMessage::Delivered(delivered)
     }
 
     /// True when this node is the master that may execute writes now.
@@ -263,6 +274,11 @@ pub fn run(mut database: Database, mut context: WriterContext) {
     let _ = context.applied.send(database.applied_instance());
     loop {
         drain_deferred(&mut database, &mut context);
+        // Values chosen while the writer was busy (a lease renewal during a long statement)
+        // go first: a batch run on a stale base would only lose its instance to them.
+        while let Some(delivered) = context.ready_delivery() {
+            apply(&mut database, &mut context, delivered);
+        }
         let serving = context.serving();
         database.set_accepts_writes(serving);
         if !serving {
@@ -466,7 +482,12 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
         }
     };
     let mut outcomes: Vec<Result<Vec<StatementResult>, SqlError>> = Vec::with_capacity(units.len());
+    // The unit whose statement ended the whole transaction, if one did.
+    let mut killer = None;
     for unit in &units {
+        if batch.is_dead() {
+            break; // the units left run again in the next batch (below)
+        }
         let mut results = Vec::with_capacity(unit.statements.len());
         let mut failure = None;
         for statement in &unit.statements {
@@ -478,32 +499,43 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
                 }
             }
         }
+        if batch.is_dead() {
+            killer = Some(outcomes.len());
+        }
         outcomes.push(match failure {
             Some(error) => Err(error),
             None => Ok(results),
         });
     }
+    if let Some(killer) = killer {
+        // A statement ended the whole transaction (`INSERT OR ROLLBACK`, a write stopped by
+        // the time limit…): its unit fails; the others had no say in it and run again, in the
+        // same order, in the next batch.
+        drop(batch);
+        let error = outcomes[killer]
+            .clone()
+            .expect_err("the unit that ended the transaction failed");
+        for (index, mut unit) in units.into_iter().enumerate().rev() {
+            if index == killer {
+                let _ = unit.reply.send(Err(error.clone()));
+                continue;
+            }
+            unit.attempts += 1;
+            if unit.attempts >= UNIT_ATTEMPTS_MAX {
+                let _ = unit.reply.send(Err(error.clone()));
+            } else {
+                context.units.push_front(unit);
+            }
+        }
+        return;
+    }
     let multi_failed = units.len() == 1 && units[0].statements.len() > 1 && outcomes[0].is_err();
     let nothing_succeeded = outcomes.iter().all(Result::is_err);
-    if batch.is_dead() || multi_failed || nothing_succeeded {
+    if multi_failed || nothing_succeeded {
         // Nothing to propose: the failures ran against the applied state and change nothing.
-        // A dead batch (a statement ended the whole transaction) fails every unit in it.
-        let dead_error = batch
-            .is_dead()
-            .then(|| {
-                outcomes
-                    .iter()
-                    .rev()
-                    .find_map(|outcome| outcome.as_ref().err().cloned())
-            })
-            .flatten();
         drop(batch);
         for (unit, outcome) in units.into_iter().zip(outcomes) {
-            let reply = match &dead_error {
-                Some(error) => Err(error.clone()),
-                None => outcome,
-            };
-            let _ = unit.reply.send(reply);
+            let _ = unit.reply.send(outcome);
         }
         return;
     }

@@ -192,6 +192,7 @@ impl<'db> Batch<'db> {
     ) -> Result<super::connection::Executed, SqlError> {
         let time_unix_ms = self.record.time_unix_ms;
         let random_seed = self.record.random_seed;
+        let time_max = self.database().options.statement_time_max;
         let writer = &self.database().writer;
         let internal = |error: rusqlite::Error| {
             SqlError::new(
@@ -205,7 +206,7 @@ impl<'db> Batch<'db> {
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
-            writer.execute(&request.sql, &request.params)
+            writer.execute_within(&request.sql, &request.params, time_max)
         };
         let Err(error) = outcome else {
             writer

@@ -2,9 +2,9 @@
 //! recording) and running one client statement on one of them.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Action;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -72,7 +72,50 @@ pub struct PaxConnection {
     effects: Arc<Mutex<EffectRecorder>>,
     /// Readers only: the step budget of a read run on an async worker (see [`ReadBudget`]).
     read_budget: Option<Arc<ReadBudget>>,
+    /// Writer only: the time limit of the client statement it runs (see [`Self::execute_within`]).
+    deadline: Option<Arc<StatementDeadline>>,
     busy_timeout: Duration,
+}
+
+/// When the writer's current client statement must stop: SQLite's progress handler checks it
+/// every [`READ_BUDGET_OPS_PER_CALL`] VM instructions. Disarmed (zero) it never stops anything,
+/// so replays and paxsql's own statements always run to their end.
+#[derive(Debug)]
+struct StatementDeadline {
+    /// Micros after `since` at which to interrupt; 0 while disarmed.
+    at_micros: AtomicU64,
+    since: Instant,
+}
+
+impl StatementDeadline {
+    fn new() -> Self {
+        StatementDeadline {
+            at_micros: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    fn micros_now(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn arm(&self, limit: Duration) {
+        let limit = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        let at = self.micros_now().saturating_add(limit).max(1);
+        self.at_micros.store(at, Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.at_micros.store(0, Ordering::Relaxed);
+    }
+
+    /// The progress handler: true interrupts the running statement.
+    fn passed(&self) -> bool {
+        match self.at_micros.load(Ordering::Relaxed) {
+            0 => false,
+            at => self.micros_now() >= at,
+        }
+    }
 }
 
 /// SQLite VM instructions between two calls of a reader's progress handler.
@@ -135,7 +178,7 @@ impl PaxConnection {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let pax = Self::open(path, flags, options, true, 0)?;
+        let mut pax = Self::open(path, flags, options, true, 0)?;
         let mode: String = pax
             .connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -149,7 +192,48 @@ impl PaxConnection {
         pax.connection
             .execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(SqliteError::sqlite("setting synchronous=NORMAL"))?;
+        let deadline = Arc::new(StatementDeadline::new());
+        let handler_deadline = Arc::clone(&deadline);
+        pax.connection
+            .progress_handler(
+                READ_BUDGET_OPS_PER_CALL,
+                Some(move || handler_deadline.passed()),
+            )
+            .map_err(SqliteError::sqlite("installing the statement time limit"))?;
+        pax.deadline = Some(deadline);
         Ok(pax)
+    }
+
+    /// [`Self::execute`] on the writer, stopped once it has run for `limit` (a `LimitExceeded`
+    /// error). Only for a client statement the master runs: a replay must never be cut short,
+    /// or a replica would fail what the master did. A write stopped this way inside a
+    /// transaction makes SQLite roll back the whole transaction (the caller checks
+    /// `is_autocommit`); a stopped read undoes nothing.
+    pub fn execute_within(
+        &self,
+        sql: &str,
+        params: &[Value],
+        limit: Duration,
+    ) -> Result<Executed, SqlError> {
+        let Some(deadline) = &self.deadline else {
+            // The detached stand-in holds no tables a client could wait on.
+            return self.execute(sql, params);
+        };
+        deadline.arm(limit);
+        let outcome = self.execute(sql, params);
+        let stopped = deadline.passed();
+        deadline.disarm();
+        match outcome {
+            Err(error) if stopped && error.message.contains("interrupt") => Err(SqlError::new(
+                SqlErrorKind::LimitExceeded,
+                format!(
+                    "the statement ran for more than {limit:?} on the master's writer, which holds up \
+                     every write to this database, and was stopped and rolled back; add an index or \
+                     split the work into smaller statements"
+                ),
+            )),
+            other => other,
+        }
     }
 
     /// Opens a reader: `query_only`, so it can never write; real clock and real randomness.
@@ -260,6 +344,7 @@ impl PaxConnection {
             prng,
             effects,
             read_budget: None,
+            deadline: None,
             busy_timeout: Duration::from_millis(options.busy_timeout_ms),
         })
     }

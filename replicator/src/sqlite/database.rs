@@ -10,6 +10,7 @@
 //!   [`Batch`] open it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use paxsql_schema::{
     paxos_value::Payload, BinlogBatch, ClusterInit, MasterLease, Membership, PaxosValue,
@@ -22,7 +23,7 @@ use super::meta::{self, key, MetaSnapshot};
 use super::readers::{ReaderPool, READERS_MAX_DEFAULT};
 use super::types::{SqlError, StatementRequest, StatementResult, Value};
 use super::vfs::TimePin;
-use crate::limits::{BATCH_STATEMENTS_MAX, VALUE_BYTES_MAX};
+use crate::limits::{BATCH_STATEMENTS_MAX, STATEMENT_TIME_MAX_MS, VALUE_BYTES_MAX};
 
 /// How a group's database is opened. Every node of a cluster must use the same connection
 /// options; the limits may differ.
@@ -32,6 +33,8 @@ pub struct DatabaseOptions {
     pub readers_max: usize,
     pub batch_statements_max: usize,
     pub value_bytes_max: usize,
+    /// How long one client statement may run on the master's writer (never limits replays).
+    pub statement_time_max: Duration,
 }
 
 impl Default for DatabaseOptions {
@@ -41,6 +44,7 @@ impl Default for DatabaseOptions {
             readers_max: READERS_MAX_DEFAULT,
             batch_statements_max: BATCH_STATEMENTS_MAX,
             value_bytes_max: VALUE_BYTES_MAX,
+            statement_time_max: Duration::from_millis(STATEMENT_TIME_MAX_MS),
         }
     }
 }

@@ -12,12 +12,13 @@ pub struct Node {
 
 /// A replica that has applied instance 0 (the cluster init).
 pub fn node() -> Node {
+    node_with(DatabaseOptions::default())
+}
+
+/// [`node`] opened with `options`.
+pub fn node_with(options: DatabaseOptions) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut database = Database::open(
-        dir.path().join("main/db.sqlite"),
-        DatabaseOptions::default(),
-    )
-    .expect("open");
+    let mut database = Database::open(dir.path().join("main/db.sqlite"), options).expect("open");
     database.apply(0, &init_value()).expect("apply instance 0");
     Node { dir, database }
 }
