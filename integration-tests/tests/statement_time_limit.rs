@@ -1,6 +1,7 @@
 //! `--statement-time-max-ms` over the wire: the master's writer stops a runaway write (54000),
-//! the writes that were queued in the same batch behind it still commit, and the followers,
-//! which replay without a limit, end up with the same rows.
+//! the writes that shared its batch (before and after it) still commit, the followers (which
+//! replay without a limit) end up with the same rows, and a write stopped inside `BEGIN`
+//! aborts its transaction.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ const RUNAWAY_WRITE: &str = "INSERT INTO t (a) WITH RECURSIVE c(x) AS (SELECT 1 
      SELECT x + 1 FROM c) SELECT x FROM c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runaway_write_is_stopped_and_the_writes_queued_behind_it_commit() {
+async fn a_runaway_write_is_stopped_and_the_writes_sharing_its_batch_commit() {
     let (mut cluster, master) = Cluster::start_elected(3, &["--statement-time-max-ms", LIMIT_MS])
         .await
         .expect("start a cluster");
@@ -35,13 +36,16 @@ async fn a_runaway_write_is_stopped_and_the_writes_queued_behind_it_commit() {
             client.simple_query(sql).await.map(|_| ())
         })
     };
-    // The slow write owns the writer; the runaway and the plain insert queue up behind it and
-    // ride in one batch, in that order.
+    // The slow write owns the writer; the other three queue up behind it and ride in one
+    // batch, in this order: the runaway one ends that batch's transaction, which rolls back
+    // the insert before it too.
     let slow = send(SLOW_BUT_LEGAL);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = send("INSERT INTO t (a) VALUES (-1)");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let runaway = send(RUNAWAY_WRITE);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let plain = send("INSERT INTO t (a) VALUES (-1)");
+    let after = send("INSERT INTO t (a) VALUES (-2)");
 
     slow.await
         .expect("task")
@@ -57,7 +61,11 @@ async fn a_runaway_write_is_stopped_and_the_writes_queued_behind_it_commit() {
         "{}",
         db_error.message()
     );
-    plain
+    before
+        .await
+        .expect("task")
+        .expect("a write that ran before the runaway one in its batch runs again and commits");
+    after
         .await
         .expect("task")
         .expect("a write queued behind the runaway one commits");
@@ -67,7 +75,7 @@ async fn a_runaway_write_is_stopped_and_the_writes_queued_behind_it_commit() {
         .await
         .expect("read back");
     let values: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    assert_eq!(values, vec![3_000_000, -1]);
+    assert_eq!(values, vec![3_000_000, -1, -2]);
     // The followers replayed the slow write (without a limit) and hold the same rows.
     let committed = cluster.committed_instance().await;
     cluster
@@ -82,6 +90,38 @@ async fn a_runaway_write_is_stopped_and_the_writes_queued_behind_it_commit() {
             .await
             .expect("read the follower's replica");
         let values: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-        assert_eq!(values, vec![3_000_000, -1], "node {follower}");
+        assert_eq!(values, vec![3_000_000, -1, -2], "node {follower}");
     }
+
+    // Inside BEGIN: the stopped write ends the transaction; the session says so until
+    // ROLLBACK, and nothing of the transaction is applied.
+    setup.batch_execute("BEGIN").await.expect("begin");
+    setup
+        .batch_execute("INSERT INTO t (a) VALUES (-3)")
+        .await
+        .expect("insert inside the transaction");
+    let error = setup
+        .batch_execute(RUNAWAY_WRITE)
+        .await
+        .expect_err("the runaway write inside BEGIN is stopped");
+    assert_eq!(
+        error.code().map(|code| code.code()),
+        Some("54000"),
+        "{error}"
+    );
+    let error = setup
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("the transaction is aborted");
+    assert_eq!(
+        error.code().map(|code| code.code()),
+        Some("25P02"),
+        "{error}"
+    );
+    setup.batch_execute("ROLLBACK").await.expect("rollback");
+    let rows = setup
+        .query("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows[0].get::<_, i64>(0), 3);
 }

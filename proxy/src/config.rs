@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use paxsql_replicator::limits::STATEMENT_TIME_MAX_MS;
+use paxsql_replicator::limits::{STATEMENT_TIME_MAX_MS, STATEMENT_TIME_MAX_MS_LIMIT};
 use serde::Deserialize;
 
 /// Largest node id (ids are small positive integers: 1, 2, 3…).
@@ -24,8 +24,6 @@ pub const CHECKPOINT_INTERVAL_INSTANCES_DEFAULT: u64 = 10_000;
 pub const LOG_HOLD_INSTANCES_DEFAULT: u64 = 1_000;
 /// Most async worker threads a node may ask for.
 pub const WORKER_THREADS_MAX: usize = 256;
-/// Highest `--statement-time-max-ms`: an hour (a write that long holds up the group's writes).
-pub const STATEMENT_TIME_MAX_MS_LIMIT: u64 = 3_600_000;
 
 /// A validated node configuration.
 #[derive(Clone, Debug, PartialEq)]

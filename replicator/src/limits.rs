@@ -9,9 +9,17 @@ pub const PEER_FRAME_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 pub const PROPOSAL_QUEUE_MAX: usize = 1024;
 /// Statements in one binlog batch.
 pub const BATCH_STATEMENTS_MAX: usize = 1024;
+/// How long a client waits for the outcome of its write before hearing "unknown" (40003).
+pub const WRITE_OUTCOME_WAIT_MS: u64 = 20_000;
 /// Longest a client statement may run on the master's writer (default of
 /// `statement-time-max-ms`): while it runs, no other write of its group can.
-pub const STATEMENT_TIME_MAX_MS: u64 = 60_000;
+pub const STATEMENT_TIME_MAX_MS: u64 = 10_000;
+/// Highest `statement-time-max-ms`. A stopped statement's client must hear 54000 before it
+/// gives up on the outcome, with time left for the Paxos round of the writes queued behind.
+pub const STATEMENT_TIME_MAX_MS_LIMIT: u64 = 15_000;
+
+const _: () = assert!(STATEMENT_TIME_MAX_MS <= STATEMENT_TIME_MAX_MS_LIMIT);
+const _: () = assert!(STATEMENT_TIME_MAX_MS_LIMIT + 5_000 <= WRITE_OUTCOME_WAIT_MS);
 /// Chosen values sent in one learn reply.
 pub const LEARN_BATCH_VALUES_MAX: usize = 256;
 /// Bytes of chosen values sent in one learn reply.

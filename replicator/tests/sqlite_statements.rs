@@ -494,3 +494,92 @@ fn a_cached_statement_is_judged_again_when_the_schema_changes() {
     assert_eq!(error.kind, SqlErrorKind::NotReplicable, "{error}");
     assert!(error.message.contains("changes()"), "{error}");
 }
+
+/// paxsql's bookkeeping (`_paxsql_meta`: applied instance, members, checksums) lives beside the
+/// user's tables: a client may read it, never change it, and never name an object with the
+/// reserved prefix (backups and the catalog leave such objects out).
+#[test]
+fn paxsql_tables_may_be_read_but_never_changed_by_a_client() {
+    let mut master = master_with_table();
+    let meta_rows = count(&master.database, "_paxsql_meta");
+    assert!(meta_rows > 0);
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        2,
+        &[sql("CREATE TABLE audit (a)")],
+    );
+    for statement in [
+        "DELETE FROM _paxsql_meta",
+        "UPDATE _paxsql_meta SET value = 0",
+        "INSERT INTO _paxsql_meta (key, value) VALUES ('x', 1)",
+        "DROP TABLE _paxsql_meta",
+        "ALTER TABLE _paxsql_meta ADD COLUMN c",
+        "CREATE INDEX sneaky ON _paxsql_meta (value)",
+        "CREATE TABLE _PAXSQL_mine (a)",
+        "CREATE VIEW _paxsql_view AS SELECT 1",
+        "CREATE TRIGGER sneaky AFTER INSERT ON _paxsql_meta BEGIN DELETE FROM audit; END",
+    ] {
+        let error = refusal_in_batch(&mut master, statement);
+        assert_eq!(
+            error.kind,
+            SqlErrorKind::NotReplicable,
+            "{statement}: {error}"
+        );
+        assert!(error.message.contains("reserved"), "{statement}: {error}");
+    }
+    // A trigger on a user table may not write there either: its body is judged when the
+    // statement that fires it is compiled.
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        3,
+        &[sql(
+            "CREATE TRIGGER sneaky AFTER INSERT ON t BEGIN DELETE FROM _paxsql_meta; END",
+        )],
+    );
+    let error = refusal_in_batch(&mut master, "INSERT INTO t (a) VALUES ('x')");
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable, "{error}");
+    // Reading is fine, and the bookkeeping is whole.
+    let base = master.database.applied_instance().expect("applied");
+    let mut batch = master
+        .database
+        .begin_batch(base, TIME_MS, 4)
+        .expect("begin");
+    batch
+        .execute(&sql("SELECT count(*) FROM _paxsql_meta"))
+        .expect("a client may read paxsql's tables");
+    drop(batch);
+    assert_eq!(count(&master.database, "_paxsql_meta"), meta_rows);
+}
+
+/// paxsql's own statements sit in the same statement cache, compiled without the client
+/// policy; a client that sends one of their texts must still be judged.
+#[test]
+fn a_client_sending_the_text_of_a_paxsql_statement_is_still_judged() {
+    /// The text of `meta::set_five`, which every applied instance runs from the cache.
+    const SET_FIVE: &str = "UPDATE _paxsql_meta SET value = CASE key \
+         WHEN ?1 THEN ?2 WHEN ?3 THEN ?4 WHEN ?5 THEN ?6 WHEN ?7 THEN ?8 WHEN ?9 THEN ?10 END \
+         WHERE key IN (?1, ?3, ?5, ?7, ?9)";
+    let mut master = master_with_table();
+    // A commit after the last schema change: paxsql's statement is compiled for the current
+    // schema and sits in the cache, unjudged.
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        2,
+        &[sql("INSERT INTO t (a) VALUES ('x')")],
+    );
+    let base = master.database.applied_instance().expect("applied");
+    let mut batch = master
+        .database
+        .begin_batch(base, TIME_MS, 3)
+        .expect("begin");
+    let params = (0..5)
+        .flat_map(|_| [Value::Text("applied_instance".into()), Value::Integer(0)])
+        .collect();
+    let error = batch
+        .execute(&sql_with(SET_FIVE, params))
+        .expect_err("a client statement on paxsql's tables is refused");
+    assert_eq!(error.kind, SqlErrorKind::NotReplicable, "{error}");
+}

@@ -79,9 +79,10 @@ pub struct NodeArgs {
     /// answers a lone client's reads later (see docs/OPERATIONS.md, "CPU: worker threads").
     #[arg(long)]
     pub worker_threads: Option<usize>,
-    /// Longest a client statement may run on the master's writer before it is stopped and
-    /// rolled back (SQLSTATE 54000) [default: 60000]. While it runs no other write to its
-    /// database can; replays on followers are never stopped.
+    /// Longest one client statement may run on the master's writer before it is stopped
+    /// (SQLSTATE 54000; a stopped write is rolled back) [default: 10000, at most 15000: a
+    /// client waits 20 s for a write's outcome]. While it runs no other write to its database
+    /// can; replays on followers are never stopped.
     #[arg(long)]
     pub statement_time_max_ms: Option<u64>,
 }

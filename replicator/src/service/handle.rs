@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::WRITE_OUTCOME_WAIT_MS;
 use crate::paxos::InstanceId;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
@@ -25,10 +26,10 @@ use super::checkpoints::ChecksumRing;
 use super::writer::{self, WriterContext, WriterMessage, WriterQueues, WRITER_QUEUE_MAX};
 
 /// How long a client waits for the outcome of its write before hearing "unknown" (40003).
-pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_secs(20);
+pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_millis(WRITE_OUTCOME_WAIT_MS);
 /// How long a linearizable read waits for the replica to apply what was chosen.
 pub const READ_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
-/// Progress-handler calls (each `READ_BUDGET_OPS_PER_CALL` SQLite VM instructions, tens of
+/// Progress-handler calls (each `PROGRESS_OPS_PER_CALL` SQLite VM instructions, tens of
 /// microseconds) a read may take on an async worker before it moves to a blocking thread.
 /// Point reads finish far below it and skip two thread hand-offs; scans move.
 pub const INLINE_READ_CALLS_MAX: u32 = 4;

@@ -483,7 +483,7 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
     };
     let mut outcomes: Vec<Result<Vec<StatementResult>, SqlError>> = Vec::with_capacity(units.len());
     // The unit whose statement ended the whole transaction, if one did.
-    let mut killer = None;
+    let mut ended_by = None;
     for unit in &units {
         if batch.is_dead() {
             break; // the units left run again in the next batch (below)
@@ -500,33 +500,16 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
             }
         }
         if batch.is_dead() {
-            killer = Some(outcomes.len());
+            ended_by = Some(outcomes.len());
         }
         outcomes.push(match failure {
             Some(error) => Err(error),
             None => Ok(results),
         });
     }
-    if let Some(killer) = killer {
-        // A statement ended the whole transaction (`INSERT OR ROLLBACK`, a write stopped by
-        // the time limit…): its unit fails; the others had no say in it and run again, in the
-        // same order, in the next batch.
+    if let Some(ended_by) = ended_by {
         drop(batch);
-        let error = outcomes[killer]
-            .clone()
-            .expect_err("the unit that ended the transaction failed");
-        for (index, mut unit) in units.into_iter().enumerate().rev() {
-            if index == killer {
-                let _ = unit.reply.send(Err(error.clone()));
-                continue;
-            }
-            unit.attempts += 1;
-            if unit.attempts >= UNIT_ATTEMPTS_MAX {
-                let _ = unit.reply.send(Err(error.clone()));
-            } else {
-                context.units.push_front(unit);
-            }
-        }
+        requeue_after_dead_batch(context, units, outcomes, ended_by);
         return;
     }
     let multi_failed = units.len() == 1 && units[0].statements.len() > 1 && outcomes[0].is_err();
@@ -571,6 +554,38 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
             for unit in units {
                 let _ = unit.reply.send(Err(error.clone()));
             }
+        }
+    }
+}
+
+/// A statement of unit `ended_by` ended the whole transaction (`INSERT OR ROLLBACK`, a write
+/// stopped by the time limit…): that unit fails; the others had no say in it and run again,
+/// in the same order, ahead of later writes. Those that ran before it count an attempt.
+fn requeue_after_dead_batch(
+    context: &mut WriterContext,
+    units: Vec<Unit>,
+    mut outcomes: Vec<Result<Vec<StatementResult>, SqlError>>,
+    ended_by: usize,
+) {
+    let error = outcomes
+        .swap_remove(ended_by)
+        .expect_err("the unit that ended the transaction failed");
+    for (index, mut unit) in units.into_iter().enumerate().rev() {
+        if index == ended_by {
+            let _ = unit.reply.send(Err(error.clone()));
+            continue;
+        }
+        if index < ended_by {
+            unit.attempts += 1;
+        }
+        if unit.attempts >= UNIT_ATTEMPTS_MAX {
+            let _ = unit.reply.send(Err(SqlError::new(
+                SqlErrorKind::Lost,
+                "another client's statement ended the replicated transaction this write shared, \
+                 again and again; nothing of it was applied, retry",
+            )));
+        } else {
+            context.units.push_front(unit);
         }
     }
 }

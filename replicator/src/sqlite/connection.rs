@@ -2,7 +2,7 @@
 //! recording) and running one client statement on one of them.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,13 +78,16 @@ pub struct PaxConnection {
 }
 
 /// When the writer's current client statement must stop: SQLite's progress handler checks it
-/// every [`READ_BUDGET_OPS_PER_CALL`] VM instructions. Disarmed (zero) it never stops anything,
+/// every [`PROGRESS_OPS_PER_CALL`] VM instructions. Disarmed (zero) it never stops anything,
 /// so replays and paxsql's own statements always run to their end.
 #[derive(Debug)]
 struct StatementDeadline {
     /// Micros after `since` at which to interrupt; 0 while disarmed.
     at_micros: AtomicU64,
     since: Instant,
+    /// Set when the handler stopped a statement: its error is the limit's, whatever SQLite
+    /// says.
+    fired: AtomicBool,
 }
 
 impl StatementDeadline {
@@ -92,6 +95,7 @@ impl StatementDeadline {
         StatementDeadline {
             at_micros: AtomicU64::new(0),
             since: Instant::now(),
+            fired: AtomicBool::new(false),
         }
     }
 
@@ -102,6 +106,7 @@ impl StatementDeadline {
     fn arm(&self, limit: Duration) {
         let limit = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
         let at = self.micros_now().saturating_add(limit).max(1);
+        self.fired.store(false, Ordering::Relaxed);
         self.at_micros.store(at, Ordering::Relaxed);
     }
 
@@ -111,20 +116,25 @@ impl StatementDeadline {
 
     /// The progress handler: true interrupts the running statement.
     fn passed(&self) -> bool {
-        match self.at_micros.load(Ordering::Relaxed) {
+        let passed = match self.at_micros.load(Ordering::Relaxed) {
             0 => false,
             at => self.micros_now() >= at,
+        };
+        if passed {
+            self.fired.store(true, Ordering::Relaxed);
         }
+        passed
     }
 }
 
-/// SQLite VM instructions between two calls of a reader's progress handler.
-pub const READ_BUDGET_OPS_PER_CALL: i32 = 1_000;
+/// SQLite VM instructions between two calls of a connection's progress handler (a reader's
+/// step budget, the writer's statement time limit).
+pub const PROGRESS_OPS_PER_CALL: i32 = 1_000;
 
 /// Prepared statements each connection keeps (rusqlite's default is 16). An application repeats
 /// the texts of its statements, and every write is executed again by every replica: 64 clients
-/// of `paxsql bench` use 64 texts, and compiling each statement afresh took ~9 % of the nodes'
-/// CPU. A few KB per statement.
+/// of `paxsql bench` use 64 texts, and compiling each statement afresh took ~7 % of the
+/// machine's CPU samples at 64 clients. A few KB per statement.
 pub const STATEMENT_CACHE_CAPACITY: usize = 256;
 
 /// Verbs of client statements that may come from the statement cache: data statements, whose
@@ -133,7 +143,7 @@ const CACHED_VERBS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE
 
 /// How much work a read may do before SQLite interrupts it. Disarmed (the normal state) it
 /// never interrupts; armed with `calls`, the statement is interrupted after about
-/// `calls × READ_BUDGET_OPS_PER_CALL` VM instructions. Async callers arm it to run short reads
+/// `calls × PROGRESS_OPS_PER_CALL` VM instructions. Async callers arm it to run short reads
 /// in place and hand long ones to a blocking thread (which runs them again, unbudgeted).
 #[derive(Debug, Default)]
 pub struct ReadBudget {
@@ -196,7 +206,7 @@ impl PaxConnection {
         let handler_deadline = Arc::clone(&deadline);
         pax.connection
             .progress_handler(
-                READ_BUDGET_OPS_PER_CALL,
+                PROGRESS_OPS_PER_CALL,
                 Some(move || handler_deadline.passed()),
             )
             .map_err(SqliteError::sqlite("installing the statement time limit"))?;
@@ -221,15 +231,15 @@ impl PaxConnection {
         };
         deadline.arm(limit);
         let outcome = self.execute(sql, params);
-        let stopped = deadline.passed();
         deadline.disarm();
+        let stopped = deadline.fired.swap(false, Ordering::Relaxed);
         match outcome {
-            Err(error) if stopped && error.message.contains("interrupt") => Err(SqlError::new(
+            Err(_) if stopped => Err(SqlError::new(
                 SqlErrorKind::LimitExceeded,
                 format!(
                     "the statement ran for more than {limit:?} on the master's writer, which holds up \
-                     every write to this database, and was stopped and rolled back; add an index or \
-                     split the work into smaller statements"
+                     every write to this database, and was stopped (a write is rolled back); add an \
+                     index or split the work into smaller statements"
                 ),
             )),
             other => other,
@@ -248,7 +258,7 @@ impl PaxConnection {
         let handler_budget = Arc::clone(&budget);
         pax.connection
             .progress_handler(
-                READ_BUDGET_OPS_PER_CALL,
+                PROGRESS_OPS_PER_CALL,
                 Some(move || handler_budget.on_progress()),
             )
             .map_err(SqliteError::sqlite("installing the read budget"))?;
@@ -256,7 +266,7 @@ impl PaxConnection {
         Ok(pax)
     }
 
-    /// Runs a read-only statement within about `calls × READ_BUDGET_OPS_PER_CALL` VM
+    /// Runs a read-only statement within about `calls × PROGRESS_OPS_PER_CALL` VM
     /// instructions and without waiting for locks; `None` when it did not finish that way
     /// (over budget, busy, or any error): the caller runs it again with [`Self::execute`] on a
     /// thread that may block, which also gives the authoritative error. Readers only.
@@ -467,9 +477,15 @@ impl PaxConnection {
         // The authorizer runs when a statement is compiled, so a statement from the cache was
         // judged then. That judgement holds while nothing it depended on changed: the text, the
         // connection (writer or reader), the schema (SQLite compiles a statement again, with
-        // the authorizer, when the schema changed) and, on the writer, the writes-open guard —
-        // so the writer takes statements from the cache only while writes are open.
-        if CACHED_VERBS.contains(&verb) && self.policy.judgement_reusable() {
+        // the authorizer, when the schema changed; ANALYZE expires the statements of the
+        // connection that runs it) and, on the writer, the writes-open guard — so the writer
+        // takes statements from the cache only while writes are open. paxsql's own statements
+        // share the cache unjudged (policing is off for them) and all of them name its
+        // reserved tables: a client text that does is never taken from the cache.
+        if CACHED_VERBS.contains(&verb)
+            && self.policy.judgement_reusable()
+            && !mentions_reserved_name(sql)
+        {
             let mut statement = self
                 .connection
                 .prepare_cached(sql)
@@ -483,6 +499,14 @@ impl PaxConnection {
             step_to_end(&mut statement, params)
         }
     }
+}
+
+/// Whether `sql` contains [`policy::RESERVED_PREFIX`] in any ASCII case.
+fn mentions_reserved_name(sql: &str) -> bool {
+    let prefix = policy::RESERVED_PREFIX.as_bytes();
+    sql.as_bytes()
+        .windows(prefix.len())
+        .any(|window| window.eq_ignore_ascii_case(prefix))
 }
 
 /// Binds `params`, then steps `statement` to its end and collects the rows.

@@ -94,7 +94,8 @@ pub fn set<T: rusqlite::ToSql>(
 }
 
 /// Sets five integer keys in one statement instead of five: every applied instance writes
-/// these on every node.
+/// these on every node. Its text is repeated in `tests/sqlite_statements.rs`: a client that
+/// sends it must still be judged, though this compiled statement sits in the same cache.
 pub fn set_five(connection: &Connection, values: &[(&str, i64); 5]) -> Result<(), SqliteError> {
     let updated = connection
         .prepare_cached(

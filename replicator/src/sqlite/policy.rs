@@ -57,6 +57,11 @@ const PRAGMAS_WITH_NAME_ARGUMENT: &[&str] = &[
 /// Pragmas stored in the database file: setting them replicates like any write.
 const PRAGMAS_STORED_IN_FILE: &[&str] = &["user_version", "application_id"];
 
+/// Prefix of paxsql's own tables (`_paxsql_meta`…): its bookkeeping (applied instance,
+/// members, checksums) lives in the replica beside the user's tables, in the same transactions.
+/// A client may read them, never change them or name a new object with the prefix.
+pub const RESERVED_PREFIX: &str = "_paxsql_";
+
 /// Functions whose result depends on this connection's history, not on the replicated state.
 const FUNCTIONS_NOT_REPLICABLE_IN_WRITES: &[&str] = &["changes", "total_changes"];
 
@@ -71,8 +76,9 @@ pub struct Policy {
     /// may read but never write (the writer's guard; `PRAGMA query_only` would do the same,
     /// but switching it expires every prepared statement of the connection, twice per value).
     /// Checked when a statement is prepared, so the writer takes client statements from its
-    /// statement cache only while writes are open. Outside a transaction even read-only pragmas are refused on the writer
-    /// (nothing runs client SQL there outside a batch or an apply).
+    /// statement cache only while writes are open. Outside a transaction even read-only
+    /// pragmas are refused on the writer (nothing runs client SQL there outside a batch or an
+    /// apply).
     writes_open: AtomicBool,
     /// Why the last refused statement was refused (the authorizer can only say "denied").
     refusal: Mutex<Option<String>>,
@@ -166,6 +172,12 @@ fn is_read_action(action: &AuthAction<'_>) -> bool {
 
 fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
     use AuthAction::*;
+    if let Some(name) = reserved_name_changed(action) {
+        return Some(format!(
+            "{name} is paxsql's own bookkeeping (names starting with {RESERVED_PREFIX} are \
+             reserved): it may be read, never changed; use another name for your objects"
+        ));
+    }
     let temp = "TEMP tables, views, triggers and indexes live on one node only and cannot be \
                 replicated; create a regular object instead";
     match action {
@@ -189,6 +201,42 @@ fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The reserved name an action would change or create, if any. Reads stay allowed.
+fn reserved_name_changed<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
+    use AuthAction::*;
+    let names: &[&'a str] = match action {
+        Insert { table_name }
+        | Update { table_name, .. }
+        | Delete { table_name }
+        | CreateTable { table_name }
+        | DropTable { table_name }
+        | AlterTable { table_name, .. } => &[*table_name],
+        CreateIndex {
+            index_name,
+            table_name,
+        }
+        | DropIndex {
+            index_name,
+            table_name,
+        } => &[*index_name, *table_name],
+        CreateTrigger {
+            trigger_name,
+            table_name,
+        }
+        | DropTrigger {
+            trigger_name,
+            table_name,
+        } => &[*trigger_name, *table_name],
+        CreateView { view_name } | DropView { view_name } => &[*view_name],
+        CreateVtable { table_name, .. } | DropVtable { table_name, .. } => &[*table_name],
+        _ => &[],
+    };
+    names.iter().copied().find(|name| {
+        name.get(..RESERVED_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX))
+    })
 }
 
 fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
