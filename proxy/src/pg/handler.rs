@@ -343,6 +343,11 @@ async fn infer_param_types(
 ) -> Vec<Type> {
     let hints = param_hints(sql);
     let count = hints.count.max(client_types.len());
+    if count == 0 {
+        // No parameter to type: skip describing the tables the statement names (a round trip
+        // to a reader, or to the master, per table and per Parse).
+        return Vec::new();
+    }
     let mut tables: Vec<(String, Vec<Column>)> = Vec::new();
     for table in &hints.tables {
         let quoted = table.replace('"', "\"\"");

@@ -83,6 +83,11 @@ fn word(token: &Token) -> Option<&sqlparser::tokenizer::Word> {
 
 /// Reads the hints out of one statement's text.
 pub fn param_hints(sql: &str) -> ParamHints {
+    if !sql.contains('$') {
+        // Parameters are `$n` (PostgreSQL's numbering): without a `$` there is nothing to
+        // hint, and no need to tokenize the statement.
+        return ParamHints::default();
+    }
     let Some(tokens) = significant_tokens(sql) else {
         return ParamHints::default();
     };

@@ -503,10 +503,7 @@ impl PaxConnection {
 
 /// Whether `sql` contains [`policy::RESERVED_PREFIX`] in any ASCII case.
 fn mentions_reserved_name(sql: &str) -> bool {
-    let prefix = policy::RESERVED_PREFIX.as_bytes();
-    sql.as_bytes()
-        .windows(prefix.len())
-        .any(|window| window.eq_ignore_ascii_case(prefix))
+    policy::contains_ignore_ascii_case(sql, policy::RESERVED_PREFIX)
 }
 
 /// Binds `params`, then steps `statement` to its end and collects the rows.

@@ -307,20 +307,20 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
     None
 }
 
-/// Whether `text` contains `localtime` or `utc` in any ASCII case: one pass over the bytes
-/// (this runs for every statement on every node).
+/// Whether `text` contains `localtime` or `utc` in any ASCII case (this runs for every
+/// statement on every node).
 fn mentions_local_time_word(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let at = |index: usize, word: &[u8]| {
-        bytes
-            .get(index..index + word.len())
-            .is_some_and(|window| window.eq_ignore_ascii_case(word))
-    };
-    (0..bytes.len()).any(|index| match bytes[index] | 0x20 {
-        b'l' => at(index, b"localtime"),
-        b'u' => at(index, b"utc"),
-        _ => false,
-    })
+    contains_ignore_ascii_case(text, "localtime") || contains_ignore_ascii_case(text, "utc")
+}
+
+/// Whether `text` contains `needle` in any ASCII case, without allocating.
+pub fn contains_ignore_ascii_case(text: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    needle.is_empty()
+        || text
+            .as_bytes()
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 /// The contents of the single-quoted string literals of `sql` (comments skipped).
