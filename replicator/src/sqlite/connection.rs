@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{classify, SqliteError};
 use super::functions::{register_random, Prng, SharedPrng};
+use super::meta::PAXSQL_TABLE_PREFIX;
 use super::policy::{self, Policy};
 use super::types::{Column, SqlError, SqlErrorKind, StatementRequest, StatementResult, Value};
 use super::vfs;
@@ -501,9 +502,9 @@ impl PaxConnection {
     }
 }
 
-/// Whether `sql` contains [`policy::RESERVED_PREFIX`] in any ASCII case.
+/// Whether `sql` contains [`PAXSQL_TABLE_PREFIX`] in any ASCII case.
 fn mentions_reserved_name(sql: &str) -> bool {
-    policy::contains_ignore_ascii_case(sql, policy::RESERVED_PREFIX)
+    policy::contains_ignore_ascii_case(sql, PAXSQL_TABLE_PREFIX)
 }
 
 /// Binds `params`, then steps `statement` to its end and collects the rows.

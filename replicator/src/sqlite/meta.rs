@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::error::SqliteError;
 
-/// Prefix of every table paxsql owns; hidden from `content_hash`, `\dt` and backups.
+/// Prefix of every table paxsql owns; hidden from `content_hash`, `\dt` and backups. A client
+/// may read these tables, never change them or name a new object with the prefix (`policy`).
 pub const PAXSQL_TABLE_PREFIX: &str = "_paxsql_";
 
 /// Keys of `_paxsql_meta`.

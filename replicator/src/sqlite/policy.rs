@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
+use super::meta::PAXSQL_TABLE_PREFIX;
+
 /// Pragmas a client may read (no value) anywhere.
 const PRAGMAS_READABLE: &[&str] = &[
     "application_id",
@@ -56,11 +58,6 @@ const PRAGMAS_WITH_NAME_ARGUMENT: &[&str] = &[
 
 /// Pragmas stored in the database file: setting them replicates like any write.
 const PRAGMAS_STORED_IN_FILE: &[&str] = &["user_version", "application_id"];
-
-/// Prefix of paxsql's own tables (`_paxsql_meta`…): its bookkeeping (applied instance,
-/// members, checksums) lives in the replica beside the user's tables, in the same transactions.
-/// A client may read them, never change them or name a new object with the prefix.
-pub const RESERVED_PREFIX: &str = "_paxsql_";
 
 /// Functions whose result depends on this connection's history, not on the replicated state.
 const FUNCTIONS_NOT_REPLICABLE_IN_WRITES: &[&str] = &["changes", "total_changes"];
@@ -174,7 +171,7 @@ fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
     use AuthAction::*;
     if let Some(name) = reserved_name_changed(action) {
         return Some(format!(
-            "{name} is paxsql's own bookkeeping (names starting with {RESERVED_PREFIX} are \
+            "{name} is paxsql's own bookkeeping (names starting with {PAXSQL_TABLE_PREFIX} are \
              reserved): it may be read, never changed; use another name for your objects"
         ));
     }
@@ -234,8 +231,8 @@ fn reserved_name_changed<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
         _ => &[],
     };
     names.iter().copied().find(|name| {
-        name.get(..RESERVED_PREFIX.len())
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX))
+        name.get(..PAXSQL_TABLE_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(PAXSQL_TABLE_PREFIX))
     })
 }
 
