@@ -519,6 +519,9 @@ fn paxsql_tables_may_be_read_but_never_changed_by_a_client() {
         "CREATE TABLE _PAXSQL_mine (a)",
         "CREATE VIEW _paxsql_view AS SELECT 1",
         "CREATE TRIGGER sneaky AFTER INSERT ON _paxsql_meta BEGIN DELETE FROM audit; END",
+        "ALTER TABLE audit RENAME TO _paxsql_hidden",
+        "ALTER TABLE audit RENAME TO \"_PAXSQL_hidden\"",
+        "ALTER TABLE _paxsql_meta RENAME TO mine",
     ] {
         let error = refusal_in_batch(&mut master, statement);
         assert_eq!(

@@ -277,11 +277,21 @@ fn function_refusal(writer: bool, name: &str) -> Option<String> {
 /// and `'utc'` date modifiers (string arguments). Scans the SQL text and the parameters.
 pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
     let first_word = Scanner::new(sql).next_token();
-    if matches!(first_word, Some(Token::Word(word)) if word.eq_ignore_ascii_case("VACUUM")) {
+    if matches!(first_word, Some(Token::Word(ref word)) if word.eq_ignore_ascii_case("VACUUM")) {
         return Some(
             "VACUUM is refused: it renumbers rowids on one node only and would make replicas diverge"
                 .into(),
         );
+    }
+    // The authorizer names only the old table of `ALTER TABLE … RENAME TO`, so a rename *to*
+    // a reserved name is caught here (any ALTER that mentions the prefix).
+    if matches!(first_word, Some(Token::Word(ref word)) if word.eq_ignore_ascii_case("ALTER"))
+        && contains_ignore_ascii_case(sql, PAXSQL_TABLE_PREFIX)
+    {
+        return Some(format!(
+            "names starting with {PAXSQL_TABLE_PREFIX} are reserved for paxsql's own bookkeeping; \
+             use another name for your objects"
+        ));
     }
     let names_local_time = |text: &str| {
         let lower = text.to_ascii_lowercase();
