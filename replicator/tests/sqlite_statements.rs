@@ -413,16 +413,25 @@ fn budgeted_reads_finish_short_statements_and_give_up_long_ones() {
         .is_none());
 }
 
-/// The writer runs a client's writes only between the start and the end of a batch or an
-/// apply; outside them a client statement may read, never write. A trigger's write counts.
-#[test]
-fn the_writer_takes_client_writes_only_inside_a_transaction() {
+/// A bare writer connection in a temp dir (kept alive by the returned dir).
+fn open_writer() -> (
+    tempfile::TempDir,
+    paxsql_replicator::sqlite::connection::PaxConnection,
+) {
     use paxsql_replicator::sqlite::connection::PaxConnection;
     use paxsql_replicator::sqlite::ConnectionOptions;
     let dir = tempfile::tempdir().expect("temp dir");
     let writer =
         PaxConnection::open_writer(&dir.path().join("w.sqlite"), &ConnectionOptions::default())
             .expect("open the writer");
+    (dir, writer)
+}
+
+/// The writer runs a client's writes only between the start and the end of a batch or an
+/// apply; outside them a client statement may read, never write. A trigger's write counts.
+#[test]
+fn the_writer_takes_client_writes_only_inside_a_transaction() {
+    let (_dir, writer) = open_writer();
     writer.set_writes_open(true);
     writer
         .execute("CREATE TABLE t (a)", &[])
@@ -467,12 +476,7 @@ fn the_writer_takes_client_writes_only_inside_a_transaction() {
 /// the schema changes under it, SQLite compiles it again and the authorizer judges it again.
 #[test]
 fn a_cached_statement_is_judged_again_when_the_schema_changes() {
-    use paxsql_replicator::sqlite::connection::PaxConnection;
-    use paxsql_replicator::sqlite::ConnectionOptions;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let writer =
-        PaxConnection::open_writer(&dir.path().join("w.sqlite"), &ConnectionOptions::default())
-            .expect("open the writer");
+    let (_dir, writer) = open_writer();
     writer.set_writes_open(true);
     writer
         .execute("CREATE VIEW v AS SELECT 1 AS x", &[])

@@ -5,7 +5,7 @@ mod sqlite_common;
 
 use std::time::{Duration, Instant};
 
-use paxsql_replicator::sqlite::{DatabaseOptions, SqlErrorKind, Value};
+use paxsql_replicator::sqlite::{Batch, DatabaseOptions, SqlErrorKind, Value};
 use sqlite_common::*;
 
 const TIME_MS: i64 = 1_700_000_000_000;
@@ -34,10 +34,8 @@ fn master_with_limit(limit: Duration) -> Node {
     master
 }
 
-#[test]
-fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
-    let mut master = master_with_limit(Duration::from_millis(200));
-    let base = master.database.applied_instance().expect("applied");
+/// A batch on top of `base` that has inserted one row.
+fn batch_with_one_insert(master: &mut Node, base: u64) -> Batch<'_> {
     let mut batch = master
         .database
         .begin_batch(base, TIME_MS, 2)
@@ -45,6 +43,14 @@ fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
     batch
         .execute(&sql("INSERT INTO t (a) VALUES (1)"))
         .expect("insert");
+    batch
+}
+
+#[test]
+fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
+    let mut master = master_with_limit(Duration::from_millis(200));
+    let base = master.database.applied_instance().expect("applied");
+    let mut batch = batch_with_one_insert(&mut master, base);
     let started = Instant::now();
     let error = batch
         .execute(&sql(RUNAWAY_READ))
@@ -72,13 +78,7 @@ fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
 fn a_runaway_write_on_the_writer_is_stopped_and_ends_its_transaction() {
     let mut master = master_with_limit(Duration::from_millis(200));
     let base = master.database.applied_instance().expect("applied");
-    let mut batch = master
-        .database
-        .begin_batch(base, TIME_MS, 2)
-        .expect("begin");
-    batch
-        .execute(&sql("INSERT INTO t (a) VALUES (1)"))
-        .expect("insert");
+    let mut batch = batch_with_one_insert(&mut master, base);
     let error = batch
         .execute(&sql(RUNAWAY_WRITE))
         .expect_err("an endless insert must be stopped");
