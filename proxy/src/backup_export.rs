@@ -216,7 +216,7 @@ pub fn export(source: &Path, destination: &Path) -> anyhow::Result<u64> {
 fn strip_paxsql_tables(copy: &Connection) -> anyhow::Result<()> {
     copy.pragma_update(None, "secure_delete", true)?;
     let mut statement = copy.prepare(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND substr(name, 1, ?1) = ?2",
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND lower(substr(name, 1, ?1)) = ?2",
     )?;
     let names: Vec<String> = statement
         .query_map(

@@ -5,7 +5,7 @@ mod sqlite_common;
 
 use std::time::{Duration, Instant};
 
-use paxsql_replicator::sqlite::{Batch, DatabaseOptions, SqlErrorKind, Value};
+use paxsql_replicator::sqlite::{Batch, Database, DatabaseOptions, SqlErrorKind, Value};
 use sqlite_common::*;
 
 const TIME_MS: i64 = 1_700_000_000_000;
@@ -119,4 +119,39 @@ fn a_replay_is_never_stopped_by_the_time_limit() {
     let expected = vec![vec![Value::Integer(300_000)]];
     assert_eq!(rows(&master.database, "SELECT a FROM t"), expected);
     assert_eq!(rows(&replica.database, "SELECT a FROM t"), expected);
+}
+
+/// Maintenance statements that grow with the data and cannot be split (`CREATE INDEX`…) are
+/// not stopped: a large index must be able to finish. A data statement as long is.
+#[test]
+fn an_index_build_is_not_stopped_by_the_time_limit() {
+    let mut seeded = master_with_limit(Duration::from_secs(600));
+    commit_batch(
+        &mut seeded.database,
+        TIME_MS,
+        2,
+        &[sql(
+            "INSERT INTO t (a) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+             SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c)",
+        )],
+    );
+    let Node { dir, database } = seeded;
+    drop(database);
+    let mut database = Database::open(
+        dir.path().join("main/db.sqlite"),
+        with_limit(Duration::from_millis(1)),
+    )
+    .expect("reopen with a 1 ms limit");
+    database.set_accepts_writes(true);
+    let base = database.applied_instance().expect("applied");
+    let mut batch = database.begin_batch(base, TIME_MS, 3).expect("begin");
+    let error = batch
+        .execute(&sql(
+            "SELECT count(*) FROM t AS x, t AS y WHERE x.a = y.a + 1",
+        ))
+        .expect_err("a long read is stopped");
+    assert_eq!(error.kind, SqlErrorKind::LimitExceeded, "{error}");
+    batch
+        .execute(&sql("CREATE INDEX t_a ON t (a)"))
+        .expect("an index build runs to its end");
 }

@@ -82,7 +82,8 @@ pub struct NodeArgs {
     /// Longest one client statement may run on the master's writer before it is stopped
     /// (SQLSTATE 54000; a stopped write is rolled back) [default: 10000, at most 15000: a
     /// client waits 20 s for a write's outcome]. While it runs no other write to its database
-    /// can; replays on followers are never stopped.
+    /// can; replays on followers are never stopped, nor are CREATE INDEX, REINDEX, ANALYZE,
+    /// DROP TABLE and DROP INDEX (they grow with the data and cannot be split).
     #[arg(long)]
     pub statement_time_max_ms: Option<u64>,
 }

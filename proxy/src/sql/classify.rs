@@ -132,7 +132,9 @@ fn leading_word_writes(sql: &str) -> bool {
 /// Whether `sql` starts with the word SELECT and names nothing the session answers itself
 /// (catalog tables, `current_setting()`, `version()`): a read, known without tokenizing the
 /// statement (every point read pays this; tokenizing took ~10 % of a node's CPU on reads).
-/// Anything else takes the tokenizer's path below, which decides the same for such text.
+/// Anything else takes the tokenizer's path below, which decides the same for such text —
+/// except text it cannot tokenize (`SELECT 'unterminated`), once `Undecided`: as a read it
+/// meets the same SQLite syntax error, on a reader.
 fn plain_select(sql: &str) -> bool {
     leading_word(sql).eq_ignore_ascii_case("SELECT")
         && ![
@@ -443,6 +445,7 @@ mod tests {
             classify("/* why */ SELECT version()"),
             StatementKind::Version
         );
+        assert_eq!(classify("SELECT 'unterminated"), StatementKind::Read);
     }
 
     #[test]

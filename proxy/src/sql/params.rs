@@ -36,7 +36,8 @@ pub enum ParamSource {
 pub struct ParamHints {
     /// The highest `$n` used (PostgreSQL counts parameters that way).
     pub count: usize,
-    /// Tables the statement names after FROM, JOIN, UPDATE or INTO.
+    /// Tables the statement names after FROM, JOIN, UPDATE or INTO (left empty when the
+    /// statement has no `$n`: nothing to type).
     pub tables: Vec<String>,
     /// `(parameter index from 0, where its type comes from)`; the first hint for an index wins.
     pub sources: Vec<(usize, ParamSource)>,

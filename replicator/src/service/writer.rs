@@ -567,23 +567,32 @@ fn requeue_after_dead_batch(
     mut outcomes: Vec<Result<Vec<StatementResult>, SqlError>>,
     ended_by: usize,
 ) {
-    let error = outcomes
-        .swap_remove(ended_by)
-        .expect_err("the unit that ended the transaction failed");
-    for (index, mut unit) in units.into_iter().enumerate().rev() {
+    // Units after `ended_by` never ran: no outcome.
+    outcomes.truncate(ended_by + 1);
+    let mut outcomes: Vec<Option<Result<Vec<StatementResult>, SqlError>>> =
+        outcomes.into_iter().map(Some).collect();
+    outcomes.resize_with(units.len(), || None);
+    for (index, (mut unit, outcome)) in units.into_iter().zip(outcomes).enumerate().rev() {
         if index == ended_by {
-            let _ = unit.reply.send(Err(error.clone()));
+            let _ = unit
+                .reply
+                .send(outcome.expect("the unit that ended the transaction ran"));
             continue;
         }
         if index < ended_by {
             unit.attempts += 1;
         }
         if unit.attempts >= UNIT_ATTEMPTS_MAX {
-            let _ = unit.reply.send(Err(SqlError::new(
-                SqlErrorKind::Lost,
-                "another client's statement ended the replicated transaction this write shared, \
-                 again and again; nothing of it was applied, retry",
-            )));
+            // Out of attempts: its own failure if it had one, else why it could not commit.
+            let reply = match outcome {
+                Some(Err(error)) => Err(error),
+                _ => Err(SqlError::new(
+                    SqlErrorKind::Lost,
+                    "another client's statement ended the replicated transaction this write \
+                     shared, again and again; nothing of it was applied, retry",
+                )),
+            };
+            let _ = unit.reply.send(reply);
         } else {
             context.units.push_front(unit);
         }

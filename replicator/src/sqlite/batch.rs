@@ -18,6 +18,7 @@ use paxsql_schema::{paxos_value::Payload, BinlogBatch, Message, PaxosValue, Stat
 use super::connection::value_to_proto;
 use super::database::{write_applied, Database};
 use super::error::{classify, SqliteError};
+use super::policy;
 use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
 use super::vfs::TimePin;
 
@@ -108,6 +109,20 @@ impl Database {
             dead: None,
         })
     }
+}
+
+/// Maintenance statements whose run time grows with the data and that cannot be split:
+/// exempt from the writer's time limit (a large `CREATE INDEX` must be able to finish).
+const VERBS_BOUND_BY_THE_DATA: &[&str] = &[
+    "CREATE INDEX",
+    "REINDEX",
+    "ANALYZE",
+    "DROP TABLE",
+    "DROP INDEX",
+];
+
+fn runs_as_long_as_the_data(sql: &str) -> bool {
+    VERBS_BOUND_BY_THE_DATA.contains(&policy::verb(sql).as_str())
 }
 
 impl<'db> Batch<'db> {
@@ -206,7 +221,11 @@ impl<'db> Batch<'db> {
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
-            writer.execute_within(&request.sql, &request.params, time_max)
+            if runs_as_long_as_the_data(&request.sql) {
+                writer.execute(&request.sql, &request.params)
+            } else {
+                writer.execute_within(&request.sql, &request.params, time_max)
+            }
         };
         let Err(error) = outcome else {
             writer

@@ -481,8 +481,9 @@ impl PaxConnection {
         // the authorizer, when the schema changed; ANALYZE expires the statements of the
         // connection that runs it) and, on the writer, the writes-open guard — so the writer
         // takes statements from the cache only while writes are open. paxsql's own statements
-        // share the cache unjudged (policing is off for them) and all of them name its
-        // reserved tables: a client text that does is never taken from the cache.
+        // share the cache unjudged (policing is off for them): its data statements all name
+        // its `_paxsql_` tables, and a client text that does is never taken from the cache;
+        // the others (BEGIN, COMMIT, SAVEPOINT, RELEASE) have verbs outside CACHED_VERBS.
         if CACHED_VERBS.contains(&verb)
             && self.policy.judgement_reusable()
             && !mentions_reserved_name(sql)

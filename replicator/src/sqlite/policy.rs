@@ -283,9 +283,13 @@ pub fn text_refusal(sql: &str, text_params: &[&str]) -> Option<String> {
                 .into(),
         );
     }
-    // The authorizer names only the old table of `ALTER TABLE … RENAME TO`, so a rename *to*
-    // a reserved name is caught here (any ALTER that mentions the prefix).
-    if matches!(first_word, Some(Token::Word(ref word)) if word.eq_ignore_ascii_case("ALTER"))
+    // The authorizer names neither the new table of `ALTER TABLE … RENAME TO` nor the parent
+    // of a foreign key (`REFERENCES _paxsql_meta` would make paxsql's own meta UPDATE fail to
+    // prepare on every node: the group would stop for good). So any CREATE or ALTER that
+    // mentions the prefix is refused here; an identifier has no escapes, so the name of such
+    // a table always appears literally.
+    if matches!(first_word, Some(Token::Word(ref word))
+            if word.eq_ignore_ascii_case("ALTER") || word.eq_ignore_ascii_case("CREATE"))
         && contains_ignore_ascii_case(sql, PAXSQL_TABLE_PREFIX)
     {
         return Some(format!(
