@@ -125,3 +125,173 @@ async fn a_runaway_write_is_stopped_and_the_writes_sharing_its_batch_commit() {
         .expect("count");
     assert_eq!(rows[0].get::<_, i64>(0), 3);
 }
+
+/// The limit of the batch-budget test's cluster.
+const BUDGET_LIMIT: Duration = Duration::from_millis(1_500);
+/// Slow writes queued together behind a blocker in the batch-budget test: more than twice as
+/// many as one batch may hold (`BUDGET_LIMIT` / one write + 1).
+const QUEUED_WRITES: u32 = 16;
+
+/// A legal write that counts `rows` rows, tagged with its batch's pinned time (every statement
+/// of one batch sees the same `'now'`; two batches begin at different times).
+fn slow_tagged_write(unit: u32, rows: u64) -> String {
+    format!(
+        "INSERT INTO t (unit, batch_time, a) SELECT {unit}, strftime('%Y-%m-%d %H:%M:%f', 'now'), \
+         count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+         LIMIT {rows}) SELECT x FROM c)"
+    )
+}
+
+/// Doubles the rows of a slow write until one takes at least `at_least` here and now; returns
+/// the rows and how long the last write took. Every write commits (unit 0).
+async fn calibrate(client: &tokio_postgres::Client, at_least: Duration) -> (u64, Duration) {
+    let mut rows = 250_000;
+    loop {
+        let started = std::time::Instant::now();
+        client
+            .batch_execute(&slow_tagged_write(0, rows))
+            .await
+            .expect("a slow write alone");
+        let took = started.elapsed();
+        if took >= at_least || rows >= 64_000_000 {
+            return (rows, took);
+        }
+        rows *= 2;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_slow_writes_stops_taking_more_once_past_the_limit() {
+    let limit_ms = BUDGET_LIMIT.as_millis().to_string();
+    let (mut cluster, master) =
+        Cluster::start_elected(3, &["--statement-time-max-ms", limit_ms.as_str()])
+            .await
+            .expect("start a cluster");
+    let addr = cluster.node(master).sql_addr();
+    let setup = connect(&addr, "main").await.expect("connect");
+    setup
+        .batch_execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER, batch_time TEXT, a INTEGER)",
+        )
+        .await
+        .expect("create the table");
+    let (rows, one) = calibrate(&setup, Duration::from_millis(250)).await;
+    assert!(
+        one < BUDGET_LIMIT / 3,
+        "one slow write took {one:?}: the machine is too slow for this test's limit"
+    );
+    // Connected first, so the queued writes reach the writer together.
+    let mut clients = Vec::new();
+    for _ in 0..=QUEUED_WRITES {
+        clients.push(connect(&addr, "main").await.expect("connect"));
+    }
+    let mut clients = clients.into_iter();
+    let send = |client: tokio_postgres::Client, unit: u32| {
+        tokio::spawn(async move {
+            client
+                .simple_query(&slow_tagged_write(unit, rows))
+                .await
+                .map(|_| ())
+        })
+    };
+    // The blocker owns the writer while the others queue up; without a budget they would all
+    // ride in the next batch, one after another.
+    let blocker = send(clients.next().expect("a client"), 1);
+    tokio::time::sleep(one / 3).await;
+    let queued: Vec<_> = (2..=QUEUED_WRITES + 1)
+        .map(|unit| send(clients.next().expect("a client"), unit))
+        .collect();
+    blocker.await.expect("task").expect("the blocker commits");
+    for write in queued {
+        write
+            .await
+            .expect("task")
+            .expect("every queued write commits: the budget only moves it to a later batch");
+    }
+
+    // Rows of one batch share its pinned time.
+    let per_batch: Vec<i64> = setup
+        .query(
+            "SELECT count(*) FROM t WHERE unit >= 2 GROUP BY batch_time ORDER BY batch_time",
+            &[],
+        )
+        .await
+        .expect("count the batches")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let total: i64 = per_batch.iter().sum();
+    assert_eq!(
+        total,
+        i64::from(QUEUED_WRITES),
+        "every queued write is applied once"
+    );
+    // A batch stops taking units once it ran past the limit: at most limit / (one write) + 1
+    // of them; twice that leaves room for a machine that sped up meanwhile.
+    let most = (2 * BUDGET_LIMIT.as_millis() / one.as_millis().max(1) + 2) as i64;
+    assert!(
+        most < i64::from(QUEUED_WRITES),
+        "the bound ({most}) must be below the queued writes ({QUEUED_WRITES}) to test anything"
+    );
+    let largest = per_batch.iter().copied().max().unwrap_or(0);
+    assert!(
+        largest <= most,
+        "{QUEUED_WRITES} writes of {one:?} each, queued together, rode in batches of {per_batch:?}: \
+         a batch must stop taking units once it ran for longer than the limit ({BUDGET_LIMIT:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_running_through_several_lease_renewals_commits() {
+    // The default lease (3 s) is renewed every 750 ms: each renewal takes an instance. A batch
+    // used to lose its instance to one, run again, lose again, and fail with 40001 after three
+    // attempts; now it records its own master's renewals and moves onto them. Every write of
+    // the calibration that runs longer than 750 ms already tests that; the last one runs
+    // through at least two renewals.
+    let (mut cluster, master) = Cluster::start_elected(3, &[])
+        .await
+        .expect("start a cluster");
+    let addr = cluster.node(master).sql_addr();
+    let client = connect(&addr, "main").await.expect("connect");
+    client
+        .batch_execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER, batch_time TEXT, a INTEGER)",
+        )
+        .await
+        .expect("create the table");
+    let (_, took) = calibrate(&client, Duration::from_millis(2_200)).await;
+    assert!(
+        took >= Duration::from_millis(1_600),
+        "the longest write took only {took:?}: it must outlast two renewals to test anything"
+    );
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let expected = read(
+        client
+            .query("SELECT a FROM t ORDER BY id", &[])
+            .await
+            .expect("read"),
+    );
+    let mut doubling: Vec<i64> = expected.windows(2).map(|pair| pair[1] / pair[0]).collect();
+    doubling.dedup();
+    assert_eq!(
+        doubling,
+        vec![2],
+        "each write applied exactly once: {expected:?}"
+    );
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .expect("followers catch up");
+    for follower in (1..=3).filter(|id| *id != master) {
+        let addr = cluster.node(follower).sql_addr();
+        let local = connect_local(&addr, "main").await.expect("connect");
+        let rows = local
+            .query("SELECT a FROM t ORDER BY id", &[])
+            .await
+            .expect("read the follower's replica");
+        assert_eq!(read(rows), expected, "node {follower}");
+    }
+}

@@ -67,6 +67,23 @@ fn each_non_replicable_statement_class_is_refused_with_a_reason() {
         ),
         ("BEGIN", "transaction control"),
         ("SAVEPOINT mine", "transaction control"),
+        (
+            "INSERT INTO t (a) SELECT count(*) FROM dbstat",
+            "describes this node's database file",
+        ),
+        (
+            "INSERT INTO t (a) SELECT page_count FROM pragma_page_count()",
+            "describes this node's database file",
+        ),
+        (
+            "INSERT INTO t (a) SELECT file FROM pragma_database_list",
+            "describes this node's database file",
+        ),
+        (
+            "SELECT * FROM pragma_freelist_count",
+            "describes this node's database file",
+        ),
+        ("PRAGMA data_version", "describes this node's database file"),
     ];
     for (statement, reason) in refused {
         let error = refusal_in_batch(&mut master, statement);

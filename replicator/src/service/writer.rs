@@ -29,7 +29,8 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
-    Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest, StatementResult,
+    Batch, Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest,
+    StatementResult,
 };
 
 use super::checkpoints::ChecksumRing;
@@ -488,6 +489,9 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
         if batch.is_dead() {
             break; // the units left run again in the next batch (below)
         }
+        if !outcomes.is_empty() && batch.is_past_time_budget() {
+            break; // the units left go back to the queue (below)
+        }
         let mut results = Vec::with_capacity(unit.statements.len());
         let mut failure = None;
         for statement in &unit.statements {
@@ -512,6 +516,11 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
         requeue_after_dead_batch(context, units, outcomes, ended_by);
         return;
     }
+    // Past the time budget: the units that did not run go back, in order, ahead of later
+    // writes, without counting an attempt.
+    for unit in units.split_off(outcomes.len()).into_iter().rev() {
+        context.units.push_front(unit);
+    }
     let multi_failed = units.len() == 1 && units[0].statements.len() > 1 && outcomes[0].is_err();
     let nothing_succeeded = outcomes.iter().all(Result::is_err);
     if multi_failed || nothing_succeeded {
@@ -522,38 +531,119 @@ fn run_batch(database: &mut Database, context: &mut WriterContext) {
         }
         return;
     }
-    let (value, pending) = match batch.finish() {
-        Ok(finished) => finished,
-        Err(error) => {
-            for unit in units {
-                let _ = unit.reply.send(Err(error.clone()));
-            }
-            return;
-        }
-    };
-    match propose_and_wait(context, value, pending, base) {
-        Resolution::Committed(instance_id) => {
-            applied(context, instance_id);
+    match finish_and_propose(context, batch) {
+        BatchEnd::Committed => {
             for (unit, outcome) in units.into_iter().zip(outcomes) {
                 let _ = unit.reply.send(outcome);
             }
         }
-        Resolution::OtherChosen(delivered) => {
-            apply(database, context, delivered);
-            // Run again on the new state, in the same order, ahead of later writes.
-            for mut unit in units.drain(..).rev() {
-                unit.attempts += 1;
-                if unit.attempts >= UNIT_ATTEMPTS_MAX {
-                    let _ = unit.reply.send(Err(lost_error()));
-                } else {
-                    context.units.push_front(unit);
-                }
-            }
-        }
-        Resolution::Failed(error) => {
+        BatchEnd::Overtaken { .. } => run_again(context, units),
+        BatchEnd::Failed(error) => {
             for unit in units {
                 let _ = unit.reply.send(Err(error.clone()));
             }
+        }
+    }
+}
+
+/// How a finished batch ended.
+enum BatchEnd {
+    Committed,
+    /// Other values were chosen first: the batch rolled back, and they wait in `deferred` to
+    /// be applied before anything else. `user_tables_changed` when one of them is SQL.
+    Overtaken {
+        user_tables_changed: bool,
+    },
+    /// Not proposed, or refused: the error tells the clients.
+    Failed(SqlError),
+}
+
+/// Finishes `batch` and sees its value through to an outcome. First it moves the batch onto
+/// this node's lease renewals chosen while it ran ([`Batch::absorb_lease_renewal`]): a batch
+/// that runs longer than the renewal interval would otherwise lose its instance to every
+/// renewal. Anything else chosen meanwhile overtakes it.
+fn finish_and_propose(context: &mut WriterContext, mut batch: Batch<'_>) -> BatchEnd {
+    let mut absorbed = Vec::new();
+    // A dead batch only fails, with its own error (`finish` below), not by being overtaken.
+    if !batch.is_dead() {
+        while let Some(delivered) = context.ready_delivery() {
+            context.deferred.push_back(delivered);
+        }
+        while let Some(next) = context.deferred.front() {
+            let (instance_id, checksum_after) = (next.instance_id, next.checksum_after);
+            if !batch.absorb_lease_renewal(
+                instance_id,
+                &next.value,
+                checksum_after,
+                context.node_id,
+            ) {
+                break;
+            }
+            absorbed.extend(context.deferred.pop_front());
+        }
+        if !context.deferred.is_empty() {
+            drop(batch);
+            let user_tables_changed = !context.deferred.iter().all(leaves_user_tables_alone);
+            apply_first(context, absorbed, None);
+            return BatchEnd::Overtaken {
+                user_tables_changed,
+            };
+        }
+    }
+    let (value, pending) = match batch.finish() {
+        Ok(finished) => finished,
+        Err(error) => {
+            apply_first(context, absorbed, None);
+            return BatchEnd::Failed(error);
+        }
+    };
+    let base = value.base_instance;
+    match propose_and_wait(context, value, pending, base) {
+        Resolution::Committed(instance_id) => {
+            applied(context, instance_id);
+            BatchEnd::Committed
+        }
+        Resolution::OtherChosen(delivered) => {
+            let user_tables_changed = !leaves_user_tables_alone(&delivered);
+            apply_first(context, absorbed, Some(delivered));
+            BatchEnd::Overtaken {
+                user_tables_changed,
+            }
+        }
+        Resolution::Failed(error) => {
+            apply_first(context, absorbed, None);
+            BatchEnd::Failed(error)
+        }
+    }
+}
+
+/// Whether a chosen value leaves user tables untouched (a lease, a membership change, the
+/// cluster init): a transaction open across it still sees the state it ran against.
+fn leaves_user_tables_alone(delivered: &Delivered) -> bool {
+    !matches!(delivered.value.payload, Some(Payload::Binlog(_)))
+}
+
+/// Queues chosen values to be applied before anything else (the run loop applies `deferred`
+/// first): the lease renewals a rolled-back batch had recorded inside its transaction (the
+/// rollback undid them), then the value that overtook the batch, if one did.
+fn apply_first(context: &mut WriterContext, absorbed: Vec<Delivered>, then: Option<Delivered>) {
+    if let Some(delivered) = then {
+        context.deferred.push_front(delivered);
+    }
+    for delivered in absorbed.into_iter().rev() {
+        context.deferred.push_front(delivered);
+    }
+}
+
+/// The batch's base was overtaken: its units run again on the new state, in the same order,
+/// ahead of later writes, each counting an attempt.
+fn run_again(context: &mut WriterContext, units: Vec<Unit>) {
+    for mut unit in units.into_iter().rev() {
+        unit.attempts += 1;
+        if unit.attempts >= UNIT_ATTEMPTS_MAX {
+            let _ = unit.reply.send(Err(lost_error()));
+        } else {
+            context.units.push_front(unit);
         }
     }
 }

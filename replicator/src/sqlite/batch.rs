@@ -13,11 +13,14 @@
 //!   fails after the value was chosen is fatal ([`SqliteError::CommitAfterChosen`]).
 //! - Dropping a batch or pending commit without finishing rolls back: nothing half-done stays.
 
+use std::time::Instant;
+
 use paxsql_schema::{paxos_value::Payload, BinlogBatch, Message, PaxosValue, Statement};
 
 use super::connection::value_to_proto;
 use super::database::{write_applied, Database};
 use super::error::{classify, SqliteError};
+use super::meta::PAXSQL_TABLE_PREFIX;
 use super::policy;
 use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
 use super::vfs::TimePin;
@@ -34,6 +37,8 @@ pub struct Batch<'db> {
     value_bytes: usize,
     /// Set when a statement ended the whole transaction: every statement of the batch fails.
     dead: Option<SqlError>,
+    /// When the batch began: with the statement time limit, its time budget.
+    started: Instant,
 }
 
 /// A finished batch whose transaction waits for the Paxos outcome of instance `base + 1`.
@@ -107,22 +112,9 @@ impl Database {
             record,
             value_bytes,
             dead: None,
+            started: Instant::now(),
         })
     }
-}
-
-/// Maintenance statements whose run time grows with the data and that cannot be split:
-/// exempt from the writer's time limit (a large `CREATE INDEX` must be able to finish).
-const VERBS_BOUND_BY_THE_DATA: &[&str] = &[
-    "CREATE INDEX",
-    "REINDEX",
-    "ANALYZE",
-    "DROP TABLE",
-    "DROP INDEX",
-];
-
-fn runs_as_long_as_the_data(sql: &str) -> bool {
-    VERBS_BOUND_BY_THE_DATA.contains(&policy::verb(sql).as_str())
 }
 
 impl<'db> Batch<'db> {
@@ -137,6 +129,11 @@ impl<'db> Batch<'db> {
         self.record.time_unix_ms
     }
 
+    /// The value this batch would propose, as far as it ran.
+    pub fn record(&self) -> &BinlogBatch {
+        &self.record
+    }
+
     pub fn statement_count(&self) -> usize {
         self.record.statements.len()
     }
@@ -144,6 +141,60 @@ impl<'db> Batch<'db> {
     /// True once a statement ended the whole transaction.
     pub fn is_dead(&self) -> bool {
         self.dead.is_some()
+    }
+
+    /// Records a lease renewal of node `node_id` chosen at the batch's instance while the
+    /// batch ran, inside the batch's transaction, and moves the batch onto it (it will be
+    /// proposed for the instance after). A lease leaves user tables as the statements saw
+    /// them, so they need not run again; a batch that runs longer than the renewal interval
+    /// (a quarter of the lease) would otherwise lose its instance to every renewal, run again,
+    /// and lose again. `false` (nothing changed, or the batch must be abandoned if the
+    /// recording failed half-way) when the value is anything else, or when a statement of the
+    /// batch names paxsql's own tables (it may have read what the lease changes).
+    pub fn absorb_lease_renewal(
+        &mut self,
+        instance_id: u64,
+        value: &PaxosValue,
+        checksum_after: u64,
+        node_id: u32,
+    ) -> bool {
+        let own_renewal = matches!(
+            &value.payload,
+            Some(Payload::MasterLease(lease)) if lease.master_id == node_id
+        );
+        let reads_paxsql_tables = self.record.statements.iter().any(|statement| {
+            policy::contains_ignore_ascii_case(&statement.sql, PAXSQL_TABLE_PREFIX)
+        });
+        if !own_renewal
+            || reads_paxsql_tables
+            || self.dead.is_some()
+            || instance_id != self.record.base_instance + 1
+        {
+            return false;
+        }
+        match self
+            .database()
+            .apply_payload(instance_id, value, checksum_after)
+        {
+            Ok(_) => {
+                self.record.base_instance = instance_id;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(instance_id, %error, "recording a lease renewal inside a batch failed; the batch runs again");
+                false
+            }
+        }
+    }
+
+    /// True once the batch has held the writer for longer than one statement may. The limit
+    /// bounds each statement; this bounds a batch of independent writes: the caller stops
+    /// adding units (those left wait for the next batch), so many slow autocommit writes
+    /// queued together do not hold every other write for several limits. A transaction (a
+    /// multi-statement message, `BEGIN … COMMIT`) is one unit: it holds the writer until its
+    /// end, as a transaction holds SQLite's write lock.
+    pub fn is_past_time_budget(&self) -> bool {
+        self.started.elapsed() > self.database().options.statement_time_max
     }
 
     /// Runs one statement in its own savepoint. A failing statement fails alone, unless it
@@ -221,11 +272,7 @@ impl<'db> Batch<'db> {
         writer.seed_random(random_seed, statement_index);
         let outcome = {
             let _time = TimePin::new(time_unix_ms);
-            if runs_as_long_as_the_data(&request.sql) {
-                writer.execute(&request.sql, &request.params)
-            } else {
-                writer.execute_within(&request.sql, &request.params, time_max)
-            }
+            writer.execute_within(&request.sql, &request.params, time_max)
         };
         let Err(error) = outcome else {
             writer

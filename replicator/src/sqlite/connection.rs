@@ -138,6 +138,16 @@ pub const PROGRESS_OPS_PER_CALL: i32 = 1_000;
 /// machine's CPU samples at 64 clients. A few KB per statement.
 pub const STATEMENT_CACHE_CAPACITY: usize = 256;
 
+/// Maintenance statements whose run time grows with the data and that cannot be split:
+/// exempt from the writer's time limit (a large `CREATE INDEX` must be able to finish).
+const VERBS_BOUND_BY_THE_DATA: &[&str] = &[
+    "CREATE INDEX",
+    "REINDEX",
+    "ANALYZE",
+    "DROP TABLE",
+    "DROP INDEX",
+];
+
 /// Verbs of client statements that may come from the statement cache: data statements, whose
 /// effect is decided when they run. Pragmas take effect when prepared; DDL is rare.
 const CACHED_VERBS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES"];
@@ -216,22 +226,25 @@ impl PaxConnection {
     }
 
     /// [`Self::execute`] on the writer, stopped once it has run for `limit` (a `LimitExceeded`
-    /// error). Only for a client statement the master runs: a replay must never be cut short,
-    /// or a replica would fail what the master did. A write stopped this way inside a
-    /// transaction makes SQLite roll back the whole transaction (the caller checks
-    /// `is_autocommit`); a stopped read undoes nothing.
+    /// error), unless it is an index build or drop ([`VERBS_BOUND_BY_THE_DATA`]). Only for a
+    /// client statement the master runs: a replay must never be cut short, or a replica would
+    /// fail what the master did. A write stopped this way inside a transaction makes SQLite
+    /// roll back the whole transaction (the caller checks `is_autocommit`); a stopped read
+    /// undoes nothing.
     pub fn execute_within(
         &self,
         sql: &str,
         params: &[Value],
         limit: Duration,
     ) -> Result<Executed, SqlError> {
-        let Some(deadline) = &self.deadline else {
+        let verb = policy::verb(sql);
+        let deadline = match &self.deadline {
+            Some(deadline) if !VERBS_BOUND_BY_THE_DATA.contains(&verb.as_str()) => deadline,
             // The detached stand-in holds no tables a client could wait on.
-            return self.execute(sql, params);
+            _ => return self.execute_verb(sql, params, verb),
         };
         deadline.arm(limit);
-        let outcome = self.execute(sql, params);
+        let outcome = self.execute_verb(sql, params, verb);
         deadline.disarm();
         let stopped = deadline.fired.swap(false, Ordering::Relaxed);
         match outcome {
@@ -415,6 +428,17 @@ impl PaxConnection {
     /// Runs one client statement under the policy. Time and randomness are whatever the caller
     /// pinned and seeded. On error the caller checks [`Connection::is_autocommit`].
     pub fn execute(&self, sql: &str, params: &[Value]) -> Result<Executed, SqlError> {
+        self.execute_verb(sql, params, policy::verb(sql))
+    }
+
+    /// [`Self::execute`] with the statement's [`policy::verb`] already computed (once per
+    /// statement: it allocates).
+    fn execute_verb(
+        &self,
+        sql: &str,
+        params: &[Value],
+        verb: String,
+    ) -> Result<Executed, SqlError> {
         let text_params: Vec<&str> = params
             .iter()
             .filter_map(|value| match value {
@@ -425,7 +449,6 @@ impl PaxConnection {
         if let Some(reason) = policy::text_refusal(sql, &text_params) {
             return Err(SqlError::new(SqlErrorKind::NotReplicable, reason));
         }
-        let verb = policy::verb(sql);
         let _policing = self.policy.police();
         self.effects.lock().expect("effect lock").start();
         let total_before = self.connection.total_changes();

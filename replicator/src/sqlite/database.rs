@@ -228,7 +228,7 @@ impl Database {
     }
 
     /// Applies the payload and records the applied instance, inside the open transaction.
-    fn apply_payload(
+    pub(super) fn apply_payload(
         &self,
         instance_id: u64,
         value: &PaxosValue,

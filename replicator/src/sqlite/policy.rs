@@ -59,6 +59,18 @@ const PRAGMAS_WITH_NAME_ARGUMENT: &[&str] = &[
 /// Pragmas stored in the database file: setting them replicates like any write.
 const PRAGMAS_STORED_IN_FILE: &[&str] = &["user_version", "application_id"];
 
+/// Pragmas that describe this node's file (its pages, its path, its connection's view), not
+/// the replicated data: equal data may answer differently on two replicas.
+const PRAGMAS_OF_THIS_FILE: &[&str] = &[
+    "page_count",
+    "freelist_count",
+    "data_version",
+    "database_list",
+];
+
+/// Virtual tables that describe this node's file page by page.
+const TABLES_OF_THIS_FILE: &[&str] = &["dbstat"];
+
 /// Functions whose result depends on this connection's history, not on the replicated state.
 const FUNCTIONS_NOT_REPLICABLE_IN_WRITES: &[&str] = &["changes", "total_changes"];
 
@@ -191,6 +203,12 @@ fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
              paxsql session, not inside a replicated statement; send it as its own statement"
                 .into(),
         ),
+        Pragma { pragma_name, .. } if writer && is_one_of(pragma_name, PRAGMAS_OF_THIS_FILE) => {
+            Some(file_local(&format!("PRAGMA {pragma_name}")))
+        }
+        Read { table_name, .. } if writer && is_one_of(table_name, TABLES_OF_THIS_FILE) => {
+            Some(file_local(table_name))
+        }
         Pragma { pragma_name, pragma_value } => pragma_refusal(pragma_name, *pragma_value),
         Function { function_name } => function_refusal(writer, function_name),
         CreateVtable { module_name, .. } => Some(format!(
@@ -198,6 +216,20 @@ fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+fn is_one_of(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|known| known.eq_ignore_ascii_case(name))
+}
+
+/// Why a statement on the writer may not read what describes this node's file: a write that
+/// copied it would make replicas diverge without any effect check noticing.
+fn file_local(what: &str) -> String {
+    format!(
+        "{what} describes this node's database file, not the replicated data, and is refused in \
+         writes and transactions (replicas would store different values); read it in a \
+         statement of its own, outside BEGIN"
+    )
 }
 
 /// The reserved name an action would change or create, if any. Reads stay allowed.

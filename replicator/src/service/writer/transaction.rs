@@ -5,14 +5,13 @@
 
 use std::time::Instant;
 
-use paxsql_schema::{paxos_value::Payload, BinlogBatch};
+use paxsql_schema::BinlogBatch;
 
 use super::{
-    applied, apply, begin_error, drain_deferred, handle_busy, lost_error, not_master, now_unix_ms,
-    propose_and_wait, Reply, Resolution, WriterContext, WriterMessage, TRANSACTION_IDLE_MAX,
-    UNIT_ATTEMPTS_MAX,
+    begin_error, drain_deferred, finish_and_propose, handle_busy, leaves_user_tables_alone,
+    lost_error, not_master, now_unix_ms, BatchEnd, Reply, WriterContext, WriterMessage,
+    TRANSACTION_IDLE_MAX, UNIT_ATTEMPTS_MAX,
 };
-use crate::runtime::group::Delivered;
 use crate::sqlite::{Database, SqlError, SqlErrorKind, StatementRequest};
 
 /// Runs one interactive transaction from BEGIN to its end.
@@ -41,7 +40,6 @@ pub(super) fn run_transaction(
     let mut idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
     // What the client ran, to run again if a lease renewal takes the instance (see below).
     let mut statements: Vec<StatementRequest> = Vec::new();
-    let mut stale = false;
     loop {
         let Some(message) = context.next_message() else {
             return;
@@ -65,44 +63,26 @@ pub(super) fn run_transaction(
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                let (value, pending) = match batch.finish() {
-                    Ok(finished) => finished,
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                        return;
-                    }
-                };
-                let effects = Effects::of(&value);
-                let outcome = if stale {
-                    pending.rollback();
-                    rerun_and_commit(database, context, &statements, &effects)
-                } else {
-                    match propose_and_wait(context, value, pending, base) {
-                        Resolution::Committed(instance_id) => {
-                            applied(context, instance_id);
-                            Ok(())
-                        }
-                        Resolution::OtherChosen(delivered) => {
-                            let rerun = leaves_user_tables_alone(&delivered);
-                            apply(database, context, delivered);
-                            if rerun {
-                                rerun_and_commit(database, context, &statements, &effects)
-                            } else {
-                                Err(lost_error())
-                            }
-                        }
-                        Resolution::Failed(error) => Err(error),
-                    }
+                let effects = Effects::of(batch.record());
+                let outcome = match finish_and_propose(context, batch) {
+                    BatchEnd::Committed => Ok(()),
+                    BatchEnd::Overtaken {
+                        user_tables_changed: false,
+                    } => rerun_and_commit(database, context, &statements, &effects),
+                    BatchEnd::Overtaken {
+                        user_tables_changed: true,
+                    } => Err(lost_error()),
+                    BatchEnd::Failed(error) => Err(error),
                 };
                 let _ = reply.send(outcome);
                 return;
             }
             WriterMessage::Delivered(delivered) if leaves_user_tables_alone(&delivered) => {
                 // A lease renewal or membership change: user tables are as this transaction
-                // saw them. Apply it after the transaction; COMMIT runs the statements again
-                // on top of it and proposes them only if they do exactly what the client saw.
+                // saw them. COMMIT moves the transaction onto this node's lease renewals;
+                // after anything else it runs the statements again on top of it and proposes
+                // them only if they do exactly what the client saw.
                 context.deferred.push_back(delivered);
-                stale = true;
             }
             WriterMessage::Delivered(delivered) => {
                 // Another master's SQL was chosen: this transaction's base is stale and it can
@@ -124,12 +104,6 @@ pub(super) fn run_transaction(
             other => handle_busy(context, other),
         }
     }
-}
-
-/// Whether a chosen value leaves user tables untouched (a lease, a membership change, the
-/// cluster init): a transaction open across it still sees the state it ran against.
-fn leaves_user_tables_alone(delivered: &Delivered) -> bool {
-    !matches!(delivered.value.payload, Some(Payload::Binlog(_)))
 }
 
 /// Runs a transaction's statements again on top of the values chosen since it began (none of
@@ -155,24 +129,18 @@ fn rerun_and_commit(
             // Failures are part of what the client saw; the comparison below checks them.
             let _ = batch.execute(statement);
         }
-        let (value, pending) = batch.finish()?;
-        if Effects::of(&value) != *original {
-            pending.rollback();
+        if Effects::of(batch.record()) != *original {
             return Err(lost_error());
         }
-        match propose_and_wait(context, value, pending, base) {
-            Resolution::Committed(instance_id) => {
-                applied(context, instance_id);
-                return Ok(());
-            }
-            Resolution::OtherChosen(delivered) => {
-                let again = leaves_user_tables_alone(&delivered);
-                apply(database, context, delivered);
-                if !again {
-                    return Err(lost_error());
-                }
-            }
-            Resolution::Failed(error) => return Err(error),
+        match finish_and_propose(context, batch) {
+            BatchEnd::Committed => return Ok(()),
+            BatchEnd::Overtaken {
+                user_tables_changed: false,
+            } => {}
+            BatchEnd::Overtaken {
+                user_tables_changed: true,
+            } => return Err(lost_error()),
+            BatchEnd::Failed(error) => return Err(error),
         }
     }
     Err(lost_error())
