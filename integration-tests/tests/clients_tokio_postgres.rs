@@ -591,3 +591,52 @@ async fn a_transaction_that_outlives_its_masters_lease_gets_40001_and_leaves_not
         "only the committed and the other master's rows exist"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_describes_the_columns_of_the_current_schema() {
+    // A node describes a statement on a reader connection that compiled it earlier; after the
+    // writer's ALTER TABLE it must not describe the table as it was (the client would be told
+    // two columns and sent three).
+    let (cluster, master, [follower, _]) = cluster().await;
+    let writer = connect(&addr(&cluster, master), "main")
+        .await
+        .expect("connect");
+    writer
+        .batch_execute("CREATE TABLE evolving (id INTEGER PRIMARY KEY, a TEXT)")
+        .await
+        .expect("create");
+    let local = connect_local(&addr(&cluster, follower), "main")
+        .await
+        .expect("connect to a follower");
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .expect("the follower has the table");
+    for client in [&writer, &local] {
+        let statement = client
+            .prepare("SELECT * FROM evolving WHERE id = $1")
+            .await
+            .expect("prepare");
+        assert_eq!(statement.columns().len(), 2);
+    }
+    writer
+        .batch_execute("ALTER TABLE evolving ADD COLUMN b REAL")
+        .await
+        .expect("alter");
+    let committed = cluster.committed_instance().await;
+    cluster
+        .wait_applied(committed, Duration::from_secs(20))
+        .await
+        .expect("the follower has the new column");
+    for (name, client) in [("master", &writer), ("follower", &local)] {
+        let statement = client
+            .prepare("SELECT * FROM evolving WHERE id = $1")
+            .await
+            .expect("prepare again");
+        let columns: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(columns, ["id", "a", "b"], "described on the {name}");
+        let rows = client.query(&statement, &[&1_i64]).await.expect("run it");
+        assert!(rows.is_empty());
+    }
+}

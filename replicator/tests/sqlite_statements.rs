@@ -601,3 +601,42 @@ fn a_client_sending_the_text_of_a_paxsql_statement_is_still_judged() {
         .expect_err("a client statement on paxsql's tables is refused");
     assert_eq!(error.kind, SqlErrorKind::NotReplicable, "{error}");
 }
+
+#[test]
+fn a_reader_describes_in_place_and_sees_each_schema_change() {
+    let mut master = master_with_table();
+    let readers = master.database.readers();
+    let names = |described: Option<Result<Vec<paxsql_replicator::sqlite::Column>, _>>| {
+        described
+            .expect("an idle reader describes without waiting")
+            .expect("the statement compiles")
+            .into_iter()
+            .map(|column| (column.name, column.decl_type))
+            .collect::<Vec<_>>()
+    };
+    // Opened and returned once, so an idle reader exists.
+    drop(readers.get().expect("a reader"));
+    assert_eq!(
+        names(readers.describe_in_place("SELECT * FROM t")),
+        vec![
+            ("id".to_string(), Some("INTEGER".to_string())),
+            ("a".to_string(), Some("TEXT".to_string()))
+        ]
+    );
+    let missing = readers
+        .describe_in_place("SELECT * FROM nowhere")
+        .expect("answered in place")
+        .expect_err("no such table");
+    assert!(missing.message.contains("nowhere"), "{missing}");
+    commit_batch(
+        &mut master.database,
+        TIME_MS,
+        2,
+        &[sql("ALTER TABLE t ADD COLUMN b REAL")],
+    );
+    assert_eq!(
+        names(readers.describe_in_place("SELECT * FROM t")).len(),
+        3,
+        "the committed column is described"
+    );
+}

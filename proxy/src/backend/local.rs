@@ -220,6 +220,11 @@ impl Drop for LocalTransaction {
 }
 
 fn describe_on(connection: &Connection, sql: &str) -> Result<Vec<Column>, SqlError> {
+    // Running a statement reloads a schema another connection changed; compiling does not.
+    connection
+        .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")
+        .and_then(|mut statement| statement.exists([]))
+        .map_err(|e| map_sqlite_error(&e))?;
     let statement = connection.prepare(sql).map_err(|e| map_sqlite_error(&e))?;
     Ok(statement
         .columns()

@@ -306,6 +306,43 @@ impl PaxConnection {
         outcome.map(|executed| executed.result)
     }
 
+    /// The columns `sql` would return (names and declared types), without running it. With
+    /// `no_wait`, `None` when SQLite would have to wait for a lock to compile it (a schema
+    /// change being read): the caller describes again where it may block.
+    pub fn describe(&self, sql: &str, no_wait: bool) -> Option<Result<Vec<Column>, SqlError>> {
+        if no_wait {
+            self.connection.busy_timeout(Duration::ZERO).ok()?;
+        }
+        let described = self.describe_current(sql);
+        if no_wait {
+            self.connection
+                .busy_timeout(self.busy_timeout)
+                .expect("restoring a busy timeout only sets two fields of the connection");
+        }
+        match described {
+            Ok(columns) => Some(Ok(columns)),
+            Err(error) if no_wait && is_lock_wait(&error) => None,
+            Err(error) => Some(Err(classify(&error))),
+        }
+    }
+
+    fn describe_current(&self, sql: &str) -> rusqlite::Result<Vec<Column>> {
+        // Compiling uses the schema this connection last loaded; only running a statement
+        // checks it against the file (and reloads it). Without this step a reader describes a
+        // table as it was before the writer's ALTER TABLE: the client is told wrong columns.
+        self.connection
+            .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")?
+            .exists([])?;
+        let statement = self.connection.prepare(sql)?;
+        Ok(statement
+            .columns()
+            .map(|column| Column {
+                name: column.name().to_string(),
+                decl_type: column.decl_type().map(str::to_string),
+            })
+            .collect())
+    }
+
     /// A private in-memory connection standing in for the writer while the replica file is
     /// being replaced; it holds no paxsql tables, so nothing can be applied to it.
     pub fn open_detached() -> Result<PaxConnection, SqliteError> {
@@ -638,4 +675,12 @@ pub fn value_from_proto(value: &paxsql_schema::SqlValue) -> Value {
         Some(Proto::Text(text)) => Value::Text(text.clone()),
         Some(Proto::Blob(blob)) => Value::Blob(blob.to_vec()),
     }
+}
+
+/// True when SQLite gave up waiting for a lock (with no busy timeout: at once).
+fn is_lock_wait(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::connection::{ConnectionOptions, PaxConnection};
 use super::error::SqliteError;
-use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
+use super::types::{Column, SqlError, SqlErrorKind, StatementRequest, StatementResult};
 
 /// Default bound on reader connections per group.
 pub const READERS_MAX_DEFAULT: usize = 16;
@@ -130,6 +130,12 @@ impl ReaderPool {
     ) -> Option<StatementResult> {
         let reader = self.get_idle()?;
         reader.execute_within_budget(request, calls)
+    }
+
+    /// Describes `sql` in place on an idle reader, for async callers that must not block:
+    /// `None` when no reader is idle or compiling it would wait for a lock.
+    pub fn describe_in_place(&self, sql: &str) -> Option<Result<Vec<Column>, SqlError>> {
+        self.get_idle()?.describe(sql, true)
     }
 
     /// An idle reader, never opening one (opening does file I/O).
