@@ -639,4 +639,39 @@ async fn a_prepared_statement_describes_the_columns_of_the_current_schema() {
         let rows = client.query(&statement, &[&1_i64]).await.expect("run it");
         assert!(rows.is_empty());
     }
+
+    // Inside BEGIN a Parse sees the transaction's own schema: a table it created, a column it
+    // added (described on the master's writer, also for a transaction opened on a follower).
+    let through_follower = connect(&addr(&cluster, follower), "main")
+        .await
+        .expect("connect to a follower");
+    for (name, client, table) in [
+        ("master", &writer, "made_in_tx_m"),
+        ("follower", &through_follower, "made_in_tx_f"),
+    ] {
+        client.batch_execute("BEGIN").await.expect("begin");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id INTEGER PRIMARY KEY, a TEXT)"
+            ))
+            .await
+            .expect("create inside the transaction");
+        let insert = client
+            .prepare(&format!("INSERT INTO {table} (a) VALUES ($1)"))
+            .await
+            .unwrap_or_else(|error| panic!("prepare on the {name}: {error}"));
+        assert_eq!(insert.params(), &[Type::TEXT], "on the {name}");
+        client.execute(&insert, &[&"inside"]).await.expect("insert");
+        client
+            .batch_execute(&format!("ALTER TABLE {table} ADD COLUMN b INTEGER"))
+            .await
+            .expect("alter inside the transaction");
+        let select = client
+            .prepare(&format!("SELECT * FROM {table} WHERE id = $1"))
+            .await
+            .expect("prepare a select");
+        assert_eq!(select.columns().len(), 3, "on the {name}");
+        client.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(count(client, table).await, 1, "on the {name}");
+    }
 }

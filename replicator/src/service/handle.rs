@@ -199,7 +199,6 @@ impl SqlService {
         Ok(SqlTransaction {
             id,
             sender: self.sender.clone(),
-            readers: self.readers.clone(),
             open: true,
         })
     }
@@ -334,7 +333,6 @@ async fn await_outcome<T>(answer: oneshot::Receiver<Result<T, SqlError>>) -> Res
 pub struct SqlTransaction {
     id: u64,
     sender: mpsc::Sender<WriterMessage>,
-    readers: ReaderPool,
     open: bool,
 }
 
@@ -353,10 +351,17 @@ impl SqlTransaction {
         await_outcome(answer).await
     }
 
-    /// Columns of `sql` as the committed schema sees it (a table created inside this
-    /// transaction is not visible here yet).
+    /// Columns of `sql` as this transaction sees the schema (a table it created included):
+    /// described on the writer, inside the transaction.
     pub async fn describe(&mut self, sql: &str) -> Result<Vec<Column>, SqlError> {
-        describe_with(self.readers.clone(), sql.to_string()).await
+        let (reply, answer) = oneshot::channel();
+        self.send(WriterMessage::TransactionDescribe {
+            transaction: self.id,
+            sql: sql.to_string(),
+            reply,
+        })
+        .await?;
+        await_outcome(answer).await
     }
 
     pub async fn commit(mut self) -> Result<(), SqlError> {

@@ -29,7 +29,7 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
 use crate::sqlite::{
-    Batch, Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest,
+    Batch, Column, Database, PendingCommit, SqlError, SqlErrorKind, SqliteError, StatementRequest,
     StatementResult,
 };
 
@@ -67,6 +67,12 @@ pub enum WriterMessage {
         transaction: u64,
         statement: StatementRequest,
         reply: Reply<StatementResult>,
+    },
+    /// The columns of `sql` as the open transaction sees its schema (a Parse inside BEGIN).
+    TransactionDescribe {
+        transaction: u64,
+        sql: String,
+        reply: Reply<Vec<Column>>,
     },
     Commit {
         transaction: u64,
@@ -353,6 +359,11 @@ fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
             }
         }
         WriterMessage::TransactionStatement {
+            transaction, reply, ..
+        } => {
+            let _ = reply.send(Err(context.ended_error(transaction)));
+        }
+        WriterMessage::TransactionDescribe {
             transaction, reply, ..
         } => {
             let _ = reply.send(Err(context.ended_error(transaction)));

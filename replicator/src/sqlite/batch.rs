@@ -22,7 +22,7 @@ use super::database::{write_applied, Database};
 use super::error::{classify, SqliteError};
 use super::meta::PAXSQL_TABLE_PREFIX;
 use super::policy;
-use super::types::{SqlError, SqlErrorKind, StatementRequest, StatementResult};
+use super::types::{Column, SqlError, SqlErrorKind, StatementRequest, StatementResult};
 use super::vfs::TimePin;
 
 /// Bytes a statement's result fields (rows changed, digest, rowid, flag) and framing add to
@@ -127,6 +127,15 @@ impl<'db> Batch<'db> {
     /// The pinned time of this batch (after the monotonic floor).
     pub fn time_unix_ms(&self) -> i64 {
         self.record.time_unix_ms
+    }
+
+    /// The columns `sql` would return, as this batch's open transaction sees the schema (a
+    /// table it created included). Nothing runs: a Parse inside `BEGIN`.
+    pub fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        self.database()
+            .writer
+            .describe(sql, false)
+            .expect("a describe that may wait always answers")
     }
 
     /// The value this batch would propose, as far as it ran.

@@ -54,6 +54,14 @@ pub(super) fn run_transaction(
                 let _ = reply.send(batch.execute(&statement));
                 statements.push(statement);
             }
+            WriterMessage::TransactionDescribe {
+                transaction: id,
+                sql,
+                reply,
+            } if id == transaction => {
+                idle_deadline = Instant::now() + TRANSACTION_IDLE_MAX;
+                let _ = reply.send(batch.describe(&sql));
+            }
             WriterMessage::Rollback { transaction: id } if id == transaction => return,
             WriterMessage::Commit {
                 transaction: id,
