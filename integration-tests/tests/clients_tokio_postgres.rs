@@ -656,12 +656,15 @@ async fn a_prepared_statement_describes_the_columns_of_the_current_schema() {
             ))
             .await
             .expect("create inside the transaction");
+        // The parameter's type comes from the new table's column: it must be described.
         let insert = client
-            .prepare(&format!("INSERT INTO {table} (a) VALUES ($1)"))
+            .prepare(&format!(
+                "INSERT INTO {table} (id, a) VALUES ($1, 'inside')"
+            ))
             .await
             .unwrap_or_else(|error| panic!("prepare on the {name}: {error}"));
-        assert_eq!(insert.params(), &[Type::TEXT], "on the {name}");
-        client.execute(&insert, &[&"inside"]).await.expect("insert");
+        assert_eq!(insert.params(), &[Type::INT8], "on the {name}");
+        client.execute(&insert, &[&7_i64]).await.expect("insert");
         client
             .batch_execute(&format!("ALTER TABLE {table} ADD COLUMN b INTEGER"))
             .await

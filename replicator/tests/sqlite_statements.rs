@@ -628,6 +628,20 @@ fn a_reader_describes_in_place_and_sees_each_schema_change() {
         .expect("answered in place")
         .expect_err("no such table");
     assert!(missing.message.contains("nowhere"), "{missing}");
+    // Judged like a statement that runs: a flag pragma takes effect when it is compiled.
+    let refused = readers
+        .describe_in_place("PRAGMA reverse_unordered_selects = ON")
+        .expect("answered in place")
+        .expect_err("a connection setting is refused");
+    assert_eq!(refused.kind, SqlErrorKind::NotReplicable, "{refused}");
+    // The reader goes back to the pool waiting for locks as before.
+    let reader = readers.get().expect("the reader that described");
+    let busy_timeout_ms: i64 = reader
+        .connection
+        .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+        .expect("read the busy timeout");
+    assert_eq!(busy_timeout_ms, 5_000);
+    drop(reader);
     commit_batch(
         &mut master.database,
         TIME_MS,
@@ -638,5 +652,38 @@ fn a_reader_describes_in_place_and_sees_each_schema_change() {
         names(readers.describe_in_place("SELECT * FROM t")).len(),
         3,
         "the committed column is described"
+    );
+}
+
+#[test]
+fn a_transaction_describes_its_own_schema_and_is_judged() {
+    let mut master = master_with_table();
+    let mut batch = master.database.begin_batch(1, TIME_MS, 2).expect("begin");
+    batch
+        .execute(&sql(
+            "CREATE TABLE made_here (id INTEGER PRIMARY KEY, n INTEGER)",
+        ))
+        .expect("create inside the transaction");
+    let columns = batch
+        .describe("SELECT * FROM made_here")
+        .expect("the transaction sees its own table");
+    assert_eq!(columns.len(), 2);
+    let refused = batch
+        .describe("PRAGMA recursive_triggers = ON")
+        .expect_err("a connection setting is refused on the writer too");
+    assert_eq!(refused.kind, SqlErrorKind::NotReplicable, "{refused}");
+    // A statement that ends the whole transaction: a describe then fails with its error.
+    batch
+        .execute(&sql("INSERT INTO made_here VALUES (1, 1)"))
+        .expect("insert");
+    batch
+        .execute(&sql("INSERT OR ROLLBACK INTO made_here VALUES (1, 2)"))
+        .expect_err("the conflict rolls the whole transaction back");
+    let dead = batch
+        .describe("SELECT * FROM t")
+        .expect_err("nothing is described for a dead transaction");
+    assert!(
+        dead.message.contains("ended the whole transaction"),
+        "{dead}"
     );
 }

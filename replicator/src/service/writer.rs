@@ -260,13 +260,18 @@ impl WriterContext {
         self.ended.insert(transaction, error);
     }
 
+    /// [`Self::ended_error`] without forgetting it.
+    fn ended_error_kept(&self, transaction: u64) -> SqlError {
+        self.ended
+            .get(&transaction)
+            .cloned()
+            .unwrap_or_else(no_longer_open)
+    }
+
     fn ended_error(&mut self, transaction: u64) -> SqlError {
-        self.ended.remove(&transaction).unwrap_or_else(|| {
-            SqlError::new(
-                SqlErrorKind::Other,
-                "the transaction is no longer open; start a new one",
-            )
-        })
+        self.ended
+            .remove(&transaction)
+            .unwrap_or_else(no_longer_open)
     }
 
     fn fail_fatally(&self, what: &str, error: &SqliteError) -> ! {
@@ -302,6 +307,13 @@ pub fn run(mut database: Database, mut context: WriterContext) {
         };
         handle_idle(&mut database, &mut context, message);
     }
+}
+
+fn no_longer_open() -> SqlError {
+    SqlError::new(
+        SqlErrorKind::Other,
+        "the transaction is no longer open; start a new one",
+    )
 }
 
 fn not_master() -> SqlError {
@@ -366,7 +378,8 @@ fn handle_busy(context: &mut WriterContext, message: WriterMessage) {
         WriterMessage::TransactionDescribe {
             transaction, reply, ..
         } => {
-            let _ = reply.send(Err(context.ended_error(transaction)));
+            // Kept for the statement or COMMIT that follows (40001 must reach the client).
+            let _ = reply.send(Err(context.ended_error_kept(transaction)));
         }
         WriterMessage::Commit { transaction, reply } => {
             let _ = reply.send(Err(context.ended_error(transaction)));

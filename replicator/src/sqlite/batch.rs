@@ -131,11 +131,22 @@ impl<'db> Batch<'db> {
 
     /// The columns `sql` would return, as this batch's open transaction sees the schema (a
     /// table it created included). Nothing runs: a Parse inside `BEGIN`.
-    pub fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
-        self.database()
-            .writer
+    pub fn describe(&mut self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        if let Some(dead) = &self.dead {
+            return Err(dead.clone());
+        }
+        let writer = &self.database().writer;
+        let described = writer
             .describe(sql, false)
-            .expect("a describe that may wait always answers")
+            .expect("a describe that may wait always answers");
+        if writer.connection.is_autocommit() {
+            // An I/O error while reading rolls back the whole transaction, even for a read.
+            self.dead = Some(SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction was rolled back by an error while a statement was described",
+            ));
+        }
+        described
     }
 
     /// The value this batch would propose, as far as it ran.

@@ -322,7 +322,10 @@ impl PaxConnection {
         match described {
             Ok(columns) => Some(Ok(columns)),
             Err(error) if no_wait && is_lock_wait(&error) => None,
-            Err(error) => Some(Err(classify(&error))),
+            Err(error) => Some(Err(match self.policy.take_refusal() {
+                Some(reason) => SqlError::new(SqlErrorKind::NotReplicable, reason),
+                None => classify(&error),
+            })),
         }
     }
 
@@ -330,9 +333,15 @@ impl PaxConnection {
         // Compiling uses the schema this connection last loaded; only running a statement
         // checks it against the file (and reloads it). Without this step a reader describes a
         // table as it was before the writer's ALTER TABLE: the client is told wrong columns.
-        self.connection
-            .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")?
-            .exists([])?;
+        // Its row is held while `sql` compiles, so both see one snapshot. (It names the
+        // reserved prefix: a client's text is never served this unjudged cached statement.)
+        let mut schema_read = self
+            .connection
+            .prepare_cached("SELECT count(*) FROM sqlite_schema WHERE name = '_paxsql_meta'")?;
+        let mut snapshot = schema_read.query([])?;
+        snapshot.next()?;
+        // Judged like any client statement: a flag pragma takes effect when compiled.
+        let _policing = self.policy.police();
         let statement = self.connection.prepare(sql)?;
         Ok(statement
             .columns()
