@@ -1,7 +1,8 @@
 //! Interactive transactions on the writer thread: BEGIN … COMMIT owns the writer, COMMIT
-//! proposes the statements as one value, and a transaction whose base was overtaken only by
-//! values that leave user tables alone runs again and proposes only if nothing a client saw
-//! changed.
+//! proposes the statements as one value. This node's lease renewals chosen meanwhile are
+//! recorded inside the transaction (`propose::finish_and_propose`); a transaction overtaken
+//! by other values that leave user tables alone runs again and proposes only if nothing a
+//! client saw changed.
 
 use std::time::Instant;
 
