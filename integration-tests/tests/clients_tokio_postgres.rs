@@ -608,11 +608,7 @@ async fn a_prepared_statement_describes_the_columns_of_the_current_schema() {
     let local = connect_local(&addr(&cluster, follower), "main")
         .await
         .expect("connect to a follower");
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .expect("the follower has the table");
+    cluster.settle().await;
     for client in [&writer, &local] {
         let statement = client
             .prepare("SELECT * FROM evolving WHERE id = $1")
@@ -624,11 +620,7 @@ async fn a_prepared_statement_describes_the_columns_of_the_current_schema() {
         .batch_execute("ALTER TABLE evolving ADD COLUMN b REAL")
         .await
         .expect("alter");
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .expect("the follower has the new column");
+    cluster.settle().await;
     for (name, client) in [("master", &writer), ("follower", &local)] {
         let statement = client
             .prepare("SELECT * FROM evolving WHERE id = $1")

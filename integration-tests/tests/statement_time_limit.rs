@@ -290,11 +290,7 @@ async fn a_write_running_through_several_lease_renewals_commits() {
 /// Waits until the followers applied everything committed, then checks that each holds
 /// `expected` in column `a` of table `t`, in id order.
 async fn followers_hold(cluster: &mut Cluster, master: u32, expected: &[i64]) {
-    let committed = cluster.committed_instance().await;
-    cluster
-        .wait_applied(committed, Duration::from_secs(20))
-        .await
-        .expect("followers catch up");
+    cluster.settle().await;
     for follower in (1..=3).filter(|id| *id != master) {
         let addr = cluster.node(follower).sql_addr();
         let local = connect_local(&addr, "main").await.expect("connect");

@@ -51,10 +51,7 @@ fn checksum_of(value: &PaxosValue) -> u64 {
 fn a_batch_moves_onto_its_own_masters_lease_renewal_and_replicas_end_identical() {
     let mut master = with_table(master());
     let lease = lease_of(MASTER_NODE);
-    let mut batch = master.database.begin_batch(1, TIME_MS, 2).expect("begin");
-    batch
-        .execute(&sql("INSERT INTO t (a) VALUES ('before the renewal')"))
-        .expect("insert");
+    let mut batch = batch_with_one_insert(&mut master, 1, TIME_MS);
     assert!(
         batch.absorb_lease_renewal(2, &lease, checksum_of(&lease), MASTER_NODE),
         "the master's own renewal at the next instance is absorbed"
@@ -95,10 +92,7 @@ fn only_the_masters_own_renewal_at_the_next_instance_is_absorbed() {
     let mut master = with_table(master());
     let own = lease_of(MASTER_NODE);
     let other = lease_of(2);
-    let mut batch = master.database.begin_batch(1, TIME_MS, 2).expect("begin");
-    batch
-        .execute(&sql("INSERT INTO t (a) VALUES ('x')"))
-        .expect("insert");
+    let mut batch = batch_with_one_insert(&mut master, 1, TIME_MS);
     assert!(
         !batch.absorb_lease_renewal(2, &other, checksum_of(&other), MASTER_NODE),
         "another node's lease means this node is no longer master"
@@ -137,10 +131,7 @@ fn a_batch_that_names_paxsql_tables_is_not_moved() {
 fn a_rolled_back_batch_takes_the_absorbed_renewal_with_it() {
     let mut master = with_table(master());
     let lease = lease_of(MASTER_NODE);
-    let mut batch = master.database.begin_batch(1, TIME_MS, 2).expect("begin");
-    batch
-        .execute(&sql("INSERT INTO t (a) VALUES ('lost')"))
-        .expect("insert");
+    let mut batch = batch_with_one_insert(&mut master, 1, TIME_MS);
     assert!(batch.absorb_lease_renewal(2, &lease, checksum_of(&lease), MASTER_NODE));
     let (_record, pending) = batch.finish().expect("finish");
     pending.rollback();

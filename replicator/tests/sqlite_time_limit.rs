@@ -5,7 +5,7 @@ mod sqlite_common;
 
 use std::time::{Duration, Instant};
 
-use paxsql_replicator::sqlite::{Batch, Database, DatabaseOptions, SqlErrorKind, Value};
+use paxsql_replicator::sqlite::{Database, DatabaseOptions, SqlErrorKind, Value};
 use sqlite_common::*;
 
 const TIME_MS: i64 = 1_700_000_000_000;
@@ -34,23 +34,11 @@ fn master_with_limit(limit: Duration) -> Node {
     master
 }
 
-/// A batch on top of `base` that has inserted one row.
-fn batch_with_one_insert(master: &mut Node, base: u64) -> Batch<'_> {
-    let mut batch = master
-        .database
-        .begin_batch(base, TIME_MS, 2)
-        .expect("begin");
-    batch
-        .execute(&sql("INSERT INTO t (a) VALUES (1)"))
-        .expect("insert");
-    batch
-}
-
 #[test]
 fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
     let mut master = master_with_limit(Duration::from_millis(200));
     let base = master.database.applied_instance().expect("applied");
-    let mut batch = batch_with_one_insert(&mut master, base);
+    let mut batch = batch_with_one_insert(&mut master, base, TIME_MS);
     let started = Instant::now();
     let error = batch
         .execute(&sql(RUNAWAY_READ))
@@ -78,7 +66,7 @@ fn a_runaway_read_on_the_writer_is_stopped_and_its_batch_goes_on() {
 fn a_runaway_write_on_the_writer_is_stopped_and_ends_its_transaction() {
     let mut master = master_with_limit(Duration::from_millis(200));
     let base = master.database.applied_instance().expect("applied");
-    let mut batch = batch_with_one_insert(&mut master, base);
+    let mut batch = batch_with_one_insert(&mut master, base, TIME_MS);
     let error = batch
         .execute(&sql(RUNAWAY_WRITE))
         .expect_err("an endless insert must be stopped");

@@ -182,13 +182,15 @@ impl<'db> Batch<'db> {
             &value.payload,
             Some(Payload::MasterLease(lease)) if lease.master_id == node_id
         );
-        let reads_paxsql_tables = self.record.statements.iter().any(|statement| {
-            policy::contains_ignore_ascii_case(&statement.sql, PAXSQL_TABLE_PREFIX)
-        });
+        let reads_paxsql_tables = || {
+            self.record.statements.iter().any(|statement| {
+                policy::contains_ignore_ascii_case(&statement.sql, PAXSQL_TABLE_PREFIX)
+            })
+        };
         if !own_renewal
-            || reads_paxsql_tables
             || self.dead.is_some()
             || instance_id != self.record.base_instance + 1
+            || reads_paxsql_tables()
         {
             return false;
         }

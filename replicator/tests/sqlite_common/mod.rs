@@ -1,7 +1,7 @@
 //! Helpers shared by the `sqlite_*` tests: a master and a follower replica in a temp dir.
 #![allow(dead_code)]
 
-use paxsql_replicator::sqlite::{Database, DatabaseOptions, StatementRequest, Value};
+use paxsql_replicator::sqlite::{Batch, Database, DatabaseOptions, StatementRequest, Value};
 use paxsql_schema::{paxos_value::Payload, BinlogBatch, ClusterInit, PaxosValue};
 use tempfile::TempDir;
 
@@ -79,6 +79,18 @@ pub fn commit_batch(
     let value = binlog_value(base + 100, record);
     pending.commit(base + 1, &value).expect("commit");
     value
+}
+
+/// A master batch on top of `base` that has inserted one row into `t (a)`.
+pub fn batch_with_one_insert(master: &mut Node, base: u64, time_unix_ms: i64) -> Batch<'_> {
+    let mut batch = master
+        .database
+        .begin_batch(base, time_unix_ms, 2)
+        .expect("begin");
+    batch
+        .execute(&sql("INSERT INTO t (a) VALUES (1)"))
+        .expect("insert");
+    batch
 }
 
 /// All rows of a query on a reader, as values.
