@@ -30,7 +30,9 @@ use pgwire::api::{
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::extendedquery::{
+    Bind, Close, Describe, Execute, Flush, Parse, Sync as PgSync,
+};
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -243,19 +245,20 @@ impl StartupGate {
 /// A statement prepared by Parse: its class and its parameter and result types.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    sql: String,
-    kind: StatementKind,
-    param_types: Vec<Type>,
-    columns: Vec<Column>,
-    column_types: Vec<Type>,
+    pub(super) sql: String,
+    pub(super) kind: StatementKind,
+    pub(super) param_types: Vec<Type>,
+    pub(super) columns: Vec<Column>,
+    pub(super) column_types: Vec<Type>,
 }
 
-struct QueryHandler {
-    session: Arc<Session>,
+/// The query handlers of one connection (their extended-protocol messages: `pg::extended`).
+pub(super) struct QueryHandler {
+    pub(super) session: Arc<Session>,
     activity: Arc<Activity>,
 }
 
-struct PreparingParser {
+pub(super) struct PreparingParser {
     session: Arc<Session>,
 }
 
@@ -400,7 +403,7 @@ async fn infer_param_types(
 }
 
 /// The command tag for a result without rows.
-fn command_tag(result: &StatementResult) -> Tag {
+pub(super) fn command_tag(result: &StatementResult) -> Tag {
     let rows = usize::try_from(result.rows_changed).unwrap_or(usize::MAX);
     match result.verb.as_str() {
         "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(rows),
@@ -412,7 +415,7 @@ fn command_tag(result: &StatementResult) -> Tag {
 
 /// Turns a session output into a pgwire response, typed by `described` when Describe fixed
 /// the types already.
-fn to_response(
+pub(super) fn to_response(
     output: Output,
     described: Option<&[Type]>,
     format: &Format,
@@ -456,6 +459,7 @@ impl SimpleQueryHandler for QueryHandler {
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
         }
+        self.end_pipeline_before_query(client).await?;
         client.set_state(PgWireConnectionState::QueryInProgress);
         let (outputs, error) = self.session.simple_query(&query.query).await;
         if outputs.is_empty() && error.is_none() {
@@ -534,6 +538,42 @@ impl ExtendedQueryHandler for QueryHandler {
         })
     }
 
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        let outcome = self.parse_message(client, message).await;
+        self.settle(client, outcome).await
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        let outcome = self.bind_message(client, message).await;
+        self.settle(client, outcome).await
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        let outcome = self.describe_message(client, message).await;
+        self.settle(client, outcome).await
+    }
+
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -542,8 +582,44 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let _busy = self.activity.enter();
-        let outcome = self._on_execute(client, message).await;
+        let outcome = self.execute_message(client, message).await;
         self.settle(client, outcome).await
+    }
+
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        let outcome = self.close_message(client, message).await;
+        self.settle(client, outcome).await
+    }
+
+    async fn on_flush<C>(&self, client: &mut C, _message: Flush) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        let outcome = self.answer_held_write(client).await;
+        let outcome = self.settle(client, outcome).await;
+        client.flush().await?;
+        outcome
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let _busy = self.activity.enter();
+        self.sync_message(client).await
     }
 
     async fn do_describe_statement<C>(
@@ -607,52 +683,8 @@ impl ExtendedQueryHandler for QueryHandler {
     }
 }
 
-impl QueryHandler {
-    async fn run_portal(&self, portal: &Portal<Prepared>) -> Result<Response, PgError> {
-        let prepared = &portal.statement.statement;
-        check_formats(&portal.result_column_format, prepared.columns.len())?;
-        if portal.parameters.len() != prepared.param_types.len() {
-            return Err(PgError::new(
-                "08P01",
-                format!(
-                    "bind message supplies {} parameters, but the statement needs {}",
-                    portal.parameters.len(),
-                    prepared.param_types.len()
-                ),
-            ));
-        }
-        let mut params = Vec::with_capacity(portal.parameters.len());
-        for (index, bytes) in portal.parameters.iter().enumerate() {
-            if let Format::Individual(codes) = &portal.parameter_format {
-                if codes.len() != portal.parameters.len() {
-                    return Err(PgError::new(
-                        "08P01",
-                        "parameter format codes do not match the parameter count",
-                    ));
-                }
-            }
-            let binary = portal.parameter_format.is_binary(index);
-            params.push(types::decode_param(
-                bytes.as_deref(),
-                &prepared.param_types[index],
-                binary,
-            )?);
-        }
-        let output = self
-            .session
-            .execute(&prepared.sql, &prepared.kind, params)
-            .await?;
-        to_response(
-            output,
-            Some(&prepared.column_types),
-            &portal.result_column_format,
-            self.session.real_format().await,
-        )
-    }
-}
-
 /// pgwire indexes per-column format codes without checking their count.
-fn check_formats(format: &Format, columns: usize) -> Result<(), PgError> {
+pub(super) fn check_formats(format: &Format, columns: usize) -> Result<(), PgError> {
     match format {
         Format::Individual(codes) if codes.len() != columns => Err(PgError::new(
             "08P01",

@@ -13,6 +13,7 @@
 
 pub mod cancel;
 pub mod errors;
+mod extended;
 pub mod handler;
 pub mod options;
 pub mod session;

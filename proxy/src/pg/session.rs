@@ -18,6 +18,8 @@ use super::types::RealFormat;
 use crate::backend::{Backend, Transaction};
 use crate::sql::{self, StatementKind};
 
+mod pipeline;
+
 /// The version string of `SHOW server_version`. psql parses the leading number.
 pub const SERVER_VERSION: &str = concat!("15.0 (paxsql ", env!("CARGO_PKG_VERSION"), ")");
 
@@ -45,6 +47,10 @@ struct State {
     real_format: RealFormat,
     settings: BTreeMap<String, String>,
     tx: TxState,
+    /// An extended-protocol write waiting for the next message (see [`pipeline`]).
+    held: Option<pipeline::HeldWrite>,
+    /// `tx` is the implicit transaction of an extended-protocol pipeline: the Sync ends it.
+    implicit: bool,
 }
 
 /// A client session. Shared by the connection's handlers; statements run one at a time.
@@ -66,6 +72,8 @@ impl Session {
                 real_format: RealFormat::default(),
                 settings: BTreeMap::new(),
                 tx: TxState::Idle,
+                held: None,
+                implicit: false,
             }),
             cancel: Arc::new(SessionCancel::default()),
         }
@@ -229,6 +237,14 @@ impl Session {
         params: Vec<Value>,
     ) -> Result<Output, PgError> {
         let mut state = self.state.lock().await;
+        if matches!(
+            kind,
+            StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback
+        ) {
+            // Inside a pipeline's implicit transaction, BEGIN makes it explicit (the Sync
+            // leaves it open) and COMMIT/ROLLBACK end it, as in PostgreSQL.
+            state.implicit = false;
+        }
         match kind {
             StatementKind::Begin => self.begin(&mut state).await,
             StatementKind::Commit => end_transaction(&mut state, true).await,

@@ -1,0 +1,316 @@
+//! Extended-protocol pipelines over the raw wire, against a FOLLOWER of a three-node cluster:
+//! the Executes a client sends before one Sync are one transaction (a JDBC `executeBatch`, a
+//! psycopg pipeline), answered in message order; a lone Execute per Sync commits alone; a
+//! Flush answers a held write at once. tokio-postgres cannot send these shapes (it syncs every
+//! statement), so this file speaks the protocol itself.
+
+use std::time::Duration;
+
+use paxsql_integration_tests::sql::{connect, connect_local, table_hash};
+use paxsql_integration_tests::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One backend message: its type byte and body.
+#[derive(Debug)]
+struct Reply {
+    tag: u8,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The SQLSTATE of an ErrorResponse.
+    fn sqlstate(&self) -> String {
+        assert_eq!(self.tag, b'E', "not an error: {self:?}");
+        self.body
+            .split(|byte| *byte == 0)
+            .find_map(|field| field.strip_prefix(b"C"))
+            .map(|code| String::from_utf8_lossy(code).into_owned())
+            .expect("an error carries its SQLSTATE")
+    }
+
+    /// The text of a CommandComplete.
+    fn command_tag(&self) -> String {
+        assert_eq!(self.tag, b'C', "not a CommandComplete: {self:?}");
+        String::from_utf8_lossy(self.body.strip_suffix(&[0]).unwrap_or(&self.body)).into_owned()
+    }
+}
+
+struct Wire {
+    stream: TcpStream,
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn parse(sql: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'P', &body)
+}
+
+/// Binds the unnamed statement to the unnamed portal, every parameter as text.
+fn bind(params: &[&str]) -> Vec<u8> {
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for param in params {
+        body.extend_from_slice(&(param.len() as i32).to_be_bytes());
+        body.extend_from_slice(param.as_bytes());
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'B', &body)
+}
+
+fn execute() -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(&0i32.to_be_bytes());
+    message(b'E', &body)
+}
+
+fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
+fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+
+impl Wire {
+    async fn connect(addr: &str) -> Wire {
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        let mut wire = Wire { stream };
+        let mut body = 196_608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0paxsql\0database\0main\0\0");
+        let mut startup = (body.len() as i32 + 4).to_be_bytes().to_vec();
+        startup.extend_from_slice(&body);
+        wire.stream.write_all(&startup).await.expect("startup");
+        wire.until_ready().await;
+        wire
+    }
+
+    async fn send(&mut self, messages: &[Vec<u8>]) {
+        self.stream
+            .write_all(&messages.concat())
+            .await
+            .expect("sends");
+    }
+
+    /// The next message that answers a query (parameter statuses, notices and key data are
+    /// skipped).
+    async fn next(&mut self) -> Reply {
+        loop {
+            let mut header = [0u8; 5];
+            tokio::time::timeout(Duration::from_secs(30), self.stream.read_exact(&mut header))
+                .await
+                .expect("an answer within 30 s (a missing flush would hang here)")
+                .expect("reads");
+            let length = i32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+            let mut body = vec![0u8; length - 4];
+            self.stream.read_exact(&mut body).await.expect("reads body");
+            if !matches!(header[0], b'S' | b'N' | b'K') {
+                return Reply {
+                    tag: header[0],
+                    body,
+                };
+            }
+        }
+    }
+
+    /// Every answer up to and including ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        loop {
+            let reply = self.next().await;
+            let ready = reply.tag == b'Z';
+            replies.push(reply);
+            if ready {
+                return replies;
+            }
+        }
+    }
+}
+
+fn tags(replies: &[Reply]) -> String {
+    replies.iter().map(|reply| reply.tag as char).collect()
+}
+
+async fn cluster_and_follower() -> (Cluster, String) {
+    let cluster = Cluster::start(3, &["--lease-ms", "1000"])
+        .await
+        .expect("cluster starts");
+    let master = cluster
+        .wait_for_master(Duration::from_secs(30))
+        .await
+        .expect("master");
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id != master)
+        .expect("a follower");
+    let addr = follower.sql_addr();
+    let client = connect(&addr, "main").await.expect("connects");
+    client
+        .batch_execute("CREATE TABLE p (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .await
+        .expect("creates the table");
+    (cluster, addr)
+}
+
+async fn ids(addr: &str) -> Vec<i64> {
+    let client = connect(addr, "main").await.expect("connects");
+    client
+        .query("SELECT id FROM p ORDER BY id", &[])
+        .await
+        .expect("reads")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executes_before_one_sync_are_one_transaction() {
+    let (cluster, addr) = cluster_and_follower().await;
+    let mut wire = Wire::connect(&addr).await;
+
+    // A JDBC executeBatch: one Parse, then Bind/Execute per row, one Sync.
+    let insert = parse("INSERT INTO p VALUES ($1, $2)");
+    wire.send(&[
+        insert.clone(),
+        bind(&["1", "a"]),
+        execute(),
+        bind(&["2", "b"]),
+        execute(),
+        bind(&["3", "c"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(
+        tags(&replies),
+        "12C2C2CZ",
+        "answers in message order: {replies:?}"
+    );
+    assert_eq!(replies[2].command_tag(), "INSERT 0 1");
+    assert_eq!(
+        replies.last().expect("ready").body,
+        b"I",
+        "idle after the Sync"
+    );
+    assert_eq!(ids(&addr).await, [1, 2, 3]);
+
+    // An error at the third Execute: the two before it roll back with it, the one after it
+    // is skipped (no answer), and the Sync leaves the session idle and usable.
+    wire.send(&[
+        insert.clone(),
+        bind(&["4", "d"]),
+        execute(),
+        bind(&["5", "e"]),
+        execute(),
+        bind(&["1", "duplicate"]),
+        execute(),
+        bind(&["6", "f"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12C2C2EZ", "{replies:?}");
+    assert_eq!(replies[6].sqlstate(), "23505");
+    assert_eq!(replies.last().expect("ready").body, b"I");
+    assert_eq!(
+        ids(&addr).await,
+        [1, 2, 3],
+        "nothing of the failed pipeline was applied"
+    );
+
+    // The session goes on: the next pipeline commits.
+    wire.send(&[
+        insert,
+        bind(&["7", "g"]),
+        execute(),
+        bind(&["8", "h"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    assert_eq!(tags(&wire.until_ready().await), "12C2CZ");
+    assert_eq!(ids(&addr).await, [1, 2, 3, 7, 8]);
+
+    cluster.settle().await;
+    let mut hashes = Vec::new();
+    for node in &cluster.nodes {
+        let local = connect_local(&node.sql_addr(), "main")
+            .await
+            .expect("connects");
+        hashes.push(table_hash(&local, "p").await.expect("hashes"));
+    }
+    assert!(
+        hashes.windows(2).all(|pair| pair[0] == pair[1]),
+        "every replica holds the same rows: {hashes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_per_sync_commits_alone_and_a_flush_answers_at_once() {
+    let (_cluster, addr) = cluster_and_follower().await;
+    let mut wire = Wire::connect(&addr).await;
+    let insert = parse("INSERT INTO p VALUES ($1, $2)");
+
+    // Three statements, each with its own Sync (how tokio-postgres and pgbench send them):
+    // the failing one takes nothing else with it.
+    wire.send(&[
+        insert.clone(),
+        bind(&["1", "a"]),
+        execute(),
+        sync(),
+        bind(&["1", "duplicate"]),
+        execute(),
+        sync(),
+        bind(&["2", "b"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let first = wire.until_ready().await;
+    let second = wire.until_ready().await;
+    let third = wire.until_ready().await;
+    assert_eq!(
+        (tags(&first), tags(&second), tags(&third)),
+        ("12CZ".into(), "2EZ".into(), "2CZ".into())
+    );
+    assert_eq!(second[1].sqlstate(), "23505");
+    assert_eq!(ids(&addr).await, [1, 2]);
+
+    // A Flush after an Execute: the client gets the answer before it sends its Sync, and the
+    // Executes after it join the same transaction.
+    wire.send(&[insert, bind(&["3", "c"]), execute(), flush()])
+        .await;
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        answered.push(wire.next().await);
+    }
+    assert_eq!(tags(&answered), "12C", "{answered:?}");
+    wire.send(&[
+        bind(&["4", "d"]),
+        execute(),
+        bind(&["3", "again"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "2C2EZ", "{replies:?}");
+    assert_eq!(
+        ids(&addr).await,
+        [1, 2],
+        "the error rolled back the whole pipeline, the write answered at the Flush included"
+    );
+}
