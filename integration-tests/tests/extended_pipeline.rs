@@ -82,6 +82,17 @@ fn flush() -> Vec<u8> {
     message(b'H', &[])
 }
 
+/// Describes the unnamed portal.
+fn describe_portal() -> Vec<u8> {
+    message(b'D', b"P\0")
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
 impl Wire {
     async fn connect(addr: &str) -> Wire {
         let stream = TcpStream::connect(addr).await.expect("connects");
@@ -287,6 +298,7 @@ async fn an_execute_per_sync_commits_alone_and_a_flush_answers_at_once() {
         ("12CZ".into(), "2EZ".into(), "2CZ".into())
     );
     assert_eq!(second[1].sqlstate(), "23505");
+    assert_eq!(second.last().expect("ready").body, b"I");
     assert_eq!(ids(&addr).await, [1, 2]);
 
     // A Flush after an Execute: the client gets the answer before it sends its Sync, and the
@@ -309,8 +321,84 @@ async fn an_execute_per_sync_commits_alone_and_a_flush_answers_at_once() {
     let replies = wire.until_ready().await;
     assert_eq!(tags(&replies), "2C2EZ", "{replies:?}");
     assert_eq!(
+        replies.last().expect("ready").body,
+        b"I",
+        "rolled back, idle"
+    );
+    assert_eq!(
         ids(&addr).await,
         [1, 2],
         "the error rolled back the whole pipeline, the write answered at the Flush included"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_writes_join_the_pipeline_a_query_ends_it_and_a_disconnect_drops_it() {
+    let (_cluster, addr) = cluster_and_follower().await;
+    let mut wire = Wire::connect(&addr).await;
+
+    // INSERT … RETURNING with a Describe per row (JDBC with generated keys): rows come back,
+    // and the failure of the third rolls back the first two.
+    let returning = parse("INSERT INTO p VALUES ($1, $2) RETURNING id");
+    wire.send(&[
+        returning,
+        bind(&["10", "x"]),
+        describe_portal(),
+        execute(),
+        bind(&["11", "y"]),
+        describe_portal(),
+        execute(),
+        bind(&["10", "duplicate"]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12TDC2TDC2EZ", "{replies:?}");
+    assert_eq!(replies[4].command_tag(), "INSERT 0 1");
+    assert_eq!(replies.last().expect("ready").body, b"I");
+    assert!(
+        ids(&addr).await.is_empty(),
+        "the whole pipeline rolled back"
+    );
+
+    // A simple Query ends an unsynced pipeline as a Sync would: its writes commit, then the
+    // Query runs and sees them.
+    wire.send(&[
+        parse("INSERT INTO p VALUES ($1, $2)"),
+        bind(&["12", "z"]),
+        execute(),
+        bind(&["13", "w"]),
+        execute(),
+        query("SELECT count(*) FROM p"),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12C2CTDCZ", "{replies:?}");
+    assert_eq!(replies.last().expect("ready").body, b"I");
+    assert_eq!(ids(&addr).await, [12, 13]);
+
+    // A pipeline whose client goes away before its Sync is never applied, even a write the
+    // client saw answered (at a Flush, inside the implicit transaction).
+    wire.send(&[
+        parse("INSERT INTO p VALUES ($1, $2)"),
+        bind(&["14", "v"]),
+        execute(),
+        flush(),
+    ])
+    .await;
+    let replies = [wire.next().await, wire.next().await, wire.next().await];
+    assert_eq!(tags(&replies), "12C");
+    drop(wire);
+    // The disconnect rolled the transaction back and freed the master's writer: the next
+    // write goes through.
+    let client = connect(&addr, "main").await.expect("connects");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.execute("INSERT INTO p VALUES (15, 'u')", &[]),
+    )
+    .await
+    .expect("the writer is free within 10 s")
+    .expect("inserts");
+    assert_eq!(ids(&addr).await, [12, 13, 15]);
 }

@@ -1,17 +1,20 @@
 //! The extended-protocol messages, answered as PostgreSQL answers them:
 //!
 //! - **One flush per Sync.** Every reply is buffered; the connection is flushed at Sync and
-//!   Flush only (and by the codec when its buffer fills). pgwire's default handlers flush after
-//!   each reply: on loopback each flush is a `sendto` that also wakes the client, so a
-//!   Parse/Bind/Describe/Execute/Sync round cost five of each instead of one.
-//! - **A pipeline is one transaction.** The Executes a client sends before its Sync commit
-//!   together (see `session::pipeline`): a write outside a transaction is held until the next
-//!   message, which decides whether it runs alone (Sync) or opens the implicit transaction the
-//!   rest of the pipeline runs in. Every message first answers a held write, so the answers
-//!   keep the order of the messages.
+//!   Flush only (and by the codec when its buffer fills, and by pgwire after an error). pgwire's
+//!   default handlers flush after each reply: on loopback each flush is a `sendto` that also
+//!   wakes the client, so a Parse/Bind/Describe/Execute/Sync round cost five of each, not one.
+//! - **A pipeline is one transaction** (see `session::pipeline`). A write Execute outside a
+//!   transaction is **held** — its portal and parameters, checked — until the next message.
+//!   A Sync runs it alone as an autocommit unit; any other message first opens the implicit
+//!   transaction, runs the held write in it and answers it, so the answers keep the order of
+//!   the messages. Only statements SQLite can run inside a transaction are held (not `VACUUM`,
+//!   `PRAGMA`, `ATTACH`…), and only without a row limit.
 
 use std::fmt::Debug;
 use std::sync::Arc;
+
+use std::sync::Mutex;
 
 use futures::{Sink, SinkExt, StreamExt};
 use paxsql_replicator::sqlite::types::Value;
@@ -33,24 +36,61 @@ use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::PgError;
-use super::handler::{check_formats, command_tag, to_response, Prepared, QueryHandler};
-use super::session::Output;
+use super::handler::{check_formats, to_response, Prepared, QueryHandler};
 use super::types;
 
+/// The write Execute a connection holds until its next message (one at most).
+#[derive(Default)]
+pub struct HeldExecute(Mutex<Option<Held>>);
+
+struct Held {
+    portal: Arc<Portal<Prepared>>,
+    params: Vec<Value>,
+}
+
+impl HeldExecute {
+    fn take(&self) -> Option<Held> {
+        self.0.lock().expect("held-execute lock").take()
+    }
+
+    fn put(&self, held: Held) {
+        let previous = self.0.lock().expect("held-execute lock").replace(held);
+        assert!(previous.is_none(), "one Execute is held at a time");
+    }
+}
+
 impl QueryHandler {
-    /// Answers a held write before the message that follows it (see the module docs). A
-    /// failure is that message's error: the pipeline then waits for its Sync.
+    /// Answers a held write before the message that follows it, inside the pipeline's
+    /// implicit transaction (see the module docs). A failure is that message's error: the
+    /// pipeline then waits for its Sync, which rolls the transaction back.
     pub(super) async fn answer_held_write<C>(&self, client: &mut C) -> PgWireResult<()>
     where
-        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self.session.open_pipeline_transaction().await {
-            Ok(None) => Ok(()),
-            Ok(Some(output)) => send_execution_response(client, held_write_tag(output)).await,
-            Err(error) => Err(error.into_wire()),
-        }
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        self.session
+            .open_implicit_transaction()
+            .await
+            .map_err(PgError::into_wire)?;
+        self.run_held(client, held).await
+    }
+
+    /// Runs a held write (in the implicit transaction, or alone at a Sync) and answers it.
+    async fn run_held<C>(&self, client: &mut C, held: Held) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let response = self
+            .run_statement(&held.portal, held.params)
+            .await
+            .map_err(PgError::into_wire)?;
+        feed_response(client, &held.portal, response, 0).await
     }
 
     pub(super) async fn parse_message<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
@@ -192,69 +232,49 @@ impl QueryHandler {
             }
             None => return Err(PgWireError::PortalNotFound(name.to_owned())),
         };
-        let started = !matches!(*portal.state().lock().await, PortalExecutionState::Initial);
-        if !started && self.hold_write(&portal).await.map_err(PgError::into_wire)? {
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        if !matches!(*portal.state().lock().await, PortalExecutionState::Initial) {
+            // A suspended portal: the next rows.
+            return feed_rows(client, &portal, max_rows).await;
+        }
+        if max_rows == 0 && self.hold_write(&portal).await.map_err(PgError::into_wire)? {
             return Ok(());
         }
-        if !started {
-            match self.run_portal(&portal).await.map_err(PgError::into_wire)? {
-                Response::Query(results) => portal.start(results).await,
-                Response::Execution(tag) | Response::TransactionStart(tag) => {
-                    return send_execution_response(client, tag).await;
-                }
-                Response::TransactionEnd(tag) => {
-                    client.portal_store().rm_portal(DEFAULT_NAME);
-                    return send_execution_response(client, tag).await;
-                }
-                _ => {
-                    client
-                        .feed(PgWireBackendMessage::EmptyQueryResponse(
-                            EmptyQueryResponse::new(),
-                        ))
-                        .await?;
-                    return Ok(());
-                }
-            }
+        let response = self.run_portal(&portal).await.map_err(PgError::into_wire)?;
+        if matches!(response, Response::TransactionEnd(_)) {
+            client.portal_store().rm_portal(DEFAULT_NAME);
         }
-        // A row limit of 0 means all rows.
-        let fetched = portal
-            .fetch(usize::try_from(message.max_rows).unwrap_or(0))
-            .await?;
-        let mut response = fetched.response;
-        let command_tag = response.command_tag().to_owned();
-        let mut rows = 0;
-        while let Some(row) = response.data_rows().next().await {
-            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-            rows += 1;
-        }
-        let last = if fetched.suspended {
-            PgWireBackendMessage::PortalSuspended(PortalSuspended::new())
-        } else {
-            PgWireBackendMessage::CommandComplete(Tag::new(&command_tag).with_rows(rows).into())
-        };
-        client.feed(last).await?;
-        Ok(())
+        feed_response(client, &portal, response, max_rows).await
     }
 
-    /// Holds the portal's write until the next message when the session may (see
-    /// `session::pipeline`); statements that return rows always run at once.
-    async fn hold_write(&self, portal: &Portal<Prepared>) -> Result<bool, PgError> {
+    /// Holds the portal's write until the next message when the session may (see the module
+    /// docs). Its parameters are decoded and checked now: a bad one is this Execute's error.
+    async fn hold_write(&self, portal: &Arc<Portal<Prepared>>) -> Result<bool, PgError> {
         let prepared = &portal.statement.statement;
-        if !prepared.columns.is_empty()
+        if !runs_in_a_transaction(&prepared.sql)
             || !self.session.may_hold(&prepared.sql, &prepared.kind).await?
         {
             return Ok(false);
         }
         let params = portal_params(portal)?;
-        self.session
-            .hold(&prepared.sql, &prepared.kind, params)
-            .await;
+        self.held.put(Held {
+            portal: portal.clone(),
+            params,
+        });
         Ok(true)
     }
 
     pub(super) async fn run_portal(&self, portal: &Portal<Prepared>) -> Result<Response, PgError> {
-        let prepared = &portal.statement.statement;
         let params = portal_params(portal)?;
+        self.run_statement(portal, params).await
+    }
+
+    async fn run_statement(
+        &self,
+        portal: &Portal<Prepared>,
+        params: Vec<Value>,
+    ) -> Result<Response, PgError> {
+        let prepared = &portal.statement.statement;
         let output = self
             .session
             .execute(&prepared.sql, &prepared.kind, params)
@@ -267,8 +287,25 @@ impl QueryHandler {
         )
     }
 
-    /// The Sync: ends the pipeline (runs a held write, or commits or rolls back its implicit
-    /// transaction) and says the session is ready, flushing every buffered reply.
+    /// Ends the pipeline: a held write runs alone (autocommit), or the implicit transaction
+    /// commits — or rolls back when `failed` (an error ended the pipeline).
+    async fn end_pipeline<C>(&self, client: &mut C, failed: bool) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(held) = self.held.take().filter(|_| !failed) {
+            return self.run_held(client, held).await;
+        }
+        self.session
+            .end_implicit_transaction(failed)
+            .await
+            .map_err(PgError::into_wire)
+    }
+
+    /// The Sync: ends the pipeline and says the session is ready, flushing every buffered
+    /// reply. An error ending the pipeline is answered before the ReadyForQuery.
     pub(super) async fn sync_message<C>(&self, client: &mut C) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -277,15 +314,11 @@ impl QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let failed = matches!(client.state(), PgWireConnectionState::AwaitingSync);
-        match self.session.finish_pipeline(failed).await {
-            Ok(None) => {}
-            Ok(Some(output)) => send_execution_response(client, held_write_tag(output)).await?,
-            Err(error) => {
-                let info: ErrorInfo = error.into_info();
-                client
-                    .feed(PgWireBackendMessage::ErrorResponse(info.into()))
-                    .await?;
-            }
+        if let Err(error) = self.end_pipeline(client, failed).await {
+            let info: ErrorInfo = error.into();
+            client
+                .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                .await?;
         }
         client.portal_store().rm_portal(DEFAULT_NAME);
         let status = self.session.transaction_status().await;
@@ -294,18 +327,19 @@ impl QueryHandler {
     }
 
     /// A simple Query ends an unsynced pipeline first, as a Sync would (without its
-    /// ReadyForQuery): the held write runs, the implicit transaction commits.
+    /// ReadyForQuery). If that fails, the Query is not run: the client gets the pipeline's
+    /// error and a ReadyForQuery with the session's real status.
     pub(super) async fn end_pipeline_before_query<C>(&self, client: &mut C) -> PgWireResult<()>
     where
-        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self.session.finish_pipeline(false).await {
-            Ok(None) => Ok(()),
-            Ok(Some(output)) => send_execution_response(client, held_write_tag(output)).await,
-            Err(error) => Err(error.into_wire()),
+        let outcome = self.end_pipeline(client, false).await;
+        if outcome.is_err() {
+            client.set_transaction_status(self.session.transaction_status().await);
         }
+        outcome
     }
 }
 
@@ -389,12 +423,81 @@ where
     Ok(())
 }
 
-/// The command tag of a held write's output (held writes return no rows).
-fn held_write_tag(output: Output) -> Tag {
-    match output {
-        Output::Result(result) => command_tag(&result),
-        Output::Begin => Tag::new("BEGIN"),
-        Output::End(tag) => Tag::new(tag),
-        Output::Set => Tag::new("SET"),
+/// Answers an Execute whose statement ran: rows (up to `max_rows`, 0 for all) and the
+/// command tag, or the tag alone. (A transaction's end also drops the unnamed portal: the
+/// caller's part.)
+async fn feed_response<C>(
+    client: &mut C,
+    portal: &Portal<Prepared>,
+    response: Response,
+    max_rows: usize,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match response {
+        Response::Query(results) => {
+            portal.start(results).await;
+            feed_rows(client, portal, max_rows).await
+        }
+        Response::Execution(tag)
+        | Response::TransactionStart(tag)
+        | Response::TransactionEnd(tag) => send_execution_response(client, tag).await,
+        _ => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+            Ok(())
+        }
     }
+}
+
+/// The next rows of a started portal (0: all), then its command tag, or PortalSuspended
+/// when rows are left.
+async fn feed_rows<C>(
+    client: &mut C,
+    portal: &Portal<Prepared>,
+    max_rows: usize,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let fetched = portal.fetch(max_rows).await?;
+    let mut response = fetched.response;
+    let command_tag = response.command_tag().to_owned();
+    let mut rows = 0;
+    while let Some(row) = response.data_rows().next().await {
+        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+        rows += 1;
+    }
+    let last = if fetched.suspended {
+        PgWireBackendMessage::PortalSuspended(PortalSuspended::new())
+    } else {
+        PgWireBackendMessage::CommandComplete(Tag::new(&command_tag).with_rows(rows).into())
+    };
+    client.feed(last).await?;
+    Ok(())
+}
+
+/// Whether a statement may run inside a transaction, so it may join a pipeline's implicit
+/// transaction: data changes and schema changes. `VACUUM`, `ATTACH`, `PRAGMA`… run alone, as
+/// they did before pipelines were transactions (SQLite refuses some inside a transaction and
+/// ignores others, such as `PRAGMA foreign_keys`).
+fn runs_in_a_transaction(sql: &str) -> bool {
+    let verb = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    [
+        "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "CREATE", "DROP", "ALTER",
+    ]
+    .iter()
+    .any(|holdable| verb.eq_ignore_ascii_case(holdable))
 }

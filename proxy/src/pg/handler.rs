@@ -39,6 +39,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::cancel::{CancelGate, CancelRegistration, CancelRegistry};
 use super::errors::PgError;
+use super::extended::HeldExecute;
 use super::session::{Output, Session, SERVER_VERSION};
 use super::types;
 use crate::sql::params::{param_hints, projection_types, ParamSource};
@@ -131,6 +132,8 @@ pub struct ConnectionHandlers {
     pub cancel_registration: Arc<CancelRegistration>,
     /// Where a cancel request arriving on this connection looks its session up.
     pub cancel_registry: Arc<CancelRegistry>,
+    /// The connection's held extended-protocol write (see `pg::extended`).
+    pub held: Arc<HeldExecute>,
 }
 
 impl PgWireServerHandlers for ConnectionHandlers {
@@ -144,6 +147,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
         Arc::new(QueryHandler {
             session: self.session.clone(),
             activity: self.activity.clone(),
+            held: self.held.clone(),
         })
     }
 
@@ -151,6 +155,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
         Arc::new(QueryHandler {
             session: self.session.clone(),
             activity: self.activity.clone(),
+            held: self.held.clone(),
         })
     }
 
@@ -256,6 +261,8 @@ pub struct Prepared {
 pub(super) struct QueryHandler {
     pub(super) session: Arc<Session>,
     activity: Arc<Activity>,
+    /// Shared by the connection's simple and extended handlers (a simple Query ends a pipeline).
+    pub(super) held: Arc<HeldExecute>,
 }
 
 pub(super) struct PreparingParser {

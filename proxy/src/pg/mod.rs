@@ -13,7 +13,7 @@
 
 pub mod cancel;
 pub mod errors;
-mod extended;
+pub mod extended;
 pub mod handler;
 pub mod options;
 pub mod session;
@@ -240,6 +240,7 @@ async fn run_connection(
         admission,
         cancel_registration: cancel_registration.clone(),
         cancel_registry: shared.cancel_registry.clone(),
+        held: Arc::default(),
     });
     let idle_timeout = tokio::select! {
         outcome = process_socket(socket, shared.tls.clone(), handlers) => {

@@ -47,9 +47,8 @@ struct State {
     real_format: RealFormat,
     settings: BTreeMap<String, String>,
     tx: TxState,
-    /// An extended-protocol write waiting for the next message (see [`pipeline`]).
-    held: Option<pipeline::HeldWrite>,
-    /// `tx` is the implicit transaction of an extended-protocol pipeline: the Sync ends it.
+    /// `tx` is the implicit transaction of an extended-protocol pipeline: the Sync ends it
+    /// (see [`pipeline`]).
     implicit: bool,
 }
 
@@ -72,7 +71,6 @@ impl Session {
                 real_format: RealFormat::default(),
                 settings: BTreeMap::new(),
                 tx: TxState::Idle,
-                held: None,
                 implicit: false,
             }),
             cancel: Arc::new(SessionCancel::default()),
@@ -249,6 +247,11 @@ impl Session {
             StatementKind::Begin => self.begin(&mut state).await,
             StatementKind::Commit => end_transaction(&mut state, true).await,
             StatementKind::Rollback => end_transaction(&mut state, false).await,
+            StatementKind::SavepointControl if state.implicit => Err(PgError::new(
+                "25P01",
+                "SAVEPOINT, RELEASE and ROLLBACK TO can only be used in transaction blocks; \
+                 send BEGIN first (the Executes before a Sync are an implicit transaction)",
+            )),
             _ if matches!(state.tx, TxState::Aborted(_))
                 && *kind != StatementKind::SavepointControl =>
             {

@@ -1,40 +1,28 @@
-//! Extended-protocol pipelines: the Executes a client sends before its Sync are one
-//! transaction, as in PostgreSQL (a JDBC `executeBatch`, a psycopg pipeline), while a lone
-//! write followed by its Sync still rides the master's group commit.
+//! Extended-protocol pipelines, the session's side: the Executes a client sends before its
+//! Sync are one transaction, as in PostgreSQL (a JDBC `executeBatch`, a psycopg pipeline),
+//! while a lone write followed by its Sync still rides the master's group commit.
 //!
-//! A write Execute outside a transaction is **held** until the next message. If that message
-//! is the Sync, the write runs alone as an autocommit unit: the common case, one statement per
-//! Sync, as tokio-postgres, pgbench and most drivers send them. If anything else comes first
-//! (a Bind, Parse, Describe, Close, Flush or Execute), the session opens an **implicit
-//! transaction**, runs the held write in it and answers it, and the rest of the pipeline runs
-//! in that transaction; the Sync commits it, or rolls it back when an error ended the pipeline
-//! (the client has that error already). Answers stay in the order of the messages: the held
-//! write is answered before anything that follows it.
+//! The wire side (`pg::extended`) holds a write Execute outside a transaction until the next
+//! message. If that message is the Sync, the write runs alone as an autocommit unit: the
+//! common case, one statement per Sync, as tokio-postgres, pgbench and most drivers send them.
+//! If anything else comes first, the session opens an **implicit transaction** here, the held
+//! write runs in it, and so does the rest of the pipeline; the Sync commits it, or rolls it
+//! back when an error ended the pipeline (the client has that error already).
 //!
 //! An explicit `BEGIN` inside the pipeline makes the transaction explicit (the Sync then leaves
-//! it open); `COMMIT` or `ROLLBACK` ends it. A simple Query ends the pipeline as a Sync would.
+//! it open); `COMMIT` or `ROLLBACK` ends it; `SAVEPOINT` is refused in it, as in PostgreSQL.
 
-use paxsql_replicator::sqlite::types::Value;
-
-use super::{end_transaction, Output, Session, TxState};
+use super::{end_transaction, Session, TxState};
 use crate::pg::errors::PgError;
 use crate::sql::StatementKind;
 
-/// A write held until the message after its Execute.
-pub(super) struct HeldWrite {
-    sql: String,
-    kind: StatementKind,
-    params: Vec<Value>,
-}
-
 impl Session {
-    /// Whether an Execute of `sql` may be held: a write (DDL included) outside any
-    /// transaction, with nothing held already. The caller holds only statements that return
-    /// no rows.
+    /// Whether an Execute of `sql` may be held until the next message: a write outside any
+    /// transaction. The wire side decides which statements are worth holding.
     pub async fn may_hold(&self, sql: &str, kind: &StatementKind) -> Result<bool, PgError> {
         {
             let state = self.state.lock().await;
-            if !matches!(state.tx, TxState::Idle) || state.held.is_some() || state.implicit {
+            if !matches!(state.tx, TxState::Idle) || state.implicit {
                 return Ok(false);
             }
         }
@@ -44,49 +32,24 @@ impl Session {
         )
     }
 
-    /// Holds a write until the next message (see the module docs).
-    pub async fn hold(&self, sql: &str, kind: &StatementKind, params: Vec<Value>) {
+    /// A message other than Sync follows a held write: opens the pipeline's implicit
+    /// transaction, which the held write and the rest of the pipeline then run in.
+    pub async fn open_implicit_transaction(&self) -> Result<(), PgError> {
         let mut state = self.state.lock().await;
-        assert!(state.held.is_none(), "one write is held at a time");
-        state.held = Some(HeldWrite {
-            sql: sql.to_owned(),
-            kind: kind.clone(),
-            params,
-        });
-    }
-
-    /// A message other than Sync follows a held write: opens the implicit transaction and
-    /// runs the held write in it. Returns the write's output, to be answered before the new
-    /// message; `None` when nothing was held.
-    pub async fn open_pipeline_transaction(&self) -> Result<Option<Output>, PgError> {
-        let mut state = self.state.lock().await;
-        let Some(held) = state.held.take() else {
-            return Ok(None);
-        };
         self.begin(&mut state).await?;
         state.implicit = true;
-        self.run_data(&mut state, &held.sql, &held.kind, held.params)
-            .await
-            .map(Some)
+        Ok(())
     }
 
-    /// The pipeline ends (Sync, or a simple Query). A held write runs alone as an autocommit
-    /// unit and its output is returned; an implicit transaction commits, or rolls back when
-    /// `failed` (an error ended the pipeline) or when one of its statements failed.
-    pub async fn finish_pipeline(&self, failed: bool) -> Result<Option<Output>, PgError> {
+    /// The pipeline ended (Sync, or a simple Query): its implicit transaction, if any, commits,
+    /// or rolls back when `failed` (an error ended the pipeline) or one of its statements
+    /// failed.
+    pub async fn end_implicit_transaction(&self, failed: bool) -> Result<(), PgError> {
         let mut state = self.state.lock().await;
-        let held = state.held.take();
         if std::mem::take(&mut state.implicit) {
             let commit = !failed && matches!(state.tx, TxState::Open(_));
             end_transaction(&mut state, commit).await?;
-            return Ok(None);
         }
-        match held {
-            Some(held) if !failed => self
-                .run_data(&mut state, &held.sql, &held.kind, held.params)
-                .await
-                .map(Some),
-            _ => Ok(None),
-        }
+        Ok(())
     }
 }
