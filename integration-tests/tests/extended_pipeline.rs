@@ -8,149 +8,11 @@ use std::time::Duration;
 
 use paxsql_integration_tests::sql::{connect, connect_local, table_hash};
 use paxsql_integration_tests::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// One backend message: its type byte and body.
-#[derive(Debug)]
-struct Reply {
-    tag: u8,
-    body: Vec<u8>,
-}
+#[path = "../../proxy/tests/pg_common/wire.rs"]
+mod wire;
 
-impl Reply {
-    /// The SQLSTATE of an ErrorResponse.
-    fn sqlstate(&self) -> String {
-        assert_eq!(self.tag, b'E', "not an error: {self:?}");
-        self.body
-            .split(|byte| *byte == 0)
-            .find_map(|field| field.strip_prefix(b"C"))
-            .map(|code| String::from_utf8_lossy(code).into_owned())
-            .expect("an error carries its SQLSTATE")
-    }
-
-    /// The text of a CommandComplete.
-    fn command_tag(&self) -> String {
-        assert_eq!(self.tag, b'C', "not a CommandComplete: {self:?}");
-        String::from_utf8_lossy(self.body.strip_suffix(&[0]).unwrap_or(&self.body)).into_owned()
-    }
-}
-
-struct Wire {
-    stream: TcpStream,
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn parse(sql: &str) -> Vec<u8> {
-    let mut body = vec![0];
-    body.extend_from_slice(sql.as_bytes());
-    body.push(0);
-    body.extend_from_slice(&0i16.to_be_bytes());
-    message(b'P', &body)
-}
-
-/// Binds the unnamed statement to the unnamed portal, every parameter as text.
-fn bind(params: &[&str]) -> Vec<u8> {
-    let mut body = vec![0, 0];
-    body.extend_from_slice(&0i16.to_be_bytes());
-    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for param in params {
-        body.extend_from_slice(&(param.len() as i32).to_be_bytes());
-        body.extend_from_slice(param.as_bytes());
-    }
-    body.extend_from_slice(&0i16.to_be_bytes());
-    message(b'B', &body)
-}
-
-fn execute() -> Vec<u8> {
-    let mut body = vec![0];
-    body.extend_from_slice(&0i32.to_be_bytes());
-    message(b'E', &body)
-}
-
-fn sync() -> Vec<u8> {
-    message(b'S', &[])
-}
-
-fn flush() -> Vec<u8> {
-    message(b'H', &[])
-}
-
-/// Describes the unnamed portal.
-fn describe_portal() -> Vec<u8> {
-    message(b'D', b"P\0")
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
-
-impl Wire {
-    async fn connect(addr: &str) -> Wire {
-        let stream = TcpStream::connect(addr).await.expect("connects");
-        let mut wire = Wire { stream };
-        let mut body = 196_608i32.to_be_bytes().to_vec();
-        body.extend_from_slice(b"user\0paxsql\0database\0main\0\0");
-        let mut startup = (body.len() as i32 + 4).to_be_bytes().to_vec();
-        startup.extend_from_slice(&body);
-        wire.stream.write_all(&startup).await.expect("startup");
-        wire.until_ready().await;
-        wire
-    }
-
-    async fn send(&mut self, messages: &[Vec<u8>]) {
-        self.stream
-            .write_all(&messages.concat())
-            .await
-            .expect("sends");
-    }
-
-    /// The next message that answers a query (parameter statuses, notices and key data are
-    /// skipped).
-    async fn next(&mut self) -> Reply {
-        loop {
-            let mut header = [0u8; 5];
-            tokio::time::timeout(Duration::from_secs(30), self.stream.read_exact(&mut header))
-                .await
-                .expect("an answer within 30 s (a missing flush would hang here)")
-                .expect("reads");
-            let length = i32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-            let mut body = vec![0u8; length - 4];
-            self.stream.read_exact(&mut body).await.expect("reads body");
-            if !matches!(header[0], b'S' | b'N' | b'K') {
-                return Reply {
-                    tag: header[0],
-                    body,
-                };
-            }
-        }
-    }
-
-    /// Every answer up to and including ReadyForQuery.
-    async fn until_ready(&mut self) -> Vec<Reply> {
-        let mut replies = Vec::new();
-        loop {
-            let reply = self.next().await;
-            let ready = reply.tag == b'Z';
-            replies.push(reply);
-            if ready {
-                return replies;
-            }
-        }
-    }
-}
-
-fn tags(replies: &[Reply]) -> String {
-    replies.iter().map(|reply| reply.tag as char).collect()
-}
+use wire::{bind, describe_portal, execute, flush, parse, query, sync, tags, Wire};
 
 async fn cluster_and_follower() -> (Cluster, String) {
     let cluster = Cluster::start(3, &["--lease-ms", "1000"])
@@ -188,7 +50,7 @@ async fn ids(addr: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executes_before_one_sync_are_one_transaction() {
     let (cluster, addr) = cluster_and_follower().await;
-    let mut wire = Wire::connect(&addr).await;
+    let mut wire = Wire::connect(&addr, "paxsql", "main").await;
 
     // A JDBC executeBatch: one Parse, then Bind/Execute per row, one Sync.
     let insert = parse("INSERT INTO p VALUES ($1, $2)");
@@ -272,7 +134,7 @@ async fn the_executes_before_one_sync_are_one_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execute_per_sync_commits_alone_and_a_flush_answers_at_once() {
     let (_cluster, addr) = cluster_and_follower().await;
-    let mut wire = Wire::connect(&addr).await;
+    let mut wire = Wire::connect(&addr, "paxsql", "main").await;
     let insert = parse("INSERT INTO p VALUES ($1, $2)");
 
     // Three statements, each with its own Sync (how tokio-postgres and pgbench send them):
@@ -335,7 +197,7 @@ async fn an_execute_per_sync_commits_alone_and_a_flush_answers_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returning_writes_join_the_pipeline_a_query_ends_it_and_a_disconnect_drops_it() {
     let (_cluster, addr) = cluster_and_follower().await;
-    let mut wire = Wire::connect(&addr).await;
+    let mut wire = Wire::connect(&addr, "paxsql", "main").await;
 
     // INSERT … RETURNING with a Describe per row (JDBC with generated keys): rows come back,
     // and the failure of the third rolls back the first two.

@@ -6,10 +6,12 @@
 //!   wakes the client, so a Parse/Bind/Describe/Execute/Sync round cost five of each, not one.
 //! - **A pipeline is one transaction** (see `session::pipeline`). A write Execute outside a
 //!   transaction is **held** — its portal and parameters, checked — until the next message.
-//!   A Sync runs it alone as an autocommit unit; any other message first opens the implicit
-//!   transaction, runs the held write in it and answers it, so the answers keep the order of
-//!   the messages. Only statements SQLite can run inside a transaction are held (not `VACUUM`,
-//!   `PRAGMA`, `ATTACH`…), and only without a row limit.
+//!   A Sync runs it alone as an autocommit unit; a Close is answered after it (sqlx closes
+//!   every portal before its Sync); any other message first opens the implicit transaction,
+//!   runs the held write in it and answers it, so the answers keep the order of the messages.
+//!   Only statements SQLite runs inside a transaction as it runs them alone are held (not
+//!   `VACUUM`, `PRAGMA`, `ATTACH`…: `sql::runs_in_a_transaction`), and only without a row
+//!   limit.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use pgwire::messages::PgWireBackendMessage;
 use super::errors::PgError;
 use super::handler::{check_formats, to_response, Prepared, QueryHandler};
 use super::types;
+use crate::sql::runs_in_a_transaction;
 
 /// The write Execute a connection holds until its next message (one at most).
 #[derive(Default)]
@@ -46,6 +49,8 @@ pub struct HeldExecute(Mutex<Option<Held>>);
 struct Held {
     portal: Arc<Portal<Prepared>>,
     params: Vec<Value>,
+    /// Close messages that came after the Execute: answered after it (see `close_message`).
+    closes: usize,
 }
 
 impl HeldExecute {
@@ -56,6 +61,17 @@ impl HeldExecute {
     fn put(&self, held: Held) {
         let previous = self.0.lock().expect("held-execute lock").replace(held);
         assert!(previous.is_none(), "one Execute is held at a time");
+    }
+
+    /// Counts a Close that follows the held Execute; false when nothing is held.
+    fn count_close(&self) -> bool {
+        match self.0.lock().expect("held-execute lock").as_mut() {
+            Some(held) => {
+                held.closes += 1;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -90,7 +106,13 @@ impl QueryHandler {
             .run_statement(&held.portal, held.params)
             .await
             .map_err(PgError::into_wire)?;
-        feed_response(client, &held.portal, response, 0).await
+        feed_response(client, &held.portal, response, 0).await?;
+        for _ in 0..held.closes {
+            client
+                .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+                .await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn parse_message<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
@@ -155,16 +177,23 @@ impl QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.answer_held_write(client).await?;
+        // A Close right after a write Execute (sqlx sends Bind, Execute, Close, Sync for every
+        // statement) keeps the write held, so that the Sync still commits it alone: the held
+        // write owns its portal, and its CloseComplete follows the write's answer. If the
+        // write fails, the CloseComplete goes unsent, as PostgreSQL skips the messages after
+        // an error; the statement or portal is gone either way, which the client asked for.
+        let held = self.held.count_close();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         match message.target_type {
             TARGET_TYPE_BYTE_STATEMENT => client.portal_store().rm_statement(name),
             TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
             _ => {}
         }
-        client
-            .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
-            .await?;
+        if !held {
+            client
+                .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+                .await?;
+        }
         Ok(())
     }
 
@@ -260,6 +289,7 @@ impl QueryHandler {
         self.held.put(Held {
             portal: portal.clone(),
             params,
+            closes: 0,
         });
         Ok(true)
     }
@@ -483,21 +513,4 @@ where
     };
     client.feed(last).await?;
     Ok(())
-}
-
-/// Whether a statement may run inside a transaction, so it may join a pipeline's implicit
-/// transaction: data changes and schema changes. `VACUUM`, `ATTACH`, `PRAGMA`… run alone, as
-/// they did before pipelines were transactions (SQLite refuses some inside a transaction and
-/// ignores others, such as `PRAGMA foreign_keys`).
-fn runs_in_a_transaction(sql: &str) -> bool {
-    let verb = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    [
-        "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "CREATE", "DROP", "ALTER",
-    ]
-    .iter()
-    .any(|holdable| verb.eq_ignore_ascii_case(holdable))
 }

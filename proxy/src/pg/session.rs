@@ -50,6 +50,7 @@ struct State {
     /// `tx` is the implicit transaction of an extended-protocol pipeline: the Sync ends it
     /// (see [`pipeline`]).
     implicit: bool,
+    implicit_size: pipeline::ImplicitSize,
 }
 
 /// A client session. Shared by the connection's handlers; statements run one at a time.
@@ -72,6 +73,7 @@ impl Session {
                 settings: BTreeMap::new(),
                 tx: TxState::Idle,
                 implicit: false,
+                implicit_size: Default::default(),
             }),
             cancel: Arc::new(SessionCancel::default()),
         }
@@ -273,7 +275,12 @@ impl Session {
                         .await?,
                 ))
             }
-            _ => self.run_data(&mut state, sql, kind, params).await,
+            _ => {
+                if state.implicit {
+                    self.make_room(&mut state, sql, &params).await?;
+                }
+                self.run_data(&mut state, sql, kind, params).await
+            }
         }
     }
 

@@ -311,9 +311,60 @@ pub fn command_verb(sql: &str) -> String {
     }
 }
 
+/// Whether SQLite runs `sql` inside a transaction as it runs it alone, so an extended-protocol
+/// pipeline's implicit transaction may include it: data and schema changes (`INSERT`,
+/// `UPDATE`, `DELETE`, `REPLACE`, `WITH … INSERT`, `CREATE`, `DROP`, `ALTER`). Not `VACUUM`
+/// (refused inside a transaction), `PRAGMA` (some are ignored there, such as
+/// `foreign_keys`), `ATTACH`/`DETACH`, `REINDEX`, `ANALYZE`. Text that starts with a comment
+/// or a parenthesis takes the tokenizer's path.
+pub fn runs_in_a_transaction(sql: &str) -> bool {
+    const CHANGES: [&str; 6] = ["INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER"];
+    let word = leading_word(sql);
+    if word.eq_ignore_ascii_case("REPLACE") || word.eq_ignore_ascii_case("WITH") {
+        return true;
+    }
+    if !word.is_empty() {
+        return CHANGES.iter().any(|verb| word.eq_ignore_ascii_case(verb));
+    }
+    let verb = command_verb(sql);
+    let first = verb.split(' ').next().unwrap_or("");
+    CHANGES.contains(&first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_and_schema_changes_run_in_a_transaction_and_maintenance_does_not() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "insert into t values (1)",
+            "  REPLACE INTO t VALUES (1)",
+            "INSERT OR REPLACE INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+            "CREATE TABLE u (a)",
+            "DROP TABLE u",
+            "ALTER TABLE t ADD COLUMN b",
+            "/* sqlcommenter */ INSERT INTO t VALUES (1)",
+            "-- a comment\nUPDATE t SET a = 2",
+        ] {
+            assert!(runs_in_a_transaction(sql), "{sql}");
+        }
+        for sql in [
+            "VACUUM",
+            "PRAGMA foreign_keys = ON",
+            "ATTACH 'x.db' AS x",
+            "DETACH x",
+            "REINDEX",
+            "ANALYZE",
+            "/* c */ VACUUM",
+        ] {
+            assert!(!runs_in_a_transaction(sql), "{sql}");
+        }
+    }
 
     fn set(name: &str, value: Option<&str>) -> StatementKind {
         StatementKind::Set {

@@ -14,5 +14,5 @@ pub mod params;
 pub mod split;
 
 pub use casts::{classify_and_rewrite, rewrite_casts};
-pub use classify::{classify, command_verb, StatementKind};
+pub use classify::{classify, command_verb, runs_in_a_transaction, StatementKind};
 pub use split::split_statements;

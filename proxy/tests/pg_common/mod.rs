@@ -1,6 +1,8 @@
 //! Shared setup for the wire tests: a server on 127.0.0.1:0 over a LocalSqliteBackend.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
