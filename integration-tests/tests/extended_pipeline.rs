@@ -117,6 +117,23 @@ async fn the_executes_before_one_sync_are_one_transaction() {
     assert_eq!(tags(&wire.until_ready().await), "12C2CZ");
     assert_eq!(ids(&addr).await, [1, 2, 3, 7, 8]);
 
+    // A bulk load longer than one transaction may hold (1,024 statements) loads, in chunks.
+    let mut messages = vec![parse("INSERT INTO p VALUES ($1, $2)")];
+    let ids_to_load: Vec<String> = (100..1_200).map(|id: i32| id.to_string()).collect();
+    for id in &ids_to_load {
+        messages.push(bind(&[id, "bulk"]));
+        messages.push(execute());
+    }
+    messages.push(sync());
+    wire.send(&messages).await;
+    let replies = wire.until_ready().await;
+    assert!(
+        replies.iter().all(|reply| reply.tag != b'E'),
+        "no error: {:?}",
+        replies.iter().find(|reply| reply.tag == b'E')
+    );
+    assert_eq!(ids(&addr).await.len(), 5 + ids_to_load.len());
+
     cluster.settle().await;
     let mut hashes = Vec::new();
     for node in &cluster.nodes {

@@ -2,7 +2,7 @@
 //! that counts how writes reach it: a lone Execute per Sync (with or without a Close before
 //! the Sync, as sqlx sends it) commits as an autocommit unit, never as a transaction; writes
 //! behind a comment join the pipeline's transaction; a pipeline longer than one transaction
-//! may be commits in chunks.
+//! may hold commits in chunks, by statements and by bytes.
 
 mod pg_common;
 
@@ -196,9 +196,26 @@ async fn a_pipeline_longer_than_one_transaction_commits_in_chunks() {
     let after = counts(&backend);
     assert_eq!(
         after.1 - before.1,
-        3,
-        "chunks of 512 statements: 512 + 512 + 76"
+        2,
+        "a transaction holds at most 1,024 statements: 1,024 + 76"
     );
+
+    // Chunks by bytes too: ten 1 MiB values do not fit in one 8 MiB value.
+    let big = "x".repeat(1024 * 1024);
+    let mut messages = vec![parse("INSERT INTO p VALUES ($1, $2)")];
+    let ids: Vec<String> = (10_000..10_010).map(|id: i32| id.to_string()).collect();
+    for id in &ids {
+        messages.push(bind(&[id, &big]));
+        messages.push(execute());
+    }
+    messages.push(sync());
+    let before = counts(&backend);
+    wire.send(&messages).await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), format!("1{}Z", "2C".repeat(10)));
+    let after = counts(&backend);
+    assert_eq!(after.1 - before.1, 2, "seven values, then three");
+    assert_eq!(count(&server).await, rows as i64 + 10);
 
     // A simple Query ends a pipeline as a Sync would.
     wire.send(&[
@@ -213,4 +230,5 @@ async fn a_pipeline_longer_than_one_transaction_commits_in_chunks() {
     let replies = wire.until_ready().await;
     assert_eq!(tags(&replies), "12C2CTDCZ", "{replies:?}");
     assert_eq!(ready_status(&replies), 'I');
+    assert_eq!(count(&server).await, rows as i64 + 12);
 }

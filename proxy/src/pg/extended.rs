@@ -10,8 +10,8 @@
 //!   every portal before its Sync); any other message first opens the implicit transaction,
 //!   runs the held write in it and answers it, so the answers keep the order of the messages.
 //!   Only statements SQLite runs inside a transaction as it runs them alone are held (not
-//!   `VACUUM`, `PRAGMA`, `ATTACH`…: `sql::runs_in_a_transaction`), and only without a row
-//!   limit.
+//!   `VACUUM`, `PRAGMA`, `ATTACH`…: `sql::runs_in_a_transaction`, decided at Parse), and only
+//!   without a row limit.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -40,7 +40,6 @@ use pgwire::messages::PgWireBackendMessage;
 use super::errors::PgError;
 use super::handler::{check_formats, to_response, Prepared, QueryHandler};
 use super::types;
-use crate::sql::runs_in_a_transaction;
 
 /// The write Execute a connection holds until its next message (one at most).
 #[derive(Default)]
@@ -280,7 +279,7 @@ impl QueryHandler {
     /// docs). Its parameters are decoded and checked now: a bad one is this Execute's error.
     async fn hold_write(&self, portal: &Arc<Portal<Prepared>>) -> Result<bool, PgError> {
         let prepared = &portal.statement.statement;
-        if !runs_in_a_transaction(&prepared.sql)
+        if !prepared.joins_transaction
             || !self.session.may_hold(&prepared.sql, &prepared.kind).await?
         {
             return Ok(false);

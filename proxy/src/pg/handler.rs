@@ -43,7 +43,7 @@ use super::extended::HeldExecute;
 use super::session::{Output, Session, SERVER_VERSION};
 use super::types;
 use crate::sql::params::{param_hints, projection_types, ParamSource};
-use crate::sql::{classify_and_rewrite, StatementKind};
+use crate::sql::{classify_and_rewrite, runs_in_a_transaction, StatementKind};
 
 static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
@@ -255,6 +255,9 @@ pub struct Prepared {
     pub(super) param_types: Vec<Type>,
     pub(super) columns: Vec<Column>,
     pub(super) column_types: Vec<Type>,
+    /// A write that may join a pipeline's implicit transaction (`sql::runs_in_a_transaction`),
+    /// decided once at Parse.
+    pub(super) joins_transaction: bool,
 }
 
 /// The query handlers of one connection (their extended-protocol messages: `pg::extended`).
@@ -336,12 +339,15 @@ async fn prepare(
     };
     let guesses = projection_types(&sql);
     let column_types = types::described_types(&columns, guesses.as_deref(), &param_types);
+    let joins_transaction = matches!(kind, StatementKind::Write | StatementKind::Undecided)
+        && runs_in_a_transaction(&sql);
     Ok(Prepared {
         sql,
         kind,
         param_types,
         columns,
         column_types,
+        joins_transaction,
     })
 }
 

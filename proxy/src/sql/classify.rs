@@ -312,23 +312,22 @@ pub fn command_verb(sql: &str) -> String {
 }
 
 /// Whether SQLite runs `sql` inside a transaction as it runs it alone, so an extended-protocol
-/// pipeline's implicit transaction may include it: data and schema changes (`INSERT`,
-/// `UPDATE`, `DELETE`, `REPLACE`, `WITH … INSERT`, `CREATE`, `DROP`, `ALTER`). Not `VACUUM`
-/// (refused inside a transaction), `PRAGMA` (some are ignored there, such as
-/// `foreign_keys`), `ATTACH`/`DETACH`, `REINDEX`, `ANALYZE`. Text that starts with a comment
-/// or a parenthesis takes the tokenizer's path.
+/// pipeline's implicit transaction may include it. Everything may but `VACUUM` (refused inside
+/// a transaction), `PRAGMA` (some are ignored there, such as `foreign_keys`),
+/// `ATTACH`/`DETACH`, `REINDEX` and `ANALYZE`, which run alone. Text that starts with a
+/// comment or a parenthesis takes the tokenizer's path; text it cannot read may join (the
+/// pipeline stays atomic; SQLite reports what it refuses).
 pub fn runs_in_a_transaction(sql: &str) -> bool {
-    const CHANGES: [&str; 6] = ["INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER"];
+    const ALONE: [&str; 6] = ["VACUUM", "PRAGMA", "ATTACH", "DETACH", "REINDEX", "ANALYZE"];
     let word = leading_word(sql);
-    if word.eq_ignore_ascii_case("REPLACE") || word.eq_ignore_ascii_case("WITH") {
-        return true;
-    }
-    if !word.is_empty() {
-        return CHANGES.iter().any(|verb| word.eq_ignore_ascii_case(verb));
-    }
-    let verb = command_verb(sql);
-    let first = verb.split(' ').next().unwrap_or("");
-    CHANGES.contains(&first)
+    let verb;
+    let word = if word.is_empty() {
+        verb = command_verb(sql);
+        verb.split(' ').next().unwrap_or("")
+    } else {
+        word
+    };
+    !ALONE.iter().any(|alone| word.eq_ignore_ascii_case(alone))
 }
 
 #[cfg(test)]
@@ -350,6 +349,8 @@ mod tests {
             "ALTER TABLE t ADD COLUMN b",
             "/* sqlcommenter */ INSERT INTO t VALUES (1)",
             "-- a comment\nUPDATE t SET a = 2",
+            // Text the tokenizer cannot read joins: the pipeline stays atomic.
+            "/* c */ INSERT INTO t VALUES ('unterminated",
         ] {
             assert!(runs_in_a_transaction(sql), "{sql}");
         }

@@ -14,10 +14,11 @@
 //!
 //! A pipeline may be longer than one transaction may be (a replicated value holds at most
 //! [`BATCH_STATEMENTS_MAX`] statements and [`VALUE_BYTES_MAX`] bytes; PostgreSQL has no such
-//! bound): when the implicit transaction holds half of either, it commits and the pipeline
-//! goes on in a new one. So a bulk load of any size still loads (psycopg's `executemany`
-//! sends every row before one Sync), and each chunk is atomic: an error rolls back the chunk
-//! it happens in, and the chunks before it stay committed.
+//! bound): when the next statement would not fit, the implicit transaction commits and the
+//! pipeline goes on in a new one. So a bulk load of any size still loads (psycopg's
+//! `executemany` sends every row before one Sync), every pipeline that fits in one value is
+//! atomic, and a longer one is atomic per chunk: an error rolls back the chunk it happens in,
+//! and the chunks before it stay committed.
 
 use paxsql_replicator::limits::{BATCH_STATEMENTS_MAX, VALUE_BYTES_MAX};
 use paxsql_replicator::sqlite::types::Value;
@@ -26,11 +27,12 @@ use super::{end_transaction, Session, State, TxState};
 use crate::pg::errors::PgError;
 use crate::sql::StatementKind;
 
-/// An implicit transaction commits and a new one starts once it holds this many statements…
-const IMPLICIT_STATEMENTS_MAX: usize = BATCH_STATEMENTS_MAX / 2;
-/// …or this many bytes of statement text and parameters: half the bounds of one value, which
-/// leaves room for the encoding's overhead.
-const IMPLICIT_BYTES_MAX: usize = VALUE_BYTES_MAX / 2;
+/// Room left in a value for what is not statements (its header, the running checksum…).
+const VALUE_HEADROOM_BYTES: usize = 64 * 1024;
+/// What one statement costs in a value beyond its text and parameter bytes, counted high: the
+/// writer's own per-statement allowance (48 bytes) and protobuf framing.
+const STATEMENT_FRAMING_BYTES: usize = 64;
+const PARAMETER_FRAMING_BYTES: usize = 16;
 
 /// What the implicit transaction holds so far.
 #[derive(Default)]
@@ -65,18 +67,24 @@ impl Session {
         Ok(())
     }
 
-    /// Before a data statement runs in the implicit transaction: a full transaction commits and
-    /// a new one opens for this statement (see the module docs).
+    /// Before a data statement runs in the implicit transaction: when it would not fit in the
+    /// transaction's value, the transaction commits and a new one opens for it (see the module
+    /// docs). A failure here is the statement's error; the chunks before it stay committed.
     pub(super) async fn make_room(
         &self,
         state: &mut State,
         sql: &str,
         params: &[Value],
     ) -> Result<(), PgError> {
-        let bytes = sql.len() + params.iter().map(value_bytes).sum::<usize>();
+        let bytes = STATEMENT_FRAMING_BYTES
+            + sql.len()
+            + params
+                .iter()
+                .map(|value| PARAMETER_FRAMING_BYTES + value_bytes(value))
+                .sum::<usize>();
         let size = &state.implicit_size;
-        let full = size.statements >= IMPLICIT_STATEMENTS_MAX
-            || (size.statements > 0 && size.bytes + bytes > IMPLICIT_BYTES_MAX);
+        let full = size.statements >= BATCH_STATEMENTS_MAX
+            || (size.statements > 0 && size.bytes + bytes > VALUE_BYTES_MAX - VALUE_HEADROOM_BYTES);
         if full && matches!(state.tx, TxState::Open(_)) {
             end_transaction(state, true).await?;
             self.begin(state).await?;
