@@ -14,9 +14,7 @@
 //!   without a row limit.
 
 use std::fmt::Debug;
-use std::sync::Arc;
-
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::{Sink, SinkExt, StreamExt};
 use paxsql_replicator::sqlite::types::Value;
@@ -408,7 +406,7 @@ fn portal_params(portal: &Portal<Prepared>) -> Result<Vec<Value>, PgError> {
         .collect()
 }
 
-fn describe_statement(prepared: &Prepared) -> DescribeStatementResponse {
+pub(super) fn describe_statement(prepared: &Prepared) -> DescribeStatementResponse {
     let fields = types::fields(
         &prepared.columns,
         &prepared.column_types,
@@ -417,7 +415,9 @@ fn describe_statement(prepared: &Prepared) -> DescribeStatementResponse {
     DescribeStatementResponse::new(prepared.param_types.clone(), fields)
 }
 
-fn describe_portal(portal: &Portal<Prepared>) -> Result<DescribePortalResponse, PgError> {
+pub(super) fn describe_portal(
+    portal: &Portal<Prepared>,
+) -> Result<DescribePortalResponse, PgError> {
     let prepared = &portal.statement.statement;
     check_formats(&portal.result_column_format, prepared.columns.len())?;
     Ok(DescribePortalResponse::new(types::fields(

@@ -39,7 +39,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::cancel::{CancelGate, CancelRegistration, CancelRegistry};
 use super::errors::PgError;
-use super::extended::HeldExecute;
+use super::extended::{describe_portal, describe_statement, HeldExecute};
 use super::session::{Output, Session, SERVER_VERSION};
 use super::types;
 use crate::sql::params::{param_hints, projection_types, ParamSource};
@@ -646,16 +646,8 @@ impl ExtendedQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = &target.statement;
-        let fields = types::fields(
-            &prepared.columns,
-            &prepared.column_types,
-            &Format::UnifiedText,
-        );
-        Ok(DescribeStatementResponse::new(
-            prepared.param_types.clone(),
-            fields,
-        ))
+        // Not called: `on_describe` answers through `pg::extended` (which this shares).
+        Ok(describe_statement(&target.statement))
     }
 
     async fn do_describe_portal<C>(
@@ -669,15 +661,7 @@ impl ExtendedQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = &portal.statement.statement;
-        check_formats(&portal.result_column_format, prepared.columns.len())
-            .map_err(PgError::into_wire)?;
-        let fields = types::fields(
-            &prepared.columns,
-            &prepared.column_types,
-            &portal.result_column_format,
-        );
-        Ok(DescribePortalResponse::new(fields))
+        describe_portal(portal).map_err(PgError::into_wire)
     }
 
     async fn do_query<C>(
