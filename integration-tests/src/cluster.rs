@@ -374,6 +374,15 @@ impl Cluster {
         }
     }
 
+    /// Waits for a master (see [`Self::wait_for_master`]) and returns a node that is not it.
+    pub async fn wait_for_follower(&self, timeout: Duration) -> anyhow::Result<&NodeProcess> {
+        let master = self.wait_for_master(timeout).await?;
+        self.nodes
+            .iter()
+            .find(|node| node.id != master && node.is_running())
+            .context("no running follower")
+    }
+
     async fn agreed_master(&self) -> Option<u32> {
         let mut master = None;
         for node in self.nodes.iter().filter(|node| node.is_running()) {

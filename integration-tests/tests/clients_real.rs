@@ -12,16 +12,11 @@ use paxsql_integration_tests::Cluster;
 /// A running cluster and the SQL port of one of its followers.
 async fn cluster_and_follower() -> (Cluster, u16) {
     let cluster = Cluster::start(3, &[]).await.expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
+    let port = cluster
+        .wait_for_follower(Duration::from_secs(30))
         .await
-        .expect("master");
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|node| node.id != master)
-        .expect("a follower");
-    let port = follower.sql_port;
+        .expect("a follower")
+        .sql_port;
     (cluster, port)
 }
 

@@ -18,16 +18,11 @@ async fn cluster_and_follower() -> (Cluster, String) {
     let cluster = Cluster::start(3, &["--lease-ms", "1000"])
         .await
         .expect("cluster starts");
-    let master = cluster
-        .wait_for_master(Duration::from_secs(30))
+    let addr = cluster
+        .wait_for_follower(Duration::from_secs(30))
         .await
-        .expect("master");
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|node| node.id != master)
-        .expect("a follower");
-    let addr = follower.sql_addr();
+        .expect("a follower")
+        .sql_addr();
     let client = connect(&addr, "main").await.expect("connects");
     client
         .batch_execute("CREATE TABLE p (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
