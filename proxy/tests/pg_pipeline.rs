@@ -232,3 +232,42 @@ async fn a_pipeline_longer_than_one_transaction_commits_in_chunks() {
     assert_eq!(ready_status(&replies), 'I');
     assert_eq!(count(&server).await, rows as i64 + 12);
 }
+
+#[tokio::test]
+async fn a_portal_runs_once_and_a_write_executed_again_is_refused() {
+    let (server, _backend) = server().await;
+    let mut wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+
+    // PostgreSQL runs a portal once: executing a write's portal again must not write again.
+    wire.send(&[
+        parse("INSERT INTO p (v) VALUES ('a')"),
+        bind(&[]),
+        execute(),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12CEZ", "{replies:?}");
+    assert_eq!(replies[3].sqlstate(), "55000");
+    assert_eq!(
+        count(&server).await,
+        0,
+        "the pipeline rolled back as a whole"
+    );
+
+    // Bound again, it runs again; a read executed again has no rows left.
+    wire.send(&[bind(&[]), execute(), sync()]).await;
+    assert_eq!(tags(&wire.until_ready().await), "2CZ");
+    wire.send(&[
+        parse("SELECT v FROM p"),
+        bind(&[]),
+        execute(),
+        execute(),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12DCCZ", "{replies:?}");
+    assert_eq!(count(&server).await, 1);
+}

@@ -259,8 +259,21 @@ impl QueryHandler {
             None => return Err(PgWireError::PortalNotFound(name.to_owned())),
         };
         let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
-        if !matches!(*portal.state().lock().await, PortalExecutionState::Initial) {
-            // A suspended portal: the next rows.
+        let (initial, finished) = match *portal.state().lock().await {
+            PortalExecutionState::Initial => (true, false),
+            PortalExecutionState::Finished => (false, true),
+            PortalExecutionState::Suspended(_) => (false, false),
+        };
+        if finished && portal.statement.statement.columns.is_empty() {
+            // PostgreSQL runs a portal once: a write executed again must not write again.
+            return Err(PgError::new(
+                "55000",
+                format!("portal \"{name}\" cannot be run again: Bind the statement again to run it again"),
+            )
+            .into_wire());
+        }
+        if !initial {
+            // A suspended portal: the next rows (none once it is finished).
             return feed_rows(client, &portal, max_rows).await;
         }
         if max_rows == 0 && self.hold_write(&portal).await.map_err(PgError::into_wire)? {
@@ -473,7 +486,10 @@ where
         }
         Response::Execution(tag)
         | Response::TransactionStart(tag)
-        | Response::TransactionEnd(tag) => send_execution_response(client, tag).await,
+        | Response::TransactionEnd(tag) => {
+            *portal.state().lock().await = PortalExecutionState::Finished;
+            send_execution_response(client, tag).await
+        }
         _ => {
             client
                 .feed(PgWireBackendMessage::EmptyQueryResponse(
