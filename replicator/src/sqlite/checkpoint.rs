@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -42,6 +43,7 @@ impl Database {
             self.path.clone(),
             self.options.clone(),
             self.readers.clone(),
+            Arc::clone(&self.wal_stats),
         )?;
         *self = reopened;
         replaced

@@ -10,6 +10,7 @@
 //!   [`Batch`] open it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use paxsql_schema::{
@@ -23,6 +24,7 @@ use super::meta::{self, key, MetaSnapshot};
 use super::readers::{ReaderPool, READERS_MAX_DEFAULT};
 use super::types::{SqlError, StatementRequest, StatementResult, Value};
 use super::vfs::TimePin;
+use super::wal::{self, WalCheckpointStats};
 use crate::limits::{BATCH_STATEMENTS_MAX, STATEMENT_TIME_MAX_MS, VALUE_BYTES_MAX};
 
 /// How a group's database is opened. Every node of a cluster must use the same connection
@@ -70,6 +72,8 @@ pub struct Database {
     /// Pinned time of the last applied or committed value; new batches never go below it.
     pub(super) time_unix_ms: i64,
     pub(super) accepts_writes: bool,
+    /// Kept across checkpoint installs (each reopen starts a new checkpoint thread).
+    pub(super) wal_stats: Arc<WalCheckpointStats>,
 }
 
 impl Database {
@@ -88,15 +92,22 @@ impl Database {
             options.connection.clone(),
             options.readers_max,
         );
-        Self::open_with_readers(path, options, readers)
+        Self::open_with_readers(path, options, readers, Arc::default())
     }
 
     pub(super) fn open_with_readers(
         path: PathBuf,
         options: DatabaseOptions,
         readers: ReaderPool,
+        wal_stats: Arc<WalCheckpointStats>,
     ) -> Result<Database, SqliteError> {
-        let writer = PaxConnection::open_writer(&path, &options.connection)?;
+        let mut writer = PaxConnection::open_writer(&path, &options.connection)?;
+        wal::install(
+            &mut writer.connection,
+            readers.clone(),
+            &path,
+            Arc::clone(&wal_stats),
+        )?;
         meta::create(&writer.connection)?;
         let snapshot = meta::snapshot(&writer.connection)?;
         // Client writes stay closed on the writer until a batch or an apply opens them.
@@ -110,7 +121,13 @@ impl Database {
             applied_instance: snapshot.applied_instance,
             time_unix_ms: snapshot.time_unix_ms.unwrap_or(0),
             accepts_writes: false,
+            wal_stats,
         })
+    }
+
+    /// How often the WAL was checkpointed, and by whom (see [`super::wal`]).
+    pub fn wal_checkpoint_stats(&self) -> &WalCheckpointStats {
+        &self.wal_stats
     }
 
     pub fn path(&self) -> &Path {

@@ -9,6 +9,7 @@
 //! - [`policy`]: the authorizer and checks that refuse what cannot be replicated.
 //! - [`vfs`]: the VFS that pins "now"; [`functions`]: deterministic `random()`/`randomblob()`.
 //! - [`meta`]: paxsql's own `_paxsql_*` tables; [`checkpoint`]: snapshots and their install.
+//! - [`wal`]: SQLite's WAL checkpoints, on a thread of their own instead of the writer.
 //! - [`error`]: [`SqliteError`] and the classification of SQLite errors for clients.
 //!
 //! The library is synchronous (rusqlite); the runtime runs each group's [`Database`] on a
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod readers;
 pub mod types;
 pub mod vfs;
+pub mod wal;
 
 pub use batch::{Batch, PendingCommit};
 pub use checkpoint::checkpoint_instance;
