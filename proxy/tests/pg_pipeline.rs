@@ -16,7 +16,10 @@ use paxsql_proxy::pg::ServerOptions;
 use paxsql_replicator::sqlite::types::{
     Column, Consistency, SqlError, StatementRequest, StatementResult,
 };
-use pg_common::wire::{bind, close_portal, execute, parse, query, ready_status, sync, tags, Wire};
+use pg_common::wire::{
+    bind, bind_portal, close_portal, execute, execute_portal, parse, query, ready_status, sync,
+    tags, Wire,
+};
 use pg_common::{connect, start_with, TestServer};
 
 /// The local backend, counting autocommit units and transactions.
@@ -255,6 +258,29 @@ async fn a_portal_runs_once_and_a_write_executed_again_is_refused() {
         0,
         "the pipeline rolled back as a whole"
     );
+
+    // A failed write's named portal (it outlives the Sync) does not run again either, even
+    // where it would now succeed.
+    wire.send(&[query("INSERT INTO p VALUES (7, 'first')")])
+        .await;
+    assert_eq!(tags(&wire.until_ready().await), "CZ");
+    wire.send(&[
+        parse("INSERT INTO p VALUES (7, 'second')"),
+        bind_portal("f", &[]),
+        execute_portal("f"),
+        sync(),
+    ])
+    .await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12EZ", "{replies:?}");
+    assert_eq!(replies[2].sqlstate(), "23505");
+    wire.send(&[query("DELETE FROM p WHERE id = 7")]).await;
+    assert_eq!(tags(&wire.until_ready().await), "CZ");
+    wire.send(&[execute_portal("f"), sync()]).await;
+    let replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "EZ", "{replies:?}");
+    assert_eq!(replies[0].sqlstate(), "55000");
+    assert_eq!(count(&server).await, 0);
 
     // Bound again, it runs again; a read executed again has no rows left.
     wire.send(&[bind(&[]), execute(), sync()]).await;

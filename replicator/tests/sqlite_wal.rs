@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use paxsql_replicator::sqlite::readers::MAINTENANCE_READERS_MAX;
 use paxsql_replicator::sqlite::wal::{WAL_PAGES_CHECKPOINT, WAL_PAGES_WRITER_CHECKPOINT};
 use paxsql_replicator::sqlite::{Database, DatabaseOptions, Value};
 use sqlite_common::{commit_batch, node_with, rows, sql, Node};
@@ -30,12 +31,17 @@ fn master_with(options: DatabaseOptions) -> Node {
 }
 
 fn commit_pages(database: &mut Database, seed: u64) {
+    commit_rows(database, seed, PAGES_PER_COMMIT);
+}
+
+/// Commits `rows` rows of 3,000 bytes: about as many WAL pages.
+fn commit_rows(database: &mut Database, seed: u64, rows: i64) {
     commit_batch(
         database,
         1_000 + seed as i64,
         seed,
         &[sql(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {PAGES_PER_COMMIT}) \
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
              INSERT INTO big (b) SELECT randomblob(3000) FROM n"
         ))],
     );
@@ -96,7 +102,7 @@ fn the_checkpoint_thread_copies_the_wal_and_the_writer_never_checkpoints() {
 
     // With the thread keeping up (each commit waits for the pass it asked for), the WAL starts
     // again from its beginning instead of growing: 4,000 more pages leave it at most what the
-    // first pass left plus one more request's worth (each a request mark and a commit);
+    // first passes left plus one more request's worth (a request mark and a commit each);
     // without restarts it would hold all 4,000.
     for seed in 0..20 {
         commit_pages(database, 100 + seed);
@@ -122,13 +128,12 @@ fn the_checkpoint_thread_copies_the_wal_and_the_writer_never_checkpoints() {
 
 #[test]
 fn without_a_free_reader_the_writer_checkpoints_itself_and_the_wal_stays_bounded() {
-    let mut master = master_with(DatabaseOptions {
-        readers_max: 1,
-        ..DatabaseOptions::default()
-    });
-    // The thread checkpoints on a reader: with the only one taken, it cannot.
+    let mut master = master_with(DatabaseOptions::default());
+    // The thread checkpoints on an upkeep reader: with both taken, it cannot.
     let readers = master.database.readers();
-    let held = readers.get().expect("the only reader");
+    let held: Vec<_> = (0..MAINTENANCE_READERS_MAX)
+        .map(|_| readers.get_for_maintenance().expect("an upkeep reader"))
+        .collect();
     let database = &mut master.database;
 
     let bound = i64::from(WAL_PAGES_WRITER_CHECKPOINT);
@@ -144,4 +149,63 @@ fn without_a_free_reader_the_writer_checkpoints_itself_and_the_wal_stays_bounded
         "the WAL grew to {wal_pages} pages, past its bound of {bound}"
     );
     drop(held);
+}
+
+#[test]
+fn a_read_pinning_old_frames_gets_a_pass_every_request_mark_not_every_commit() {
+    let mut master = master_with(DatabaseOptions::default());
+    let readers = master.database.readers();
+    // A read transaction on the state before the writes below: no checkpoint may copy the
+    // frames after its snapshot.
+    let pinning = readers.get().expect("a reader");
+    pinning
+        .connection
+        .execute_batch("BEGIN; SELECT count(*) FROM big;")
+        .expect("a read transaction");
+    let database = &mut master.database;
+
+    let (commits, rows) = (80, 50);
+    for seed in 0..commits {
+        commit_rows(database, 10 + seed as u64, rows);
+        wait_for_the_pass(database);
+    }
+    // One request per request mark, each at most two passes (the second finds no progress);
+    // asked on every commit it would be `commits` requests.
+    let requests_max = commits * rows / i64::from(WAL_PAGES_CHECKPOINT) + 1;
+    let passes = database
+        .wal_checkpoint_stats()
+        .background_passes
+        .load(Ordering::Relaxed) as i64;
+    assert!(
+        passes <= 2 * requests_max,
+        "{passes} passes for {} new pages",
+        commits * rows
+    );
+    pinning
+        .connection
+        .execute_batch("COMMIT")
+        .expect("ends the read");
+}
+
+#[test]
+fn upkeep_readers_never_take_a_clients_slot() {
+    let master = master_with(DatabaseOptions {
+        readers_max: 1,
+        ..DatabaseOptions::default()
+    });
+    let readers = master.database.readers();
+    let upkeep: Vec<_> = (0..MAINTENANCE_READERS_MAX)
+        .map(|_| readers.get_for_maintenance().expect("an upkeep reader"))
+        .collect();
+    let client = readers
+        .get()
+        .expect("the client's reader, upkeep readers aside");
+    assert!(readers.get().is_err(), "the clients' bound holds");
+    assert!(
+        readers.get_for_maintenance().is_err(),
+        "the upkeep bound holds"
+    );
+    drop(upkeep);
+    drop(client);
+    assert!(readers.get().is_ok());
 }

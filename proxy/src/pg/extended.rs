@@ -315,10 +315,18 @@ impl QueryHandler {
         params: Vec<Value>,
     ) -> Result<Response, PgError> {
         let prepared = &portal.statement.statement;
-        let output = self
+        let output = match self
             .session
             .execute(&prepared.sql, &prepared.kind, params)
-            .await?;
+            .await
+        {
+            Ok(output) => output,
+            Err(error) => {
+                // PostgreSQL drops a portal that failed: it never runs again.
+                *portal.state().lock().await = PortalExecutionState::Finished;
+                return Err(error);
+            }
+        };
         to_response(
             output,
             Some(&prepared.column_types),

@@ -55,7 +55,14 @@ pub fn parse(sql: &str) -> Vec<u8> {
 
 /// Binds the unnamed statement to the unnamed portal, every parameter as text.
 pub fn bind(params: &[&str]) -> Vec<u8> {
-    let mut body = vec![0, 0];
+    bind_portal("", params)
+}
+
+/// Binds the unnamed statement to portal `portal` ("" for the unnamed one), every parameter
+/// as text. A named portal outlives the Sync.
+pub fn bind_portal(portal: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = portal.as_bytes().to_vec();
+    body.extend_from_slice(&[0, 0]);
     body.extend_from_slice(&0i16.to_be_bytes());
     body.extend_from_slice(&(params.len() as i16).to_be_bytes());
     for param in params {
@@ -67,7 +74,13 @@ pub fn bind(params: &[&str]) -> Vec<u8> {
 }
 
 pub fn execute() -> Vec<u8> {
-    let mut body = vec![0];
+    execute_portal("")
+}
+
+/// Executes portal `portal`, all its rows.
+pub fn execute_portal(portal: &str) -> Vec<u8> {
+    let mut body = portal.as_bytes().to_vec();
+    body.push(0);
     body.extend_from_slice(&0i32.to_be_bytes());
     message(b'E', &body)
 }

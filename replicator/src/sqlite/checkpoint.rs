@@ -61,10 +61,12 @@ pub fn write_checkpoint(
     let temporary = path.with_extension("tmp");
     remove_if_present(&temporary)?;
     {
-        let reader = readers.get().map_err(|error| SqliteError::NotPaxsql {
-            path: database_path.into(),
-            detail: error.message,
-        })?;
+        let reader = readers
+            .get_for_maintenance()
+            .map_err(|error| SqliteError::NotPaxsql {
+                path: database_path.into(),
+                detail: error.message,
+            })?;
         let mut destination = Connection::open(&temporary)
             .map_err(SqliteError::sqlite("creating the checkpoint file"))?;
         // The whole file is fsync'd below; a journal for the copy would only double the I/O.

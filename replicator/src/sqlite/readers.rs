@@ -21,6 +21,9 @@ use super::types::{Column, SqlError, SqlErrorKind, StatementRequest, StatementRe
 
 /// Default bound on reader connections per group.
 pub const READERS_MAX_DEFAULT: usize = 16;
+/// Readers paxsql's own upkeep may hold beyond the clients' bound: the WAL checkpoint thread
+/// and a checkpoint's copy (so neither takes a client's slot).
+pub const MAINTENANCE_READERS_MAX: usize = 2;
 
 #[derive(Clone)]
 pub struct ReaderPool {
@@ -38,6 +41,8 @@ struct PoolInner {
 struct PoolState {
     idle: Vec<PaxConnection>,
     in_use: usize,
+    /// Of `in_use`, the readers checked out by [`ReaderPool::get_for_maintenance`].
+    maintenance_in_use: usize,
     /// Set while a checkpoint is installed: no connection may be opened or returned.
     closed: bool,
 }
@@ -46,6 +51,7 @@ struct PoolState {
 pub struct Reader {
     connection: Option<PaxConnection>,
     pool: Arc<PoolInner>,
+    maintenance: bool,
 }
 
 impl std::ops::Deref for Reader {
@@ -62,6 +68,9 @@ impl Drop for Reader {
         let connection = self.connection.take().expect("dropped once");
         let mut state = self.pool.state.lock().expect("pool lock");
         state.in_use -= 1;
+        if self.maintenance {
+            state.maintenance_in_use -= 1;
+        }
         if !state.closed {
             state.idle.push(connection);
         }
@@ -83,6 +92,16 @@ impl ReaderPool {
 
     /// Checks a reader out, opening one if none is idle and the bound allows.
     pub fn get(&self) -> Result<Reader, SqlError> {
+        self.checkout(false)
+    }
+
+    /// Checks a reader out for paxsql's own upkeep (WAL checkpoints, checkpoint copies): at
+    /// most [`MAINTENANCE_READERS_MAX`], never counted against the clients' bound.
+    pub fn get_for_maintenance(&self) -> Result<Reader, SqlError> {
+        self.checkout(true)
+    }
+
+    fn checkout(&self, maintenance: bool) -> Result<Reader, SqlError> {
         let mut state = self.inner.state.lock().expect("pool lock");
         if state.closed {
             return Err(SqlError::new(
@@ -90,14 +109,15 @@ impl ReaderPool {
                 "the database is being replaced by a checkpoint; retry shortly",
             ));
         }
-        if let Some(connection) = state.idle.pop() {
-            state.in_use += 1;
-            return Ok(Reader {
-                connection: Some(connection),
-                pool: Arc::clone(&self.inner),
-            });
+        if maintenance && state.maintenance_in_use >= MAINTENANCE_READERS_MAX {
+            return Err(SqlError::new(
+                SqlErrorKind::Busy,
+                "the readers kept for paxsql's upkeep of this database are busy; retry shortly",
+            ));
         }
-        if state.in_use >= self.inner.readers_max {
+        // A client takes an idle reader, or opens one while fewer than the bound are in use.
+        let client_readers = state.in_use - state.maintenance_in_use;
+        if !maintenance && state.idle.is_empty() && client_readers >= self.inner.readers_max {
             return Err(SqlError::new(
                 SqlErrorKind::Busy,
                 format!(
@@ -107,14 +127,26 @@ impl ReaderPool {
             ));
         }
         state.in_use += 1;
+        if maintenance {
+            state.maintenance_in_use += 1;
+        }
+        let reader = |connection| Reader {
+            connection: Some(connection),
+            pool: Arc::clone(&self.inner),
+            maintenance,
+        };
+        if let Some(connection) = state.idle.pop() {
+            return Ok(reader(connection));
+        }
         drop(state);
         match PaxConnection::open_reader(&self.inner.path, &self.inner.options) {
-            Ok(connection) => Ok(Reader {
-                connection: Some(connection),
-                pool: Arc::clone(&self.inner),
-            }),
+            Ok(connection) => Ok(reader(connection)),
             Err(error) => {
-                self.inner.state.lock().expect("pool lock").in_use -= 1;
+                let mut state = self.inner.state.lock().expect("pool lock");
+                state.in_use -= 1;
+                if maintenance {
+                    state.maintenance_in_use -= 1;
+                }
                 Err(SqlError::new(SqlErrorKind::Other, error.to_string()))
             }
         }
@@ -149,6 +181,7 @@ impl ReaderPool {
         Some(Reader {
             connection: Some(connection),
             pool: Arc::clone(&self.inner),
+            maintenance: false,
         })
     }
 

@@ -7,21 +7,24 @@
 //! write-back that the Paxos log's next `fdatasync` queues behind on the same disk.
 //!
 //! Here the writer's WAL hook only signals a thread of the group, which runs `PASSIVE`
-//! checkpoints on a reader connection: they never wait for the writer nor make it wait. A pass
-//! is asked for every [`WAL_PAGES_CHECKPOINT`] new pages (1 MiB), a quarter of SQLite's
-//! default, so each write-back burst is small (docs/PERFORMANCE.md has the A/B). A pass that
-//! ends with frames left (the writer committed meanwhile) is followed by another, shorter one,
-//! so that the WAL is wholly copied at some point; the writer's next transaction then starts
-//! it again from its beginning (SQLite restarts a WAL only then).
+//! checkpoints on a reader connection (one kept for upkeep, outside the clients' bound): they
+//! never wait for the writer nor make it wait. A pass is asked for every
+//! [`WAL_PAGES_CHECKPOINT`] new pages (1 MiB), a quarter of SQLite's default, so each
+//! write-back burst is small (docs/PERFORMANCE.md has the A/B). A pass that ends with frames
+//! left (the writer committed meanwhile) is followed by another, shorter one, so that the WAL
+//! is wholly copied at some point; the writer's next transaction then starts it again from its
+//! beginning (SQLite restarts a WAL only then).
 //!
-//! The WAL stays bounded: if it reaches [`WAL_PAGES_WRITER_CHECKPOINT`] anyway (the thread
-//! found no free reader, or a long read pinned old frames), the writer checkpoints itself, as
-//! SQLite would have. A checkpoint error is never the commit's error: the commit happened, and
+//! If the WAL reaches [`WAL_PAGES_WRITER_CHECKPOINT`] anyway (the thread could not take a
+//! reader), the writer checkpoints it itself, as SQLite would have. A read that holds an old
+//! snapshot pins the frames after it whoever checkpoints (SQLite's rule): while it lasts the
+//! WAL grows, and checkpoints are asked for every [`WAL_PAGES_CHECKPOINT`] new pages, not on
+//! every commit. A checkpoint error is never the commit's error: the commit happened, and
 //! SQLite's own automatic checkpoint ignores its errors the same way.
 
 use std::ffi::c_int;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -50,13 +53,6 @@ pub struct WalCheckpointStats {
     pub pass_requested: AtomicBool,
 }
 
-struct Shared {
-    /// The WAL frames the last pass had copied: only frames past them call for a new pass
-    /// (the hook counts every frame in the WAL, copied or not, until the WAL starts again).
-    copied_frames: AtomicI32,
-    stats: Arc<WalCheckpointStats>,
-}
-
 /// Installs the WAL hook on `writer` and starts the group's checkpoint thread. When the thread
 /// cannot start, the writer keeps SQLite's own automatic checkpoints (slower, still bounded).
 pub fn install(
@@ -66,65 +62,85 @@ pub fn install(
     stats: Arc<WalCheckpointStats>,
 ) -> Result<(), SqliteError> {
     let (signal, requests) = sync_channel::<()>(1);
-    let shared = Arc::new(Shared {
-        copied_frames: AtomicI32::new(0),
-        stats,
-    });
-    let thread_shared = Arc::clone(&shared);
+    let thread_stats = Arc::clone(&stats);
     let spawned = std::thread::Builder::new()
         .name(thread_name(database_path))
-        .spawn(move || serve(requests, readers, thread_shared));
+        .spawn(move || serve(requests, readers, thread_stats));
     if let Err(error) = spawned {
         tracing::warn!(%error, path = %database_path.display(), "no WAL checkpoint thread: the writer checkpoints the WAL itself");
         return Ok(());
     }
+    let mut hook = WriterHook {
+        signal,
+        stats,
+        last_pages: 0,
+        asked_at: 0,
+    };
     writer
         .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
-            after_commit(&shared, &signal, wal, pages);
+            hook.after_commit(wal, pages);
             Ok(())
         }))
         .map_err(SqliteError::sqlite("installing the WAL hook"))
 }
 
-/// The writer's WAL hook, after each commit, with the pages now in the WAL.
-fn after_commit(shared: &Shared, signal: &SyncSender<()>, wal: &mut Wal, pages: c_int) {
-    if pages >= WAL_PAGES_WRITER_CHECKPOINT {
-        shared
-            .stats
-            .writer_checkpoints
-            .fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-            tracing::warn!(%error, pages, "WAL checkpoint on the writer failed; the next commit tries again");
+/// The writer's side: its WAL hook runs after each commit with the pages now in the WAL
+/// (copied or not: SQLite counts every frame until the WAL starts again).
+struct WriterHook {
+    signal: SyncSender<()>,
+    stats: Arc<WalCheckpointStats>,
+    /// Pages in the WAL at the previous commit: fewer now means the WAL started again.
+    last_pages: c_int,
+    /// Pages in the WAL when a checkpoint was last asked for (or run by the writer). Asking
+    /// again only every [`WAL_PAGES_CHECKPOINT`] pages keeps a read that pins old frames from
+    /// turning every commit into a checkpoint.
+    asked_at: c_int,
+}
+
+impl WriterHook {
+    fn after_commit(&mut self, wal: &mut Wal, pages: c_int) {
+        if pages < self.last_pages {
+            self.asked_at = 0;
         }
-        return;
-    }
-    let copied = shared.copied_frames.load(Ordering::Acquire);
-    // Fewer pages than were copied: the WAL started again from its beginning.
-    let fresh = if pages < copied {
-        pages
-    } else {
-        pages - copied
-    };
-    if fresh >= WAL_PAGES_CHECKPOINT && !shared.stats.pass_requested.swap(true, Ordering::AcqRel) {
-        // Capacity one and no pass was asked for: the queue is empty unless the thread is gone.
-        if signal.try_send(()).is_err() {
-            shared.stats.pass_requested.store(false, Ordering::Release);
+        self.last_pages = pages;
+        if pages - self.asked_at < WAL_PAGES_CHECKPOINT {
+            return;
+        }
+        if pages >= WAL_PAGES_WRITER_CHECKPOINT {
+            self.asked_at = pages;
+            self.stats
+                .writer_checkpoints
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                tracing::warn!(%error, pages, "WAL checkpoint on the writer failed; a later commit tries again");
+            }
+            return;
+        }
+        // While a pass runs, the next commit asks again (the pass may end short of the WAL).
+        if !self.stats.pass_requested.swap(true, Ordering::AcqRel) {
+            self.asked_at = pages;
+            // Capacity one and no pass was asked for: the queue is empty unless the thread
+            // is gone.
+            if self.signal.try_send(()).is_err() {
+                self.stats.pass_requested.store(false, Ordering::Release);
+            }
         }
     }
 }
 
 /// The checkpoint thread: one request at a time until the writer's hook (and its sender) is
 /// dropped with the writer connection.
-fn serve(requests: Receiver<()>, readers: ReaderPool, shared: Arc<Shared>) {
+fn serve(requests: Receiver<()>, readers: ReaderPool, stats: Arc<WalCheckpointStats>) {
     while requests.recv().is_ok() {
-        run_passes(&readers, &shared);
-        shared.stats.pass_requested.store(false, Ordering::Release);
+        run_passes(&readers, &stats);
+        stats.pass_requested.store(false, Ordering::Release);
     }
 }
 
-fn run_passes(readers: &ReaderPool, shared: &Shared) {
-    // A pool closed for a checkpoint install, or wholly busy: the next commit asks again.
-    let Ok(reader) = readers.get() else {
+fn run_passes(readers: &ReaderPool, stats: &WalCheckpointStats) {
+    // A pool closed for a checkpoint install, or both upkeep readers busy: a later commit
+    // asks again.
+    let Ok(reader) = readers.get_for_maintenance() else {
         return;
     };
     // A connection finds the WAL only once it has read: a new one would report "not in WAL
@@ -133,28 +149,23 @@ fn run_passes(readers: &ReaderPool, shared: &Shared) {
         .connection
         .query_row("PRAGMA schema_version", [], |_| Ok(()))
     {
-        tracing::warn!(%error, "WAL checkpoint: the reader could not read; the next commit asks again");
+        tracing::warn!(%error, "WAL checkpoint: the reader could not read; a later commit asks again");
         return;
     }
+    let mut copied_before = -1;
     for _ in 0..PASSES_PER_REQUEST_MAX {
-        shared
-            .stats
-            .background_passes
-            .fetch_add(1, Ordering::Relaxed);
+        stats.background_passes.fetch_add(1, Ordering::Relaxed);
         match reader
             .connection
             .wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE)
         {
-            Ok((frames, copied)) => {
-                shared.copied_frames.store(copied.max(0), Ordering::Release);
-                // Every frame copied (or not in WAL mode): the writer's next transaction
-                // starts the WAL again. Otherwise the writer committed meanwhile: one more.
-                if copied >= frames {
-                    return;
-                }
-            }
+            // Every frame copied (or not in WAL mode): the writer's next transaction starts
+            // the WAL again. No progress: a read pins the frames after its snapshot.
+            Ok((frames, copied)) if copied >= frames || copied <= copied_before => return,
+            // The writer committed meanwhile: one more, shorter pass.
+            Ok((_, copied)) => copied_before = copied,
             Err(error) => {
-                tracing::warn!(%error, "WAL checkpoint pass failed; the next commit asks again");
+                tracing::warn!(%error, "WAL checkpoint pass failed; a later commit asks again");
                 return;
             }
         }
