@@ -5,6 +5,8 @@
 //! The other way round: Chosen records are appended without an fsync of their own (one fsync
 //! per instance per node), so a crash can leave a replica *ahead* of its log; the node then
 //! stands on its replica (a `Meta` record) and rejoins.
+//!
+//! No writer checkpoints SQLite's WAL: every node's `wal-<group>` thread does (`/metrics`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -262,6 +264,38 @@ async fn each_node_syncs_its_log_about_once_per_chosen_instance() {
             "node {}: {per_instance:.3} fsyncs per chosen instance (want about 1)",
             node.id
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_checkpoints_its_wal_on_its_wal_thread_not_on_its_writer() {
+    let (cluster, _, master_addr) = start_with_kept_table().await;
+    // About 600 WAL pages on every node: the master's batch, then each replica's replay.
+    connect(&master_addr, "main")
+        .await
+        .expect("connect")
+        .batch_execute(
+            "CREATE TABLE blobs (b BLOB NOT NULL); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600) \
+             INSERT INTO blobs (b) SELECT randomblob(3000) FROM n",
+        )
+        .await
+        .expect("a write of ~1.8 MB");
+    cluster.settle().await;
+    let passes = "paxsql_wal_checkpoint_passes_total{group=\"main\"}";
+    let by_writer = "paxsql_wal_writer_checkpoints_total{group=\"main\"}";
+    for node in &cluster.nodes {
+        let http = node.http_addr();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while metric(&http, passes).await < 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {}: no WAL checkpoint pass",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metric(&http, by_writer).await, 0.0, "node {}", node.id);
     }
 }
 

@@ -138,6 +138,28 @@ impl AdminSource for NodeStatus {
                 let _ = writeln!(text, "{name}{{group=\"{group}\"}} {value}");
             }
         }
+        let counters: [(&str, &str); 2] = [
+            (
+                "paxsql_wal_checkpoint_passes_total",
+                "SQLite WAL checkpoint passes run by the group's wal thread.",
+            ),
+            (
+                "paxsql_wal_writer_checkpoints_total",
+                "WAL checkpoints the writer ran itself (the WAL reached its bound: check for long reads).",
+            ),
+        ];
+        for (name, help) in counters {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (group, service) in self.backend.services() {
+                let stats = service.wal_checkpoint_stats();
+                let value = match name {
+                    "paxsql_wal_checkpoint_passes_total" => &stats.background_passes,
+                    _ => &stats.writer_checkpoints,
+                };
+                let value = value.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(text, "{name}{{group=\"{group}\"}} {value}");
+            }
+        }
         text
     }
 

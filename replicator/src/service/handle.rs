@@ -17,6 +17,7 @@ use crate::limits::WRITE_OUTCOME_WAIT_MS;
 use crate::paxos::InstanceId;
 use crate::runtime::group::{Delivered, GroupHandle};
 use crate::runtime::log_writer::FatalHandler;
+use crate::sqlite::wal::WalCheckpointStats;
 use crate::sqlite::{
     Column, Consistency, Database, ReadCancel, ReaderPool, SqlError, SqlErrorKind,
     StatementRequest, StatementResult,
@@ -47,6 +48,7 @@ pub struct SqlService {
     database_path: std::path::PathBuf,
     /// The running log checksum after each recently delivered instance (for checkpoints).
     checksums: std::sync::Arc<ChecksumRing>,
+    wal_stats: std::sync::Arc<WalCheckpointStats>,
 }
 
 impl SqlService {
@@ -62,6 +64,7 @@ impl SqlService {
         let (applied_sender, applied) = watch::channel(database.applied_instance());
         let readers = database.readers();
         let database_path = database.path().to_path_buf();
+        let wal_stats = database.wal_checkpoint_stats().clone();
         let checksums = std::sync::Arc::new(ChecksumRing::default());
         let runtime = tokio::runtime::Handle::current();
         // Chosen values go from the driver straight to the writer thread, waiting for room
@@ -103,7 +106,13 @@ impl SqlService {
             applied,
             database_path,
             checksums,
+            wal_stats,
         })
+    }
+
+    /// How often this replica's WAL was checkpointed, and by whom (`/metrics`).
+    pub fn wal_checkpoint_stats(&self) -> &WalCheckpointStats {
+        &self.wal_stats
     }
 
     /// The reader pool (checkpoints are copied from a reader, off the writer thread).

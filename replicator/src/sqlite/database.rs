@@ -126,7 +126,7 @@ impl Database {
     }
 
     /// How often the WAL was checkpointed, and by whom (see [`super::wal`]).
-    pub fn wal_checkpoint_stats(&self) -> &WalCheckpointStats {
+    pub fn wal_checkpoint_stats(&self) -> &Arc<WalCheckpointStats> {
         &self.wal_stats
     }
 
