@@ -145,7 +145,7 @@ impl AdminSource for NodeStatus {
             ),
             (
                 "paxsql_wal_writer_checkpoints_total",
-                "WAL checkpoints the writer ran itself (the WAL reached its bound: check for long reads).",
+                "WAL checkpoints the writer ran itself at the WAL's bound (sustained writes, long reads).",
             ),
         ];
         for (name, help) in counters {

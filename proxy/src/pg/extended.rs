@@ -32,7 +32,7 @@ use pgwire::messages::extendedquery::{
     Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
     PortalSuspended, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
-use pgwire::messages::response::EmptyQueryResponse;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::PgError;
@@ -368,8 +368,14 @@ impl QueryHandler {
                 .feed(PgWireBackendMessage::ErrorResponse(info.into()))
                 .await?;
         }
-        client.portal_store().rm_portal(DEFAULT_NAME);
+        // PostgreSQL drops the portals with their transaction (named ones too), so a portal
+        // that failed, or that ran in an earlier transaction, cannot be executed again.
         let status = self.session.transaction_status().await;
+        if matches!(status, TransactionStatus::Idle) {
+            client.portal_store().clear_portals();
+        } else {
+            client.portal_store().rm_portal(DEFAULT_NAME);
+        }
         client.set_transaction_status(status);
         send_ready_for_query(client, status).await
     }

@@ -2,8 +2,9 @@
 //!
 //! Readers are `query_only` connections on the same WAL file: each statement reads the last
 //! committed state and never sees the writer's open transaction (a batch waiting for its
-//! instance to be chosen). Connections open lazily up to the bound; past it a read gets a fast
-//! "busy" error instead of queueing without limit.
+//! instance to be chosen). Connections open lazily: clients hold at most `readers_max` at once
+//! (past it a read gets a fast "busy" error instead of queueing without limit), paxsql's upkeep
+//! at most [`MAINTENANCE_READERS_MAX`] more, so at most their sum is ever open.
 //!
 //! A read may be canceled ([`ReadCancel`], PostgreSQL's CancelRequest): the reader running it
 //! is interrupted (`sqlite3_interrupt`). Readers never write, so an interrupted read leaves
@@ -115,9 +116,9 @@ impl ReaderPool {
                 "the readers kept for paxsql's upkeep of this database are busy; retry shortly",
             ));
         }
-        // A client takes an idle reader, or opens one while fewer than the bound are in use.
+        // Idle connections are shared by clients and upkeep: the bound is on those in use.
         let client_readers = state.in_use - state.maintenance_in_use;
-        if !maintenance && state.idle.is_empty() && client_readers >= self.inner.readers_max {
+        if !maintenance && client_readers >= self.inner.readers_max {
             return Err(SqlError::new(
                 SqlErrorKind::Busy,
                 format!(
@@ -173,7 +174,7 @@ impl ReaderPool {
     /// An idle reader, never opening one (opening does file I/O).
     fn get_idle(&self) -> Option<Reader> {
         let mut state = self.inner.state.lock().expect("pool lock");
-        if state.closed {
+        if state.closed || state.in_use - state.maintenance_in_use >= self.inner.readers_max {
             return None;
         }
         let connection = state.idle.pop()?;
