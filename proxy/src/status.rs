@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use paxsql_replicator::runtime::metrics::RuntimeMetrics;
@@ -103,60 +104,64 @@ impl AdminSource for NodeStatus {
 
     fn metrics_text(&self) -> String {
         let mut text = self.metrics.render_prometheus();
-        let gauges: [(&str, &str); 5] = [
-            ("paxsql_chosen_instance", "Highest instance known chosen."),
+        // (name, help, Prometheus type), one line per group each.
+        let series: [(&str, &str, &str); 7] = [
+            (
+                "paxsql_chosen_instance",
+                "Highest instance known chosen.",
+                "gauge",
+            ),
             (
                 "paxsql_applied_instance",
                 "Highest instance applied to SQLite.",
+                "gauge",
             ),
             (
                 "paxsql_apply_lag_instances",
                 "Chosen minus applied instances.",
+                "gauge",
             ),
             (
                 "paxsql_is_master",
                 "1 when this node serves as the group's master.",
+                "gauge",
             ),
             (
                 "paxsql_foreign_gid_dropped_total",
                 "Messages dropped for carrying another cluster id.",
+                "gauge",
+            ),
+            (
+                "paxsql_wal_checkpoint_passes_total",
+                "SQLite WAL checkpoint passes run by the group's wal thread.",
+                "counter",
+            ),
+            (
+                "paxsql_wal_writer_checkpoints_total",
+                "WAL checkpoints the writer ran itself at the WAL's bound (sustained writes, long reads).",
+                "counter",
             ),
         ];
-        for (name, help) in gauges {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (name, help, kind) in series {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (group, service) in self.backend.services() {
                 let status = service.group().status();
                 let chosen = status.chosen_instance.unwrap_or(0);
                 let applied = service.applied_instance().unwrap_or(0);
+                let wal = service.wal_checkpoint_stats();
                 let value = match name {
                     "paxsql_chosen_instance" => chosen,
                     "paxsql_applied_instance" => applied,
                     "paxsql_apply_lag_instances" => chosen.saturating_sub(applied),
                     "paxsql_is_master" => u64::from(status.serving_as_master),
+                    "paxsql_wal_checkpoint_passes_total" => {
+                        wal.background_passes.load(Ordering::Relaxed)
+                    }
+                    "paxsql_wal_writer_checkpoints_total" => {
+                        wal.writer_checkpoints.load(Ordering::Relaxed)
+                    }
                     _ => status.foreign_gid_dropped,
                 };
-                let _ = writeln!(text, "{name}{{group=\"{group}\"}} {value}");
-            }
-        }
-        let counters: [(&str, &str); 2] = [
-            (
-                "paxsql_wal_checkpoint_passes_total",
-                "SQLite WAL checkpoint passes run by the group's wal thread.",
-            ),
-            (
-                "paxsql_wal_writer_checkpoints_total",
-                "WAL checkpoints the writer ran itself at the WAL's bound (sustained writes, long reads).",
-            ),
-        ];
-        for (name, help) in counters {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (group, service) in self.backend.services() {
-                let stats = service.wal_checkpoint_stats();
-                let value = match name {
-                    "paxsql_wal_checkpoint_passes_total" => &stats.background_passes,
-                    _ => &stats.writer_checkpoints,
-                };
-                let value = value.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = writeln!(text, "{name}{{group=\"{group}\"}} {value}");
             }
         }

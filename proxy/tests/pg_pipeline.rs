@@ -18,7 +18,7 @@ use paxsql_replicator::sqlite::types::{
 };
 use pg_common::wire::{
     bind, bind_portal, close_portal, execute, execute_portal, parse, query, ready_status, sync,
-    tags, Wire,
+    tags, Reply, Wire,
 };
 use pg_common::{connect, start_with, TestServer};
 
@@ -264,21 +264,11 @@ async fn a_portal_runs_once_and_a_write_executed_again_is_refused() {
     wire.send(&[query("INSERT INTO p VALUES (7, 'first')")])
         .await;
     assert_eq!(tags(&wire.until_ready().await), "CZ");
-    wire.send(&[
-        parse("INSERT INTO p VALUES (7, 'second')"),
-        bind_portal("f", &[]),
-        execute_portal("f"),
-        sync(),
-    ])
-    .await;
-    let replies = wire.until_ready().await;
-    assert_eq!(tags(&replies), "12EZ", "{replies:?}");
-    assert_eq!(replies[2].sqlstate(), "23505");
+    let error = fail_in_named_portal(&mut wire, "INSERT INTO p VALUES (7, 'second')", "f").await;
+    assert_eq!(error.sqlstate(), "23505");
     wire.send(&[query("DELETE FROM p WHERE id = 7")]).await;
     assert_eq!(tags(&wire.until_ready().await), "CZ");
-    wire.send(&[execute_portal("f"), sync()]).await;
-    let replies = wire.until_ready().await;
-    assert_eq!(tags(&replies), "EZ", "{replies:?}");
+    assert_portal_gone(&mut wire, "f").await;
     assert_eq!(count(&server).await, 0);
 
     // Bound again, it runs again; a read executed again has no rows left.
@@ -297,16 +287,28 @@ async fn a_portal_runs_once_and_a_write_executed_again_is_refused() {
     assert_eq!(count(&server).await, 1);
 
     // A failed read's named portal is gone after the Sync: no "no rows" answer.
+    fail_in_named_portal(&mut wire, "SELECT abs(-9223372036854775807 - 1)", "g").await;
+    assert_portal_gone(&mut wire, "g").await;
+}
+
+/// Parses `sql`, binds it to the named portal `portal` and executes it, which must fail;
+/// answers the error.
+async fn fail_in_named_portal(wire: &mut Wire, sql: &str, portal: &str) -> Reply {
     wire.send(&[
-        parse("SELECT abs(-9223372036854775807 - 1)"),
-        bind_portal("g", &[]),
-        execute_portal("g"),
+        parse(sql),
+        bind_portal(portal, &[]),
+        execute_portal(portal),
         sync(),
     ])
     .await;
-    let replies = wire.until_ready().await;
-    assert_eq!(tags(&replies), "12EZ", "integer overflow: {replies:?}");
-    wire.send(&[execute_portal("g"), sync()]).await;
+    let mut replies = wire.until_ready().await;
+    assert_eq!(tags(&replies), "12EZ", "{sql}: {replies:?}");
+    replies.remove(2)
+}
+
+/// An Execute of `portal` after its transaction ended fails: the portal is gone.
+async fn assert_portal_gone(wire: &mut Wire, portal: &str) {
+    wire.send(&[execute_portal(portal), sync()]).await;
     let replies = wire.until_ready().await;
     assert_eq!(tags(&replies), "EZ", "{replies:?}");
 }
