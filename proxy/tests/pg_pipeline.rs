@@ -62,7 +62,8 @@ impl Backend for CountingBackend {
     }
 }
 
-async fn server() -> (TestServer, Arc<CountingBackend>) {
+/// The server over a counting backend with table `p`, and a raw protocol connection to it.
+async fn server() -> (TestServer, Arc<CountingBackend>, Wire) {
     let directory = tempfile::tempdir().expect("temp dir");
     let backend = Arc::new(CountingBackend {
         inner: LocalSqliteBackend::open(directory.path(), &["main"]).expect("open backend"),
@@ -75,7 +76,8 @@ async fn server() -> (TestServer, Arc<CountingBackend>) {
         .batch_execute("CREATE TABLE p (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .await
         .expect("creates the table");
-    (server, backend)
+    let wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+    (server, backend, wire)
 }
 
 async fn count(server: &TestServer) -> i64 {
@@ -96,8 +98,7 @@ fn counts(backend: &CountingBackend) -> (usize, usize) {
 
 #[tokio::test]
 async fn a_lone_execute_per_sync_is_an_autocommit_unit_even_with_a_close_before_the_sync() {
-    let (server, backend) = server().await;
-    let mut wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+    let (server, backend, mut wire) = server().await;
     let before = counts(&backend);
 
     // tokio-postgres and pgbench: Parse/Bind/Execute/Sync.
@@ -132,8 +133,7 @@ async fn a_lone_execute_per_sync_is_an_autocommit_unit_even_with_a_close_before_
 
 #[tokio::test]
 async fn writes_behind_a_comment_join_the_pipeline_and_a_pragma_runs_alone() {
-    let (server, backend) = server().await;
-    let mut wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+    let (server, backend, mut wire) = server().await;
 
     // sqlcommenter / Hibernate comments before the verb.
     wire.send(&[
@@ -174,8 +174,7 @@ async fn writes_behind_a_comment_join_the_pipeline_and_a_pragma_runs_alone() {
 
 #[tokio::test]
 async fn a_pipeline_longer_than_one_transaction_commits_in_chunks() {
-    let (server, backend) = server().await;
-    let mut wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+    let (server, backend, mut wire) = server().await;
     let rows = 1_100;
     let values: Vec<(String, String)> = (0..rows)
         .map(|id| (id.to_string(), format!("row {id}")))
@@ -238,8 +237,7 @@ async fn a_pipeline_longer_than_one_transaction_commits_in_chunks() {
 
 #[tokio::test]
 async fn a_portal_runs_once_and_a_write_executed_again_is_refused() {
-    let (server, _backend) = server().await;
-    let mut wire = Wire::connect(&server.address.to_string(), "tester", "main").await;
+    let (server, _backend, mut wire) = server().await;
 
     // PostgreSQL runs a portal once: executing a write's portal again must not write again.
     wire.send(&[

@@ -47,7 +47,7 @@ pub const WAL_PAGES_WRITER_CHECKPOINT: c_int = 8_000;
 /// Passes one request may run while the writer keeps adding frames.
 const PASSES_PER_REQUEST_MAX: u32 = 8;
 
-/// Counters of a database's WAL checkpoints (tests read them).
+/// Counters of a database's WAL checkpoints (`/metrics` and tests read them).
 #[derive(Debug, Default)]
 pub struct WalCheckpointStats {
     /// Passes the checkpoint thread ran.
@@ -120,6 +120,8 @@ impl WriterHook {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 // Busy while the thread's pass runs: that pass copies the same frames.
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if failure.code == rusqlite::ErrorCode::DatabaseBusy => {}
                 Err(error) => {
                     tracing::warn!(%error, pages, "WAL checkpoint on the writer failed; a later commit tries again")
                 }
