@@ -331,6 +331,71 @@ async fn transactions(cluster: &Cluster, client: &Client, follower: u32, other: 
         .map(|row| row.get(0))
         .collect();
     assert_eq!(ids, vec![1, 6], "the disconnected transaction left nothing");
+
+    savepoints(cluster, client, &mut client_mut).await;
+}
+
+/// tokio-postgres's nested transactions (`SAVEPOINT sp_1`, then `RELEASE` or `ROLLBACK TO`),
+/// and `ROLLBACK TO SAVEPOINT` reviving a transaction an error aborted, as in PostgreSQL. The
+/// replicas replay the savepoints in place, so every node holds what the master holds.
+async fn savepoints(cluster: &Cluster, client: &Client, client_mut: &mut Client) {
+    let mut tx = client_mut.transaction().await.expect("BEGIN");
+    tx.execute("INSERT INTO ledger VALUES ($1, $2)", &[&7i64, &7i64])
+        .await
+        .expect("insert");
+    let nested = tx.transaction().await.expect("SAVEPOINT");
+    nested
+        .execute("INSERT INTO ledger VALUES ($1, $2)", &[&8i64, &8i64])
+        .await
+        .expect("insert in the savepoint");
+    nested.rollback().await.expect("ROLLBACK TO SAVEPOINT");
+    let nested = tx.transaction().await.expect("SAVEPOINT again");
+    nested
+        .execute("INSERT INTO ledger VALUES ($1, $2)", &[&9i64, &9i64])
+        .await
+        .expect("insert in the savepoint");
+    nested.commit().await.expect("RELEASE SAVEPOINT");
+    tx.commit().await.expect("COMMIT");
+
+    client
+        .batch_execute("BEGIN; INSERT INTO ledger VALUES (10, 10); SAVEPOINT before_eleven")
+        .await
+        .expect("begin, insert, savepoint");
+    let failed = client
+        .batch_execute("INSERT INTO ledger VALUES (10, 10)")
+        .await
+        .expect_err("duplicate");
+    assert_eq!(code(&failed), "23505");
+    let refused = client.batch_execute("SELECT 1").await.expect_err("aborted");
+    assert_eq!(code(&refused), "25P02");
+    client
+        .batch_execute("ROLLBACK TO SAVEPOINT before_eleven")
+        .await
+        .expect("ROLLBACK TO revives the transaction");
+    client
+        .batch_execute("INSERT INTO ledger VALUES (11, 11); COMMIT")
+        .await
+        .expect("insert and commit");
+
+    cluster.settle().await;
+    for node in &cluster.nodes {
+        let local = connect_local(&node.sql_addr(), "main")
+            .await
+            .expect("connect for local reads");
+        let ids: Vec<i64> = local
+            .query("SELECT id FROM ledger ORDER BY id", &[])
+            .await
+            .expect("ids")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            ids,
+            [1, 6, 7, 9, 10, 11],
+            "savepoints, on the replica of {}",
+            node.sql_addr()
+        );
+    }
 }
 
 async fn show(client: &Client) -> Option<String> {

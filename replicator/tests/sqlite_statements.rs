@@ -66,7 +66,7 @@ fn each_non_replicable_statement_class_is_refused_with_a_reason() {
             "total_changes",
         ),
         ("BEGIN", "transaction control"),
-        ("SAVEPOINT mine", "transaction control"),
+        ("SAVEPOINT mine", "only inside BEGIN"),
         (
             "INSERT INTO t (a) SELECT count(*) FROM dbstat",
             "describes this node's database file",

@@ -39,6 +39,9 @@ pub struct Batch<'db> {
     dead: Option<SqlError>,
     /// When the batch began: with the statement time limit, its time budget.
     started: Instant,
+    /// An interactive transaction's batch: one client owns it, so its SAVEPOINT, RELEASE and
+    /// ROLLBACK TO may run (see [`Batch::allow_client_savepoints`]).
+    client_savepoints: bool,
 }
 
 /// A finished batch whose transaction waits for the Paxos outcome of instance `base + 1`.
@@ -113,6 +116,7 @@ impl Database {
             value_bytes,
             dead: None,
             started: Instant::now(),
+            client_savepoints: false,
         })
     }
 }
@@ -233,7 +237,11 @@ impl<'db> Batch<'db> {
         };
         self.check_limits(&statement)?;
         let statement_index = self.record.statements.len();
-        let outcome = self.run_in_savepoint(request, statement_index);
+        let outcome = if self.client_savepoints && policy::is_savepoint_control(&request.sql) {
+            self.run_savepoint_control(request)
+        } else {
+            self.run_in_savepoint(request, statement_index)
+        };
         let writer = &self.database().writer;
         statement.last_insert_rowid = writer.connection.last_insert_rowid();
         match &outcome {
@@ -271,6 +279,34 @@ impl<'db> Batch<'db> {
             ));
         }
         Ok(())
+    }
+
+    /// Lets the client's own SAVEPOINT, RELEASE and ROLLBACK TO run in this batch. Only for an
+    /// interactive transaction: in a batch of autocommit statements from many clients, one
+    /// client's ROLLBACK TO would undo statements other clients were told succeeded.
+    pub fn allow_client_savepoints(&mut self) {
+        self.client_savepoints = true;
+    }
+
+    /// Runs a client's savepoint statement as it is: wrapped in a savepoint of paxsql's own, the
+    /// wrapper's RELEASE would release the client's savepoint with it. A savepoint statement
+    /// changes no row and fails whole, so it needs no wrapper to fail alone. Replicas replay it
+    /// in the same place, so a ROLLBACK TO undoes the same statements everywhere.
+    fn run_savepoint_control(
+        &mut self,
+        request: &StatementRequest,
+    ) -> Result<super::connection::Executed, SqlError> {
+        let writer = &self.database().writer;
+        let outcome = writer.execute_savepoint_control(&request.sql, &request.params);
+        if outcome.is_err() && writer.connection.is_autocommit() {
+            // Never expected (no savepoint statement ends a transaction), checked as after any
+            // error (DESIGN "Rules that keep it correct").
+            self.dead = Some(SqlError::new(
+                SqlErrorKind::Other,
+                "the transaction ended at a savepoint statement; every statement of it was rolled back",
+            ));
+        }
+        outcome
     }
 
     fn run_in_savepoint(

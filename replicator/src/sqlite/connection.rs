@@ -477,6 +477,18 @@ impl PaxConnection {
         self.execute_verb(sql, params, policy::verb(sql))
     }
 
+    /// [`Self::execute`] for a client's savepoint statement ([`policy::is_savepoint_control`]),
+    /// which the policy lets through only here: in an interactive transaction on the master
+    /// (one client owns the writer) or in the replay of one. Writer only.
+    pub fn execute_savepoint_control(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Executed, SqlError> {
+        let _open = self.policy.open_savepoints();
+        self.execute(sql, params)
+    }
+
     /// [`Self::execute`] with the statement's [`policy::verb`] already computed (once per
     /// statement: it allocates).
     fn execute_verb(

@@ -21,6 +21,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::connection::{value_from_proto, ConnectionOptions, PaxConnection};
 use super::error::SqliteError;
 use super::meta::{self, key, MetaSnapshot};
+use super::policy;
 use super::readers::{ReaderPool, READERS_MAX_DEFAULT};
 use super::types::{SqlError, StatementRequest, StatementResult, Value};
 use super::vfs::TimePin;
@@ -311,14 +312,19 @@ impl Database {
             // The SQL text is borrowed from the chosen value; only parameters are converted.
             let params: Vec<Value> = statement.params.iter().map(value_from_proto).collect();
             self.writer.seed_random(batch.random_seed, statement_index);
-            let executed = self
-                .writer
-                .execute(&statement.sql, &params)
-                .map_err(|error| {
-                    diverged(format!(
-                        "it failed here but succeeded on the master: {error}"
-                    ))
-                })?;
+            // A savepoint statement that succeeded on the master came from an interactive
+            // transaction (the only batches that run them).
+            let executed = if policy::is_savepoint_control(&statement.sql) {
+                self.writer
+                    .execute_savepoint_control(&statement.sql, &params)
+            } else {
+                self.writer.execute(&statement.sql, &params)
+            };
+            let executed = executed.map_err(|error| {
+                diverged(format!(
+                    "it failed here but succeeded on the master: {error}"
+                ))
+            })?;
             let replica = (
                 executed.result.rows_changed,
                 executed.effect_digest,

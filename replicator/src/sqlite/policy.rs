@@ -89,6 +89,10 @@ pub struct Policy {
     /// pragmas are refused on the writer (nothing runs client SQL there outside a batch or an
     /// apply).
     writes_open: AtomicBool,
+    /// On the writer: true only while it runs a client's SAVEPOINT, RELEASE or ROLLBACK TO
+    /// inside an interactive transaction, or replays one. In a batch of autocommit statements
+    /// from many clients they would undo or release other clients' statements.
+    savepoints_open: AtomicBool,
     /// Why the last refused statement was refused (the authorizer can only say "denied").
     refusal: Mutex<Option<String>>,
 }
@@ -106,6 +110,15 @@ impl Policy {
         self.refusal.lock().expect("refusal lock").take();
         self.policing.store(true, Ordering::SeqCst);
         PolicingGuard {
+            policy: Arc::clone(self),
+        }
+    }
+
+    /// Lets client savepoint statements through until the guard drops (see
+    /// `savepoints_open`).
+    pub fn open_savepoints(self: &Arc<Self>) -> SavepointsGuard {
+        self.savepoints_open.store(true, Ordering::SeqCst);
+        SavepointsGuard {
             policy: Arc::clone(self),
         }
     }
@@ -142,6 +155,11 @@ impl Policy {
             );
             return Authorization::Deny;
         }
+        if matches!(context.action, AuthAction::Savepoint { .. })
+            && self.savepoints_open.load(Ordering::SeqCst)
+        {
+            return Authorization::Allow;
+        }
         match refusal_reason(self.writer, &context.action) {
             None => Authorization::Allow,
             Some(reason) => {
@@ -160,6 +178,24 @@ impl Drop for PolicingGuard {
     fn drop(&mut self) {
         self.policy.policing.store(false, Ordering::SeqCst);
     }
+}
+
+pub struct SavepointsGuard {
+    policy: Arc<Policy>,
+}
+
+impl Drop for SavepointsGuard {
+    fn drop(&mut self) {
+        self.policy.savepoints_open.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether `sql` is a client's savepoint statement (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`): it
+/// runs outside the per-statement savepoint that wraps every other client statement, since
+/// releasing that wrapper would release the client's savepoint with it. Decides only that; the
+/// authorizer still judges the statement (a plain `ROLLBACK` is refused, with no effect).
+pub fn is_savepoint_control(sql: &str) -> bool {
+    matches!(verb(sql).as_str(), "SAVEPOINT" | "RELEASE" | "ROLLBACK")
 }
 
 /// Installs `policy` as the authorizer of `connection`.
@@ -198,9 +234,14 @@ fn refusal_reason(writer: bool, action: &AuthAction<'_>) -> Option<String> {
         CreateTempTable { .. } | CreateTempIndex { .. } | CreateTempTrigger { .. } | CreateTempView { .. } => {
             Some(temp.into())
         }
-        Transaction { .. } | Savepoint { .. } => Some(
-            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is handled by the \
-             paxsql session, not inside a replicated statement; send it as its own statement"
+        Transaction { .. } => Some(
+            "transaction control (BEGIN, COMMIT, ROLLBACK) is handled by the paxsql session, not \
+             inside a replicated statement; send it as its own statement"
+                .into(),
+        ),
+        Savepoint { .. } => Some(
+            "SAVEPOINT, RELEASE and ROLLBACK TO work only inside BEGIN … COMMIT, each as its own \
+             statement"
                 .into(),
         ),
         Pragma { pragma_name, .. } if writer && is_one_of(pragma_name, PRAGMAS_OF_THIS_FILE) => {

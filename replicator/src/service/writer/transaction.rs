@@ -33,6 +33,7 @@ pub(super) fn run_transaction(
             return;
         }
     };
+    batch.allow_client_savepoints();
     let transaction = context.next_transaction;
     context.next_transaction += 1;
     if begin.send(Ok(transaction)).is_err() {
@@ -134,6 +135,7 @@ fn rerun_and_commit(
         let mut batch = database
             .begin_batch(base, original.time_unix_ms, original.random_seed)
             .map_err(begin_error)?;
+        batch.allow_client_savepoints();
         for statement in statements {
             // Failures are part of what the client saw; the comparison below checks them.
             let _ = batch.execute(statement);
