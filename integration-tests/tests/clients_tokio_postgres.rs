@@ -358,9 +358,12 @@ async fn savepoints(cluster: &Cluster, client: &Client, client_mut: &mut Client)
     tx.commit().await.expect("COMMIT");
 
     client
-        .batch_execute("BEGIN; INSERT INTO ledger VALUES (10, 10); SAVEPOINT before_eleven")
+        .batch_execute(
+            "BEGIN; INSERT INTO ledger VALUES (10, 10); SAVEPOINT before_eleven; \
+             INSERT INTO ledger VALUES (12, 12)",
+        )
         .await
-        .expect("begin, insert, savepoint");
+        .expect("begin, insert, savepoint, insert");
     let failed = client
         .batch_execute("INSERT INTO ledger VALUES (10, 10)")
         .await
@@ -368,14 +371,39 @@ async fn savepoints(cluster: &Cluster, client: &Client, client_mut: &mut Client)
     assert_eq!(code(&failed), "23505");
     let refused = client.batch_execute("SELECT 1").await.expect_err("aborted");
     assert_eq!(code(&refused), "25P02");
-    client
-        .batch_execute("ROLLBACK TO SAVEPOINT before_eleven")
+    let unknown = client
+        .batch_execute("ROLLBACK TO SAVEPOINT nowhere")
         .await
-        .expect("ROLLBACK TO revives the transaction");
+        .expect_err("no such savepoint");
+    assert_eq!(code(&unknown), "3B001", "{unknown:?}");
+    let refused = client
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("still aborted");
+    assert_eq!(code(&refused), "25P02");
+    client
+        .batch_execute("/* app */ ROLLBACK TO SAVEPOINT before_eleven")
+        .await
+        .expect("ROLLBACK TO revives the transaction (and undoes row 12)");
+    // The extended protocol too (JDBC's setSavepoint and rollback(Savepoint)).
+    for statement in [
+        "SAVEPOINT extended",
+        "INSERT INTO ledger VALUES (13, 13)",
+        "ROLLBACK TO SAVEPOINT extended",
+        "RELEASE SAVEPOINT extended",
+    ] {
+        client.execute(statement, &[]).await.expect(statement);
+    }
     client
         .batch_execute("INSERT INTO ledger VALUES (11, 11); COMMIT")
         .await
         .expect("insert and commit");
+    // Outside BEGIN a savepoint fails its whole message, as PostgreSQL's implicit transaction.
+    let outside = client
+        .batch_execute("INSERT INTO ledger VALUES (14, 14); SAVEPOINT too_early")
+        .await
+        .expect_err("no transaction block");
+    assert_eq!(code(&outside), "25P01");
 
     cluster.settle().await;
     for node in &cluster.nodes {
@@ -587,7 +615,10 @@ async fn a_transaction_that_outlives_its_masters_lease_gets_40001_and_leaves_not
     // Phase 1: a transaction opened through a follower runs on the master; lease renewals
     // chosen while it is open (every 250 ms with a 1 s lease) do not end it, and it commits.
     client
-        .batch_execute("BEGIN; INSERT INTO parent VALUES (5, 'five'); SELECT random()")
+        .batch_execute(
+            "BEGIN; INSERT INTO parent VALUES (5, 'five'); SAVEPOINT s; \
+             INSERT INTO parent VALUES (6, 'six'); ROLLBACK TO SAVEPOINT s; SELECT random()",
+        )
         .await
         .expect("open a transaction");
     tokio::time::sleep(Duration::from_millis(1_500)).await;

@@ -163,4 +163,59 @@ async fn psql_lists_and_describes_tables() {
         described.contains("label") && described.contains("not null"),
         "{described}"
     );
+    catalog_lists_indexes_and_views(&client, psql).await;
+}
+
+/// `\\d TABLE` shows the table's indexes (its rowid primary key, constraint indexes, created
+/// ones with their own text); `\\di`, `\\dv` and `\\dt PATTERN` list what they name and
+/// nothing else.
+async fn catalog_lists_indexes_and_views<F, Fut>(client: &tokio_postgres::Client, psql: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    client
+        .batch_execute(
+            "CREATE UNIQUE INDEX items_label ON items (label); \
+             CREATE INDEX items_long ON items (length(label) DESC) WHERE id > 10; \
+             CREATE VIEW cheap AS SELECT id FROM items; \
+             CREATE TABLE pair (a TEXT, \"B\" TEXT, PRIMARY KEY (a, \"B\"))",
+        )
+        .await
+        .expect("indexes, a view, a composite key");
+    let described = psql("\\d items").await;
+    for footer in [
+        "Indexes:",
+        "\"items_pkey\" PRIMARY KEY, btree (id)",
+        "\"items_label\" UNIQUE, btree (label)",
+        "\"items_long\" btree (length(label) DESC) WHERE id > 10",
+    ] {
+        assert!(
+            described.contains(footer),
+            "missing {footer:?} in:\n{described}"
+        );
+    }
+    let described = psql("\\d pair").await;
+    assert!(
+        described.contains("\"sqlite_autoindex_pair_1\" PRIMARY KEY, btree (a, \"B\")"),
+        "{described}"
+    );
+    let indexes = psql("\\di").await;
+    assert!(indexes.contains(" items_label "), "{indexes}");
+    assert!(indexes.contains(" sqlite_autoindex_pair_1 "), "{indexes}");
+    assert!(indexes.contains("| index |"), "{indexes}");
+    assert!(
+        !indexes.contains("| table |"),
+        "\\di lists indexes only: {indexes}"
+    );
+    assert!(!indexes.contains("_paxsql"), "{indexes}");
+    let views = psql("\\dv").await;
+    assert!(views.contains(" cheap | view "), "{views}");
+    assert!(
+        !views.contains("| table |"),
+        "\\dv lists views only: {views}"
+    );
+    let matching = psql("\\dt i*").await;
+    assert!(matching.contains(" items | table "), "{matching}");
+    assert!(!matching.contains("pair"), "{matching}");
 }

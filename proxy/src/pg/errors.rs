@@ -61,6 +61,7 @@ pub fn sqlstate(error: &SqlError) -> &'static str {
         SqlErrorKind::Busy => "53000",
         SqlErrorKind::LimitExceeded => "54000",
         SqlErrorKind::Other if is_io_error(&error.message) => "58000",
+        SqlErrorKind::Other if error.message.starts_with("no such savepoint") => "3B001",
         SqlErrorKind::Other => "XX000",
     }
 }

@@ -162,6 +162,15 @@ impl Session {
             .into_iter()
             .map(|piece| sql::classify_and_rewrite(&piece))
             .collect();
+        let savepoint_before_begin = pieces
+            .iter()
+            .take_while(|(_, kind)| *kind != StatementKind::Begin)
+            .any(|(_, kind)| *kind == StatementKind::SavepointControl);
+        if savepoint_before_begin && !self.in_transaction().await {
+            // PostgreSQL runs the message in one implicit transaction, which the savepoint
+            // statement's error rolls back: nothing before it may commit either.
+            return (Vec::new(), Some(savepoint_outside_transaction_error()));
+        }
         let mut outputs = Vec::new();
         let mut index = 0;
         while index < pieces.len() {
@@ -300,17 +309,23 @@ impl Session {
     ) -> Result<Output, PgError> {
         let request = StatementRequest::with_params(sql, params);
         match &mut state.tx {
-            TxState::Idle if *kind == StatementKind::SavepointControl => Err(PgError::new(
-                "25P01",
-                "SAVEPOINT, RELEASE and ROLLBACK TO can only be used in transaction blocks; run BEGIN first",
-            )),
+            TxState::Idle if *kind == StatementKind::SavepointControl => {
+                Err(savepoint_outside_transaction_error())
+            }
             TxState::Idle => match self.resolve(sql, kind).await? {
                 StatementKind::Read => {
                     Ok(Output::Result(self.read(request, state.consistency).await?))
                 }
                 _ => {
-                    let mut results = self.backend.execute_write(self.group(), vec![request]).await?;
-                    assert!(results.len() == 1, "a write unit of one statement returned {} results", results.len());
+                    let mut results = self
+                        .backend
+                        .execute_write(self.group(), vec![request])
+                        .await?;
+                    assert!(
+                        results.len() == 1,
+                        "a write unit of one statement returned {} results",
+                        results.len()
+                    );
                     Ok(Output::Result(results.remove(0)))
                 }
             },
@@ -326,8 +341,9 @@ impl Session {
             },
             TxState::Aborted(tx) => {
                 // Only ROLLBACK TO reaches here (see `execute`): it recovers the transaction.
-                let is_rollback_to = sql.trim_start().to_ascii_uppercase().starts_with("ROLLBACK")
-                    || sql.trim_start().to_ascii_uppercase().starts_with("ABORT");
+                // The verb comes from the tokenizer: a leading comment must not hide it.
+                let is_rollback_to =
+                    matches!(sql::command_verb(sql).as_str(), "ROLLBACK" | "ABORT");
                 if !is_rollback_to {
                     return Err(aborted_error());
                 }
@@ -361,6 +377,13 @@ fn is_data(kind: &StatementKind) -> bool {
     matches!(
         kind,
         StatementKind::Read | StatementKind::Write | StatementKind::Undecided
+    )
+}
+
+fn savepoint_outside_transaction_error() -> PgError {
+    PgError::new(
+        "25P01",
+        "SAVEPOINT, RELEASE and ROLLBACK TO can only be used in transaction blocks; run BEGIN first",
     )
 }
 

@@ -1,12 +1,18 @@
-//! Answers for the `pg_catalog` queries psql 15 sends for `\dt`, `\d` and `\d TABLE`, made
-//! from SQLite's own `sqlite_schema` and `pragma_table_info`. paxsql's `_paxsql_*` tables and
-//! SQLite's `sqlite_*` tables are hidden. Pragmatic pattern matching on psql's query text:
+//! Answers for the `pg_catalog` queries psql 15 sends for `\d`, `\dt`, `\dv`, `\di` and
+//! `\d TABLE`, made from SQLite's own `sqlite_schema` and pragmas. paxsql's `_paxsql_*` tables
+//! and SQLite's `sqlite_*` tables are hidden (the indexes SQLite makes for UNIQUE and PRIMARY
+//! KEY constraints, `sqlite_autoindex_*`, are shown). Pragmatic pattern matching on psql's
+//! query text:
 //!
-//! - the relation list (`\dt`, `\d`): "Schema", "Name", "Type", "Owner";
+//! - the relation lists (`c.relkind IN (…)` says which kinds, an optional
+//!   `c.relname OPERATOR(pg_catalog.~) '^(…)$'` which names): "Schema", "Name", "Type",
+//!   "Owner", and "Table" for indexes;
 //! - `\d NAME` step 1 (`c.relname OPERATOR(pg_catalog.~) '^(NAME)$'`): oid, schema, name;
 //! - step 2 (`c.relchecks, c.relkind, …`): one row of table properties;
 //! - step 3 (`a.attname, pg_catalog.format_type(…)`): the columns;
-//! - any other catalog query: no rows (psql then prints no indexes, policies, …).
+//! - step 4 (`pg_catalog.pg_get_indexdef(i.indexrelid, …)`): the "Indexes:" footer, with the
+//!   table's rowid primary key (`INTEGER PRIMARY KEY`, no index of its own) as `TABLE_pkey`;
+//! - any other catalog query: no rows (psql then prints no policies, triggers, …).
 //!
 //! A relation's oid is `16384 + its sqlite_schema rowid`.
 
@@ -21,7 +27,10 @@ const OID_BASE: i64 = 16384;
 struct Relation {
     oid: i64,
     name: String,
+    /// `table`, `view` or `index` (sqlite_schema's type).
     kind: String,
+    /// The table an index belongs to (sqlite_schema's `tbl_name`).
+    table: String,
 }
 
 /// The answer to one catalog query.
@@ -32,12 +41,15 @@ pub async fn answer(
     consistency: Consistency,
 ) -> Result<StatementResult, SqlError> {
     let lower = sql.to_ascii_lowercase();
+    if lower.contains("c.relkind") && lower.contains("\"name\"") {
+        return relation_list(backend, group, sql, consistency).await;
+    }
     if lower.contains("operator(pg_catalog.~)") && lower.contains("c.relname") {
         let pattern = between(sql, "'^(", ")$'").unwrap_or_default();
         let relations = relations(backend, group, consistency).await?;
         let rows = relations
             .iter()
-            .filter(|r| r.name.eq_ignore_ascii_case(&pattern))
+            .filter(|r| r.kind != "index" && name_matches(&pattern, &r.name))
             .map(|r| {
                 vec![
                     Value::Text(r.oid.to_string()),
@@ -50,11 +62,19 @@ pub async fn answer(
     }
     if lower.contains("c.relchecks") {
         let relation = relation_by_oid(backend, group, sql, consistency).await?;
+        let has_index = match &relation {
+            Some(r) if r.kind == "table" => !indexes(backend, group, &r.name, consistency)
+                .await?
+                .is_empty(),
+            _ => false,
+        };
         let rows = relation
             .map(|r| {
                 let kind = if r.kind == "view" { "v" } else { "r" };
+                let has_index = if has_index { "t" } else { "f" };
                 [
-                    "0", kind, "f", "f", "f", "f", "f", "f", "f", "", "0", "", "p", "d", "heap",
+                    "0", kind, has_index, "f", "f", "f", "f", "f", "f", "", "0", "", "p", "d",
+                    "heap",
                 ]
                 .iter()
                 .map(|v| text(v))
@@ -132,19 +152,266 @@ pub async fn answer(
         ];
         return Ok(result(&names, rows));
     }
-    if lower.contains("c.relkind") && lower.contains("\"name\"") {
-        // psql's CASE names every kind; the `c.relkind IN (…)` list says which are wanted.
-        let include_views =
-            between(&lower, "c.relkind in (", ")").is_some_and(|kinds| kinds.contains("'v'"));
-        let rows = relations(backend, group, consistency)
+    if lower.contains("pg_catalog.pg_get_indexdef(i.indexrelid") {
+        let Some(relation) = relation_by_oid(backend, group, sql, consistency).await? else {
+            return Ok(result(&["relname"], Vec::new()));
+        };
+        let rows = indexes(backend, group, &relation.name, consistency)
             .await?
             .into_iter()
-            .filter(|r| r.kind == "table" || include_views)
-            .map(|r| vec![text("public"), text(&r.name), text(&r.kind), text("paxsql")])
+            .map(|index| {
+                let flag = |on: bool| text(if on { "t" } else { "f" });
+                let contype = match index.origin {
+                    IndexOrigin::PrimaryKey => text("p"),
+                    IndexOrigin::Unique => text("u"),
+                    IndexOrigin::Created => Value::Null,
+                };
+                vec![
+                    text(&index.name),
+                    flag(index.origin == IndexOrigin::PrimaryKey),
+                    flag(index.unique),
+                    flag(false),
+                    flag(true),
+                    text(&index.definition),
+                    Value::Null,
+                    contype,
+                    flag(false),
+                    flag(false),
+                    flag(false),
+                    text("0"),
+                ]
+            })
             .collect();
-        return Ok(result(&["Schema", "Name", "Type", "Owner"], rows));
+        let names = [
+            "relname",
+            "indisprimary",
+            "indisunique",
+            "indisclustered",
+            "indisvalid",
+            "pg_get_indexdef",
+            "pg_get_constraintdef",
+            "contype",
+            "condeferrable",
+            "condeferred",
+            "indisreplident",
+            "reltablespace",
+        ];
+        return Ok(result(&names, rows));
     }
     Ok(result(&["?column?"], Vec::new()))
+}
+
+/// `\d`, `\dt`, `\dv`, `\di` (with or without a name pattern).
+async fn relation_list(
+    backend: &dyn Backend,
+    group: &str,
+    sql: &str,
+    consistency: Consistency,
+) -> Result<StatementResult, SqlError> {
+    let lower = sql.to_ascii_lowercase();
+    // psql's CASE names every kind; the `c.relkind IN (…)` list says which are wanted.
+    let kinds = between(&lower, "c.relkind in (", ")").unwrap_or_default();
+    let wanted = |kind: &str| match kind {
+        "table" => kinds.contains("'r'"),
+        "view" => kinds.contains("'v'"),
+        "index" => kinds.contains("'i'"),
+        _ => false,
+    };
+    let pattern = lower
+        .contains("c.relname operator(pg_catalog.~)")
+        .then(|| between(sql, "'^(", ")$'"))
+        .flatten();
+    let with_table = lower.contains("as \"table\"");
+    let rows = relations(backend, group, consistency)
+        .await?
+        .into_iter()
+        .filter(|r| wanted(&r.kind))
+        .filter(|r| pattern.as_deref().is_none_or(|p| name_matches(p, &r.name)))
+        .map(|r| {
+            let mut row = vec![text("public"), text(&r.name), text(&r.kind), text("paxsql")];
+            if with_table {
+                row.push(text(&r.table));
+            }
+            row
+        })
+        .collect();
+    let mut names = vec!["Schema", "Name", "Type", "Owner"];
+    if with_table {
+        names.push("Table");
+    }
+    Ok(result(&names, rows))
+}
+
+/// Whether `name` matches psql's pattern (its `*` and `?` arrive as the regex `.*` and `.`;
+/// other regex characters it escapes with `\`). Names compare case-insensitively, as SQLite's.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    fn matches(pattern: &[char], name: &[char]) -> bool {
+        match pattern {
+            [] => name.is_empty(),
+            ['.', '*', rest @ ..] => (0..=name.len()).any(|skip| matches(rest, &name[skip..])),
+            ['.', rest @ ..] => !name.is_empty() && matches(rest, &name[1..]),
+            ['\\', escaped, rest @ ..] | [escaped, rest @ ..] => {
+                name.first()
+                    .is_some_and(|first| first.eq_ignore_ascii_case(escaped))
+                    && matches(rest, &name[1..])
+            }
+        }
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    matches(&pattern, &name)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexOrigin {
+    PrimaryKey,
+    Unique,
+    Created,
+}
+
+/// One index of a table, as psql's "Indexes:" footer shows it.
+struct Index {
+    name: String,
+    unique: bool,
+    origin: IndexOrigin,
+    /// PostgreSQL's form, `CREATE … INDEX name ON public.table USING btree (columns)`: psql
+    /// prints what follows `USING`.
+    definition: String,
+}
+
+/// `x.name` as PostgreSQL prints an identifier: bare when lower-case letters, digits and `_`,
+/// else in double quotes.
+const QUOTED_NAME: &str = "CASE WHEN x.name GLOB '[a-z_]*' AND NOT x.name GLOB '*[^a-z0-9_]*' \
+     THEN x.name ELSE '\"' || replace(x.name, '\"', '\"\"') || '\"' END";
+
+/// The indexes of `table`: its rowid primary key first (an `INTEGER PRIMARY KEY` has no index
+/// of its own in SQLite), then SQLite's `pragma_index_list`.
+async fn indexes(
+    backend: &dyn Backend,
+    group: &str,
+    table: &str,
+    consistency: Consistency,
+) -> Result<Vec<Index>, SqlError> {
+    let read = |sql: String, params: Vec<Value>| {
+        backend.read(
+            group,
+            StatementRequest::with_params(sql, params),
+            consistency,
+        )
+    };
+    let listed = read(
+        "SELECT l.name, l.\"unique\", l.origin, \
+         (SELECT group_concat(coalesce(QUOTED_NAME, 'expression') \
+                 || CASE WHEN x.desc THEN ' DESC' ELSE '' END, ', ') \
+          FROM (SELECT * FROM pragma_index_xinfo(l.name) WHERE key ORDER BY seqno) AS x), \
+         (SELECT s.sql FROM sqlite_schema AS s WHERE s.name = l.name) \
+         FROM pragma_index_list($1) AS l ORDER BY l.origin <> 'pk', l.name"
+            .replace("QUOTED_NAME", QUOTED_NAME),
+        vec![Value::Text(table.to_owned())],
+    )
+    .await?;
+    let mut found = Vec::new();
+    let has_pk_index = listed
+        .rows
+        .iter()
+        .any(|row| row.get(2) == Some(&Value::Text("pk".into())));
+    if !has_pk_index {
+        let key = read(
+            "SELECT group_concat(QUOTED_NAME, ', ') \
+             FROM (SELECT name FROM pragma_table_info($1) WHERE pk > 0 ORDER BY pk) AS x"
+                .replace("QUOTED_NAME", QUOTED_NAME),
+            vec![Value::Text(table.to_owned())],
+        )
+        .await?;
+        if let Some(Value::Text(columns)) = key.rows.first().and_then(|row| row.first()) {
+            let name = format!("{table}_pkey");
+            found.push(Index {
+                definition: definition(&name, table, true, columns, None),
+                name,
+                unique: true,
+                origin: IndexOrigin::PrimaryKey,
+            });
+        }
+    }
+    for row in listed.rows {
+        let [name, unique, origin, columns, sql] =
+            <[Value; 5]>::try_from(row).expect("five columns selected");
+        let (Value::Text(name), Value::Text(origin)) = (name, origin) else {
+            continue;
+        };
+        let unique = unique == Value::Integer(1);
+        let columns = match columns {
+            Value::Text(columns) => columns,
+            _ => String::new(),
+        };
+        // A created index's own text says it best (expressions, collations, its WHERE).
+        let (columns, condition) = match &sql {
+            Value::Text(sql) => match created_parts(sql) {
+                Some((listed, condition)) => (listed.to_owned(), condition),
+                None => (columns, None),
+            },
+            _ => (columns, None),
+        };
+        found.push(Index {
+            definition: definition(&name, table, unique, &columns, condition),
+            name,
+            unique,
+            origin: match origin.as_str() {
+                "pk" => IndexOrigin::PrimaryKey,
+                "u" => IndexOrigin::Unique,
+                _ => IndexOrigin::Created,
+            },
+        });
+    }
+    Ok(found)
+}
+
+fn definition(
+    name: &str,
+    table: &str,
+    unique: bool,
+    columns: &str,
+    condition: Option<&str>,
+) -> String {
+    let unique = if unique { "UNIQUE " } else { "" };
+    let mut definition =
+        format!("CREATE {unique}INDEX \"{name}\" ON public.\"{table}\" USING btree ({columns})");
+    if let Some(condition) = condition {
+        definition.push_str(" WHERE ");
+        definition.push_str(condition);
+    }
+    definition
+}
+
+/// The column list of a `CREATE INDEX … ON table (list) [WHERE condition]` text, and its
+/// condition if it is a partial index. `None` when the text does not have that shape.
+fn created_parts(sql: &str) -> Option<(&str, Option<&str>)> {
+    let on = sql.to_ascii_uppercase().find(" ON ")?;
+    let open = on + sql[on..].find('(')?;
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (offset, c) in sql[open..].char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`' | '[') => quote = Some(if c == '[' { ']' } else { c }),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    let close = open + offset;
+                    let rest = sql[close + 1..].trim();
+                    let condition = rest
+                        .get(..5)
+                        .filter(|word| word.eq_ignore_ascii_case("WHERE"))
+                        .map(|_| rest[5..].trim());
+                    return Some((sql[open + 1..close].trim(), condition));
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    None
 }
 
 fn text(value: &str) -> Value {
@@ -181,8 +448,11 @@ async fn relations(
         .read(
             group,
             StatementRequest::new(
-                "SELECT rowid, name, type FROM sqlite_schema WHERE type IN ('table', 'view') \
-                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_paxsql\\_%' ESCAPE '\\' \
+                "SELECT rowid, name, type, tbl_name FROM sqlite_schema \
+                 WHERE type IN ('table', 'view', 'index') \
+                 AND (name NOT LIKE 'sqlite\\_%' ESCAPE '\\' OR name LIKE 'sqlite\\_autoindex\\_%' ESCAPE '\\') \
+                 AND tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                 AND tbl_name NOT LIKE '\\_paxsql\\_%' ESCAPE '\\' \
                  ORDER BY name",
             ),
             consistency,
@@ -192,11 +462,14 @@ async fn relations(
         .rows
         .into_iter()
         .filter_map(|row| match row.as_slice() {
-            [Value::Integer(rowid), Value::Text(name), Value::Text(kind)] => Some(Relation {
-                oid: OID_BASE + rowid,
-                name: name.clone(),
-                kind: kind.clone(),
-            }),
+            [Value::Integer(rowid), Value::Text(name), Value::Text(kind), Value::Text(table)] => {
+                Some(Relation {
+                    oid: OID_BASE + rowid,
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    table: table.clone(),
+                })
+            }
             _ => None,
         })
         .collect())

@@ -22,8 +22,11 @@ use crate::runtime::metrics::RuntimeMetrics;
 use crate::runtime::transport::{Transport, TransportConfig};
 
 /// The log format version this build presents in handshakes (until the binlog crate exports
-/// its own constant, which should replace this one).
-pub const LOG_FORMAT_VERSION: u32 = 1;
+/// its own constant, which should replace this one). A peer presenting another is refused
+/// ("upgrade the older node"): its replicas could not replay this build's values.
+/// - 2: a value may hold a client's SAVEPOINT, RELEASE or ROLLBACK TO (interactive
+///   transactions); a version-1 replica refuses to replay them and would halt.
+pub const LOG_FORMAT_VERSION: u32 = 2;
 
 /// How one node is set up (the runtime's part of the command line). `Debug` never shows the
 /// cluster secret.

@@ -195,7 +195,25 @@ impl Drop for SavepointsGuard {
 /// releasing that wrapper would release the client's savepoint with it. Decides only that; the
 /// authorizer still judges the statement (a plain `ROLLBACK` is refused, with no effect).
 pub fn is_savepoint_control(sql: &str) -> bool {
-    matches!(verb(sql).as_str(), "SAVEPOINT" | "RELEASE" | "ROLLBACK")
+    // Every replayed statement asks: the first word, without the allocations of `verb`.
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, next)| next);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, next)| next);
+        } else {
+            break;
+        }
+    }
+    let word_end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let word = &rest[..word_end];
+    ["SAVEPOINT", "RELEASE", "ROLLBACK"]
+        .iter()
+        .any(|keyword| word.eq_ignore_ascii_case(keyword))
 }
 
 /// Installs `policy` as the authorizer of `connection`.
@@ -593,6 +611,33 @@ mod tests {
         assert_eq!(verb("alter table t add column b"), "ALTER TABLE");
         assert_eq!(verb("drop table t"), "DROP TABLE");
         assert_eq!(verb("replace into t values ('CREATE')"), "REPLACE");
+    }
+
+    #[test]
+    fn savepoint_statements_are_told_by_their_first_word() {
+        for sql in [
+            "SAVEPOINT a",
+            "savepoint a",
+            "  release a",
+            "RELEASE SAVEPOINT a",
+            "ROLLBACK TO a",
+            "rollback transaction to savepoint a",
+            "/* app */ ROLLBACK TO a",
+            "-- app\n\tRELEASE a",
+        ] {
+            assert!(is_savepoint_control(sql), "{sql}");
+        }
+        for sql in [
+            "SAVEPOINTS",
+            "INSERT INTO savepoint VALUES (1)",
+            "SELECT 'ROLLBACK'",
+            "/* ROLLBACK */ DELETE FROM t",
+            "-- RELEASE\nUPDATE t SET a = 1",
+            "/* unterminated",
+            "",
+        ] {
+            assert!(!is_savepoint_control(sql), "{sql}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
     lost_error, not_master, now_unix_ms, BatchEnd, Reply, WriterContext, WriterMessage,
     TRANSACTION_IDLE_MAX, UNIT_ATTEMPTS_MAX,
 };
-use crate::sqlite::{Database, SqlError, SqlErrorKind, StatementRequest};
+use crate::sqlite::{Batch, Database, SqlError, SqlErrorKind, SqliteError, StatementRequest};
 
 /// Runs one interactive transaction from BEGIN to its end.
 pub(super) fn run_transaction(
@@ -26,14 +26,13 @@ pub(super) fn run_transaction(
         return;
     };
     let seed = context.next_random();
-    let mut batch = match database.begin_batch(base, now_unix_ms(), seed) {
+    let mut batch = match begin_transaction_batch(database, base, now_unix_ms(), seed) {
         Ok(batch) => batch,
         Err(error) => {
             let _ = begin.send(Err(begin_error(error)));
             return;
         }
     };
-    batch.allow_client_savepoints();
     let transaction = context.next_transaction;
     context.next_transaction += 1;
     if begin.send(Ok(transaction)).is_err() {
@@ -116,6 +115,19 @@ pub(super) fn run_transaction(
     }
 }
 
+/// The batch of an interactive transaction, first run or run again: one client owns it, so its
+/// own SAVEPOINT, RELEASE and ROLLBACK TO may run in it.
+fn begin_transaction_batch(
+    database: &mut Database,
+    base: u64,
+    time_unix_ms: i64,
+    random_seed: u64,
+) -> Result<Batch<'_>, SqliteError> {
+    let mut batch = database.begin_batch(base, time_unix_ms, random_seed)?;
+    batch.allow_client_savepoints();
+    Ok(batch)
+}
+
 /// Runs a transaction's statements again on top of the values chosen since it began (none of
 /// which touched user tables), with the same pinned time and random seed, and proposes the
 /// result only if every statement did exactly what the client was told (rows changed, effect
@@ -132,10 +144,9 @@ fn rerun_and_commit(
         let Some(base) = database.applied_instance() else {
             return Err(not_master());
         };
-        let mut batch = database
-            .begin_batch(base, original.time_unix_ms, original.random_seed)
-            .map_err(begin_error)?;
-        batch.allow_client_savepoints();
+        let mut batch =
+            begin_transaction_batch(database, base, original.time_unix_ms, original.random_seed)
+                .map_err(begin_error)?;
         for statement in statements {
             // Failures are part of what the client saw; the comparison below checks them.
             let _ = batch.execute(statement);
