@@ -162,13 +162,9 @@ impl Session {
             .into_iter()
             .map(|piece| sql::classify_and_rewrite(&piece))
             .collect();
-        let savepoint_before_begin = pieces
-            .iter()
-            .take_while(|(_, kind)| *kind != StatementKind::Begin)
-            .any(|(_, kind)| *kind == StatementKind::SavepointControl);
-        if savepoint_before_begin && !self.in_transaction().await {
-            // PostgreSQL runs the message in one implicit transaction, which the savepoint
-            // statement's error rolls back: nothing before it may commit either.
+        if savepoint_outside_a_block(&pieces, self.in_transaction().await) {
+            // PostgreSQL runs such statements in one implicit transaction, which the savepoint
+            // statement's error rolls back: nothing of the message may commit here either.
             return (Vec::new(), Some(savepoint_outside_transaction_error()));
         }
         let mut outputs = Vec::new();
@@ -380,6 +376,21 @@ fn is_data(kind: &StatementKind) -> bool {
     )
 }
 
+/// Whether a savepoint statement of the message would run outside a transaction block,
+/// following the message's own BEGIN, COMMIT and ROLLBACK from the session's state.
+fn savepoint_outside_a_block(pieces: &[(String, StatementKind)], in_transaction: bool) -> bool {
+    let mut in_block = in_transaction;
+    for (_, kind) in pieces {
+        match kind {
+            StatementKind::Begin => in_block = true,
+            StatementKind::Commit | StatementKind::Rollback => in_block = false,
+            StatementKind::SavepointControl if !in_block => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn savepoint_outside_transaction_error() -> PgError {
     PgError::new(
         "25P01",
@@ -529,5 +540,50 @@ pub fn single_text(column: &str, value: &str) -> StatementResult {
             "SHOW"
         }
         .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(text: &str) -> Vec<(String, StatementKind)> {
+        sql::split_statements(text)
+            .into_iter()
+            .map(|piece| sql::classify_and_rewrite(&piece))
+            .collect()
+    }
+
+    #[test]
+    fn a_savepoint_outside_a_block_is_found_anywhere_in_the_message() {
+        for (text, in_transaction) in [
+            ("SAVEPOINT a", false),
+            ("INSERT INTO t VALUES (1); SAVEPOINT a", false),
+            (
+                "BEGIN; COMMIT; INSERT INTO t VALUES (1); SAVEPOINT a",
+                false,
+            ),
+            ("COMMIT; INSERT INTO t VALUES (1); SAVEPOINT a", true),
+            ("ROLLBACK; /* x */ ROLLBACK TO a", true),
+        ] {
+            assert!(
+                savepoint_outside_a_block(&pieces(text), in_transaction),
+                "{text}"
+            );
+        }
+        for (text, in_transaction) in [
+            (
+                "BEGIN; SAVEPOINT a; INSERT INTO t VALUES (1); RELEASE a; COMMIT",
+                false,
+            ),
+            ("SAVEPOINT a", true),
+            ("INSERT INTO t VALUES (1); COMMIT", true),
+            ("INSERT INTO t VALUES (1)", false),
+        ] {
+            assert!(
+                !savepoint_outside_a_block(&pieces(text), in_transaction),
+                "{text}"
+            );
+        }
     }
 }

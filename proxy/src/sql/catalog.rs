@@ -45,7 +45,9 @@ pub async fn answer(
         return relation_list(backend, group, sql, consistency).await;
     }
     if lower.contains("operator(pg_catalog.~)") && lower.contains("c.relname") {
-        let pattern = between(sql, "'^(", ")$'").unwrap_or_default();
+        let pattern = between(sql, "'^(", ")$'")
+            .unwrap_or_default()
+            .replace("''", "'");
         let relations = relations(backend, group, consistency).await?;
         let rows = relations
             .iter()
@@ -220,7 +222,8 @@ async fn relation_list(
     let pattern = lower
         .contains("c.relname operator(pg_catalog.~)")
         .then(|| between(sql, "'^(", ")$'"))
-        .flatten();
+        .flatten()
+        .map(|pattern| pattern.replace("''", "'"));
     let with_table = lower.contains("as \"table\"");
     let rows = relations(backend, group, consistency)
         .await?
@@ -230,7 +233,11 @@ async fn relation_list(
         .map(|r| {
             let mut row = vec![text("public"), text(&r.name), text(&r.kind), text("paxsql")];
             if with_table {
-                row.push(text(&r.table));
+                row.push(if r.kind == "index" {
+                    text(&r.table)
+                } else {
+                    Value::Null
+                });
             }
             row
         })
@@ -242,24 +249,62 @@ async fn relation_list(
     Ok(result(&names, rows))
 }
 
+/// One element of psql's name pattern, as it arrives in regex form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PatternPart {
+    /// `.*` (psql's `*`).
+    AnyRun,
+    /// `.` (psql's `?`).
+    AnyChar,
+    Literal(char),
+}
+
 /// Whether `name` matches psql's pattern (its `*` and `?` arrive as the regex `.*` and `.`;
 /// other regex characters it escapes with `\`). Names compare case-insensitively, as SQLite's.
+/// Linear in the name for each pattern element (one backtrack point, the last `.*`): a
+/// client's pattern of many `*` must not hold an async worker.
 fn name_matches(pattern: &str, name: &str) -> bool {
-    fn matches(pattern: &[char], name: &[char]) -> bool {
-        match pattern {
-            [] => name.is_empty(),
-            ['.', '*', rest @ ..] => (0..=name.len()).any(|skip| matches(rest, &name[skip..])),
-            ['.', rest @ ..] => !name.is_empty() && matches(rest, &name[1..]),
-            ['\\', escaped, rest @ ..] | [escaped, rest @ ..] => {
-                name.first()
-                    .is_some_and(|first| first.eq_ignore_ascii_case(escaped))
-                    && matches(rest, &name[1..])
+    let mut parts = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        parts.push(match c {
+            '.' if chars.peek() == Some(&'*') => {
+                chars.next();
+                PatternPart::AnyRun
             }
+            '.' => PatternPart::AnyChar,
+            '\\' => PatternPart::Literal(chars.next().unwrap_or('\\')),
+            other => PatternPart::Literal(other),
+        });
+    }
+    let name: Vec<char> = name.chars().collect();
+    let (mut part, mut at) = (0, 0);
+    // The last `.*` seen and where in the name it was tried to end.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while at < name.len() {
+        let step = match parts.get(part) {
+            Some(PatternPart::AnyRun) => {
+                backtrack = Some((part, at));
+                part += 1;
+                continue;
+            }
+            Some(PatternPart::AnyChar) => true,
+            Some(PatternPart::Literal(c)) => c.eq_ignore_ascii_case(&name[at]),
+            None => false,
+        };
+        if step {
+            part += 1;
+            at += 1;
+        } else if let Some((run, end)) = backtrack {
+            // Let the last `.*` take one more character and try again from there.
+            backtrack = Some((run, end + 1));
+            part = run + 1;
+            at = end + 1;
+        } else {
+            return false;
         }
     }
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    matches(&pattern, &name)
+    parts[part..].iter().all(|p| *p == PatternPart::AnyRun)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,7 +431,18 @@ fn definition(
 /// The column list of a `CREATE INDEX … ON table (list) [WHERE condition]` text, and its
 /// condition if it is a partial index. `None` when the text does not have that shape.
 fn created_parts(sql: &str) -> Option<(&str, Option<&str>)> {
-    let on = sql.to_ascii_uppercase().find(" ON ")?;
+    // Upper case with whitespace as spaces: the same byte offsets as `sql`.
+    let upper: String = sql
+        .chars()
+        .map(|c| {
+            if c.is_ascii_whitespace() {
+                ' '
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    let on = upper.find(" ON ")?;
     let open = on + sql[on..].find('(')?;
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
@@ -492,4 +548,37 @@ async fn relation_by_oid(
         .await?
         .into_iter()
         .find(|r| r.oid == oid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psql_patterns_match_names() {
+        assert!(name_matches("items", "items"));
+        assert!(name_matches("ITEMS", "items"));
+        assert!(name_matches("i.*", "items"));
+        assert!(name_matches(".*s", "items"));
+        assert!(name_matches("it.ms", "items"));
+        assert!(name_matches(".*", ""));
+        assert!(name_matches("a.*b.*c", "axxbyyc"));
+        assert!(name_matches("a\\.b", "a.b"));
+        assert!(!name_matches("a\\.b", "axb"));
+        assert!(!name_matches("i.*x", "items"));
+        assert!(!name_matches("item", "items"));
+        assert!(!name_matches("items", "item"));
+        assert!(!name_matches(".", ""));
+    }
+
+    #[test]
+    fn a_pattern_of_many_stars_is_matched_in_linear_steps() {
+        // Backtracking into every `.*` made this ~1e20 steps; a client must not stall a worker.
+        let pattern = format!("{}!", ".*".repeat(40));
+        assert!(!name_matches(&pattern, &"customer_orders".repeat(20)));
+        assert!(name_matches(
+            &".*".repeat(40),
+            &"customer_orders".repeat(20)
+        ));
+    }
 }
