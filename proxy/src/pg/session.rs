@@ -162,7 +162,11 @@ impl Session {
             .into_iter()
             .map(|piece| sql::classify_and_rewrite(&piece))
             .collect();
-        if savepoint_outside_a_block(&pieces, self.in_transaction().await) {
+        let has_savepoint = pieces
+            .iter()
+            .any(|(_, kind)| *kind == StatementKind::SavepointControl);
+        // Only such messages pay for a look at the session's state.
+        if has_savepoint && savepoint_outside_a_block(&pieces, self.in_transaction().await) {
             // PostgreSQL runs such statements in one implicit transaction, which the savepoint
             // statement's error rolls back: nothing of the message may commit here either.
             return (Vec::new(), Some(savepoint_outside_transaction_error()));
